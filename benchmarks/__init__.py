@@ -1,0 +1,1 @@
+"""Shroud benchmarks: run with `make bench`."""

@@ -1,0 +1,1 @@
+"""shroud-bridge: the attested server that runs inside a TDX confidential VM."""

@@ -1,0 +1,1 @@
+"""Shroud SDK: attested, end-to-end encrypted LLM inference behind the OpenAI client API."""
