@@ -49,7 +49,7 @@ class PolicyError(AttestationError):
     """A policy file or object is invalid (unknown key, wrong type, bad value)."""
 
 
-class VerificationFailed(AttestationError):
+class VerificationFailedError(AttestationError):
     """Verification ran and rejected the evidence; ``report`` says which check failed and why.
 
     The report is typed loosely here to keep this module free of imports; it is an

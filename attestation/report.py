@@ -1,0 +1,104 @@
+"""The result of verifying a quote: one entry per check, and the outcome.
+
+A verification never answers with a bare boolean. ``VerificationReport`` lists every check in
+the order it ran, each with a status and a human-readable detail, plus the TCB status and
+advisory IDs Intel's collateral assigned. A check that could not run because an earlier one
+failed is recorded as ``SKIP``, so a reader sees what was and was not established.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from attestation.quote import Quote
+
+
+class CheckStatus(StrEnum):
+    PASS = "pass"  # noqa: S105 (a check status, not a password)
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class TcbStatus(StrEnum):
+    """Intel's TCB status names, as they appear in TCB Info and QE Identity collateral."""
+
+    UP_TO_DATE = "UpToDate"
+    SW_HARDENING_NEEDED = "SWHardeningNeeded"
+    CONFIGURATION_NEEDED = "ConfigurationNeeded"
+    CONFIGURATION_AND_SW_HARDENING_NEEDED = "ConfigurationAndSWHardeningNeeded"
+    OUT_OF_DATE = "OutOfDate"
+    OUT_OF_DATE_CONFIGURATION_NEEDED = "OutOfDateConfigurationNeeded"
+    REVOKED = "Revoked"
+
+    @property
+    def severity(self) -> int:
+        """Rank used to combine statuses: the worst (highest) wins, as in Intel's QVL."""
+        return _SEVERITY[self]
+
+    @classmethod
+    def worst(cls, *statuses: TcbStatus) -> TcbStatus:
+        return max(statuses, key=lambda s: s.severity)
+
+
+# Intel QVL's convergence rules order the statuses this way (UpToDate best, Revoked worst).
+_SEVERITY = {
+    TcbStatus.UP_TO_DATE: 0,
+    TcbStatus.SW_HARDENING_NEEDED: 1,
+    TcbStatus.CONFIGURATION_NEEDED: 2,
+    TcbStatus.CONFIGURATION_AND_SW_HARDENING_NEEDED: 3,
+    TcbStatus.OUT_OF_DATE: 4,
+    TcbStatus.OUT_OF_DATE_CONFIGURATION_NEEDED: 5,
+    TcbStatus.REVOKED: 6,
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One verification step: a stable machine name, its status and why."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+
+
+@dataclass
+class VerificationReport:
+    """Everything a verification established about one quote.
+
+    ``ok`` is true only when every check passed (none failed, none skipped). TCB status and
+    advisories are reported even when they are not UpToDate: whether such a status is
+    acceptable is the policy's decision, not the verifier's (``attestation.policy``).
+    """
+
+    checks: list[CheckResult] = field(default_factory=list)
+    quote: Quote | None = None
+    tcb_status: TcbStatus | None = None
+    platform_tcb_status: TcbStatus | None = None
+    qe_tcb_status: TcbStatus | None = None
+    tdx_module_tcb_status: TcbStatus | None = None
+    advisory_ids: tuple[str, ...] = ()
+    fmspc: bytes | None = None
+    verified_at: int | None = None  # UNIX seconds the verification was evaluated at
+    collateral_issue_date: int | None = None  # oldest issueDate among the collateral used
+    trusted_root_sha256: bytes | None = None  # fingerprint of the root the chains ended in
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.status is CheckStatus.PASS for c in self.checks)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status is CheckStatus.FAIL]
+
+    def check(self, name: str) -> CheckResult:
+        """The result of the check called ``name``; KeyError if it was never recorded."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def add(self, name: str, status: CheckStatus, detail: str) -> CheckResult:
+        result = CheckResult(name, status, detail)
+        self.checks.append(result)
+        return result
