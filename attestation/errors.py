@@ -38,7 +38,16 @@ class CollateralError(AttestationError):
 
 
 class CollateralFetchError(CollateralError):
-    """Collateral could not be fetched from Intel PCS or a PCCS."""
+    """Collateral could not be fetched from Intel PCS or a PCCS.
+
+    ``url`` is the request that failed and ``status`` its HTTP status (``None`` when no response
+    arrived: connection error, timeout, or a fault found in the response body).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
 
 
 class EventLogError(AttestationError):
