@@ -1,0 +1,532 @@
+"""The bridge's configuration: one validated, immutable object built from flags, env and TOML.
+
+Sources, highest precedence first: command-line flags, environment variables
+(``SHROUD_BRIDGE_<FIELD>``), a TOML file (``--config PATH`` or ``SHROUD_BRIDGE_CONFIG``), then
+the defaults declared on :class:`BridgeConfig`. Every source is checked for unknown keys, so a
+typo fails the start instead of silently leaving a default in place.
+
+This module also defines what the bridge *measures* about itself:
+:func:`effective_config_document` and :func:`effective_config_digest` say exactly which
+settings a client can pin through RTMR3 (audience, upstream, allowed paths, disclosure rules).
+
+It deliberately does not start anything, read keys from disk, or talk to the network; the
+server's ``main()`` calls :func:`parse_args` and hands the result to the pieces that do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, NoReturn
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX: Final = "SHROUD_BRIDGE_"
+ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
+DEMO_UPSTREAM: Final = "demo"
+
+# Version of the canonical document hashed into RTMR3; bump when its fields change.
+CONFIG_DOCUMENT_VERSION: Final = 1
+
+# The OpenAI inference and model-listing surface. /v1/responses is included because openai 3.x
+# steers new code to it and vLLM serves it; its stateful siblings (/v1/responses/{id},
+# /v1/files, /v1/batches...) are not, because they make the upstream keep user data.
+DEFAULT_ALLOWED_PATHS: Final = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/*",
+    "/v1/responses",
+)
+
+# Request fields a client may choose to disclose in clear to the operator (DESIGN.md section 3,
+# selective metadata disclosure). Nothing else can be disclosed, whatever a client asks.
+DEFAULT_DISCLOSE_ALLOWED: Final = ("max_tokens", "model", "stream")
+
+_DIGEST_RE: Final = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
+_PATH_SEGMENT_RE: Final = re.compile(r"^[A-Za-z0-9._~:@-]+$")
+_FIELD_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names each bad setting, its source and why."""
+
+
+class QuoteProviderKind(StrEnum):
+    """Where the bridge gets its TDX quotes (see ``bridge.providers``)."""
+
+    CONFIGFS_TSM = "configfs-tsm"
+    TDX_GUEST = "tdx-guest"
+    SIMULATED = "simulated"
+
+
+class CollateralSource(StrEnum):
+    """Where the bridge fetches the collateral it ships with its evidence, if anywhere."""
+
+    NONE = "none"
+    PCS = "pcs"
+    PCCS = "pccs"
+    SIMULATED = "simulated"
+
+
+class HostPort(BaseModel):
+    """A listen address. Parsed from ``HOST:PORT`` (``[v6addr]:PORT`` for IPv6)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        """Parse ``HOST:PORT``; raise ValueError with the reason otherwise."""
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            if not sep:
+                raise ValueError(f"{text!r} is not [IPv6]:PORT")
+            ipaddress.IPv6Address(host)
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep or not host:
+                raise ValueError(f"{text!r} is not HOST:PORT")
+            if ":" in host:
+                raise ValueError(f"{text!r}: write IPv6 addresses as [addr]:PORT")
+        if not port.isdigit():
+            raise ValueError(f"{text!r}: port must be a number")
+        return cls(host=host, port=int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class BridgeConfig(BaseModel):
+    """Everything the bridge needs to start, validated. Immutable; unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    listen: HostPort = Field(default_factory=lambda: HostPort(host="127.0.0.1", port=8443))
+    # "demo" (the built-in demo model) or the base URL of an OpenAI-compatible server.
+    upstream: str = DEMO_UPSTREAM
+    upstream_api_key: SecretStr | None = None
+    quote_provider: QuoteProviderKind
+    # Given by the deployment (e.g. the container image digest); measured into RTMR3.
+    image_digest: str | None = None
+    # Client API keys; none configured means any key is accepted (logged loudly at start).
+    api_keys: tuple[SecretStr, ...] = ()
+    # What a client must name in ClientHello.aud; defaults to the listen address.
+    audience: str | None = None
+    allowed_paths: tuple[str, ...] = DEFAULT_ALLOWED_PATHS
+    disclose_allowed: tuple[str, ...] = DEFAULT_DISCLOSE_ALLOWED
+    # Fields the operator requires in clear (e.g. "model" for routing); subset of the above.
+    disclose_required: tuple[str, ...] = ()
+    max_request_body: int = Field(default=4 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    handshake_timeout: float = Field(default=10.0, gt=0, le=300)
+    idle_timeout: float = Field(default=300.0, gt=0, le=86400)
+    upstream_connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    upstream_read_timeout: float = Field(default=300.0, gt=0, le=3600)
+    max_concurrent_handshakes: int = Field(default=16, ge=1, le=10000)
+    max_streams_per_session: int = Field(default=32, ge=1, le=10000)
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    # None disables the metrics endpoint. Loopback by default: metrics are for the operator.
+    metrics_listen: HostPort | None = Field(
+        default_factory=lambda: HostPort(host="127.0.0.1", port=9464)
+    )
+    simulated_dir: Path | None = None
+    simulated_seed: str | None = None
+    dev_policy_out: Path | None = None
+    collateral: CollateralSource | None = None
+    pccs_url: str | None = None
+
+    @field_validator("listen", "metrics_listen", mode="before")
+    @classmethod
+    def _parse_hostport(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lower() in {"off", "none", ""}:
+                return None
+            return HostPort.parse(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, value: str) -> str:
+        if value == DEMO_UPSTREAM:
+            return value
+        return _check_http_url(value, "upstream")
+
+    @field_validator("pccs_url")
+    @classmethod
+    def _check_pccs_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = _check_http_url(value, "pccs_url")
+        if not url.startswith("https://"):
+            raise ValueError("a PCCS must be reached over https")
+        return url
+
+    @field_validator("image_digest")
+    @classmethod
+    def _check_image_digest(cls, value: str | None) -> str | None:
+        if value is not None and not _DIGEST_RE.match(value):
+            raise ValueError(
+                "must be ALGO:HEX with lower-case hex, ALGO one of sha256, sha384, sha512 "
+                "(e.g. an OCI image digest sha256:...)"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for key in value:
+            secret = key.get_secret_value()
+            if len(secret) < 16 or any(c.isspace() for c in secret):
+                # Do not echo the key: the message ends up in logs.
+                raise ValueError("each API key must be at least 16 characters, no whitespace")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _check_audience(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value) <= 255 and value.isprintable()):
+            raise ValueError("must be 1 to 255 printable characters")
+        if value is not None and value != value.strip():
+            raise ValueError("must not start or end with whitespace")
+        return value
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _check_allowed_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one path must be allowed")
+        for entry in value:
+            base = entry.removesuffix("/*")
+            segments = base.split("/")
+            if (
+                not base.startswith("/")
+                or base == "/"
+                or any(not _PATH_SEGMENT_RE.match(s) or s in {".", ".."} for s in segments[1:])
+            ):
+                raise ValueError(f"{entry!r} is not an absolute path like /v1/models or /v1/x/*")
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate entries")
+        return value
+
+    @field_validator("disclose_allowed", "disclose_required")
+    @classmethod
+    def _check_field_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _FIELD_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a request field name (lower_snake_case)")
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate entries")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_collateral(cls, data: Any) -> Any:
+        # Simulated quotes are signed by the simulated CA, so only simulated collateral fits.
+        if isinstance(data, dict) and data.get("collateral") is None:
+            kind = data.get("quote_provider")
+            simulated = str(kind) == QuoteProviderKind.SIMULATED.value
+            data = {
+                **data,
+                "collateral": CollateralSource.SIMULATED if simulated else CollateralSource.NONE,
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> BridgeConfig:
+        simulated = self.quote_provider is QuoteProviderKind.SIMULATED
+        if not simulated and self.image_digest is None:
+            raise ValueError(
+                "image_digest is required with a hardware quote provider: without it a client "
+                "cannot pin what runs"
+            )
+        if not simulated:
+            for name in ("simulated_dir", "simulated_seed", "dev_policy_out"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} only applies to the simulated quote provider")
+        if simulated and self.collateral not in {CollateralSource.SIMULATED, CollateralSource.NONE}:
+            raise ValueError("simulated quotes need collateral 'simulated' or 'none'")
+        if not simulated and self.collateral is CollateralSource.SIMULATED:
+            raise ValueError("collateral 'simulated' only applies to the simulated quote provider")
+        if (self.collateral is CollateralSource.PCCS) != (self.pccs_url is not None):
+            raise ValueError("pccs_url is required with collateral 'pccs' and only then")
+        missing = set(self.disclose_required) - set(self.disclose_allowed)
+        if missing:
+            raise ValueError(f"disclose_required {sorted(missing)} not in disclose_allowed")
+        if self.metrics_listen is not None and self.metrics_listen == self.listen:
+            raise ValueError("metrics_listen must differ from listen")
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def effective_audience(self) -> str:
+        """The audience clients must name: explicit, or ``HOST:PORT`` of the listen address.
+
+        Behind a load balancer or under a DNS name, set ``audience`` explicitly: the default is
+        only right when clients connect to the listen address itself.
+        """
+        return self.audience if self.audience is not None else str(self.listen)
+
+    @property
+    def accepts_any_key(self) -> bool:
+        """True when no API key is configured, so the bridge admits every client key."""
+        return not self.api_keys
+
+    @property
+    def upstream_is_demo(self) -> bool:
+        """True when the built-in demo model serves requests instead of a real upstream."""
+        return self.upstream == DEMO_UPSTREAM
+
+    def match_allowed_path(self, path: str) -> str | None:
+        """Return the allowlist entry that admits ``path`` (query string ignored), or None.
+
+        An entry matches its exact path; an entry ending in ``/*`` matches its base followed by
+        one or more further segments of unreserved characters (model ids such as
+        ``org/model-7b``). Percent-encoding, empty, ``.`` and ``..`` segments never match, so
+        no encoding trick reaches a path the allowlist does not name.
+        """
+        path = path.partition("?")[0]
+        if not path.startswith("/"):
+            return None
+        segments = path.split("/")[1:]
+        if any(not _PATH_SEGMENT_RE.match(s) or s in {".", ".."} for s in segments):
+            return None
+        for entry in self.allowed_paths:
+            if entry.endswith("/*"):
+                base = entry[:-2]
+                if path.startswith(base + "/") and len(path) > len(base) + 1:
+                    return entry
+            elif path == entry:
+                return entry
+        return None
+
+    def redacted_summary(self) -> str:
+        """A multi-line, human-readable summary for the start-up log; secrets are redacted."""
+        lines = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "api_keys":
+                shown = f"{len(value)} key(s) [redacted]" if value else "none: ANY KEY ACCEPTED"
+            elif isinstance(value, SecretStr):
+                shown = "[redacted]"
+            elif isinstance(value, tuple):
+                shown = ", ".join(str(v) for v in value) or "(none)"
+            elif value is None:
+                shown = "(unset)"
+            else:
+                shown = str(value)
+            lines.append(f"  {name} = {shown}")
+        lines.append(f"  (effective audience = {self.effective_audience})")
+        lines.append(f"  (config hash = sha384:{effective_config_digest(self).hex()})")
+        return "shroud-bridge configuration:\n" + "\n".join(lines)
+
+
+def _check_http_url(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{name} must be an http(s) URL or {DEMO_UPSTREAM!r}")
+    if parts.username or parts.password:
+        raise ValueError(f"{name} must not carry credentials in the URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{name} must not have a query or fragment")
+    return value.rstrip("/")
+
+
+# -- the measured configuration ------------------------------------------------------------
+
+
+def effective_config_document(config: BridgeConfig) -> bytes:
+    """The canonical bytes of the settings that decide where a client's data may go.
+
+    A JSON object, keys sorted, no whitespace, ASCII only (so any language reproduces it
+    byte for byte)::
+
+        {"allowed_paths":[...sorted...],"audience":"...","disclose_allowed":[...sorted...],
+         "disclose_required":[...sorted...],"upstream":"demo" | "https://...","v":1}
+
+    ``audience`` is the effective audience; ``upstream`` is the normalised URL (no trailing
+    slash). Keys, timeouts and limits are deliberately left out: they do not change where data
+    goes, and keys are secret.
+    """
+    document = {
+        "v": CONFIG_DOCUMENT_VERSION,
+        "audience": config.effective_audience,
+        "upstream": config.upstream,
+        "allowed_paths": sorted(config.allowed_paths),
+        "disclose_allowed": sorted(config.disclose_allowed),
+        "disclose_required": sorted(config.disclose_required),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+        "ascii"
+    )
+
+
+def effective_config_digest(config: BridgeConfig) -> bytes:
+    """SHA-384 of :func:`effective_config_document`: the value measured into RTMR3."""
+    return hashlib.sha384(effective_config_document(config)).digest()
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+# Fields given as lists; in the environment they are comma-separated.
+_LIST_FIELDS: Final = frozenset(
+    {"api_keys", "allowed_paths", "disclose_allowed", "disclose_required"}
+)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"command line: {message}")
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The ``shroud-bridge`` argument parser (flags default to None: "not given")."""
+    p = _RaisingParser(
+        prog="shroud-bridge",
+        description="Attested, end-to-end encrypted front for an OpenAI-compatible server.",
+        argument_default=None,
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--listen", help="HOST:PORT to serve the WebSocket endpoint on")
+    p.add_argument("--upstream", help="base URL of the OpenAI-compatible server, or 'demo'")
+    p.add_argument("--upstream-api-key", help="key the bridge presents to the upstream")
+    p.add_argument(
+        "--quote-provider", choices=[k.value for k in QuoteProviderKind], help="quote source"
+    )
+    p.add_argument("--image-digest", help="deployment image digest, e.g. sha256:<hex>")
+    p.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        help="accepted client API key (repeatable; prefer SHROUD_BRIDGE_API_KEYS: argv is public)",
+    )
+    p.add_argument("--audience", help="audience clients must name (default: the listen address)")
+    p.add_argument(
+        "--allow-path", dest="allowed_paths", action="append", help="allowed path (repeatable)"
+    )
+    p.add_argument("--disclose-allowed", dest="disclose_allowed", action="append")
+    p.add_argument("--disclose-required", dest="disclose_required", action="append")
+    p.add_argument("--max-request-body", type=int)
+    p.add_argument("--handshake-timeout", type=float)
+    p.add_argument("--idle-timeout", type=float)
+    p.add_argument("--upstream-connect-timeout", type=float)
+    p.add_argument("--upstream-read-timeout", type=float)
+    p.add_argument("--max-concurrent-handshakes", type=int)
+    p.add_argument("--max-streams-per-session", type=int)
+    p.add_argument("--shutdown-grace", type=float)
+    p.add_argument("--metrics-listen", help="HOST:PORT for /metrics, or 'off'")
+    p.add_argument("--simulated-dir", type=Path, help="where the simulated platform is kept")
+    p.add_argument("--simulated-seed", help="seed for a reproducible simulated platform")
+    p.add_argument("--dev-policy-out", type=Path, help="write a dev policy TOML (simulated only)")
+    p.add_argument("--collateral", choices=[c.value for c in CollateralSource])
+    p.add_argument("--pccs-url", help="https URL of a PCCS (with --collateral pccs)")
+    return p
+
+
+def _field_names() -> frozenset[str]:
+    return frozenset(BridgeConfig.model_fields)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    known = _field_names()
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in known:
+            raise ConfigError(f"environment: unknown variable {key}")
+        if name in _LIST_FIELDS:
+            values[name] = tuple(item.strip() for item in raw.split(",") if item.strip())
+        else:
+            values[name] = raw
+    return values
+
+
+def _from_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from exc
+    unknown = set(data) - _field_names()
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def load_config(
+    flags: Mapping[str, object],
+    environ: Mapping[str, str],
+    toml_path: Path | None,
+) -> BridgeConfig:
+    """Merge the sources (flags > environ > TOML file > defaults) and validate the result.
+
+    ``flags`` maps field names to values given on the command line (None means not given).
+    Raises :class:`ConfigError` naming every invalid setting and the source it came from.
+    """
+    layers: list[tuple[str, dict[str, object]]] = []
+    if toml_path is not None:
+        layers.append((f"config file {toml_path}", _from_toml(toml_path)))
+    layers.append(("environment", _from_env(environ)))
+    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+
+    merged: dict[str, object] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for name, value in values.items():
+            merged[name] = tuple(value) if isinstance(value, list) else value
+            origin[name] = source
+    try:
+        return BridgeConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = error["loc"]
+        name = str(location[0]) if location else "configuration"
+        where = f" (from {origin[name]})" if name in origin else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}{where}: {message}")
+    return "invalid bridge configuration:\n  " + "\n  ".join(problems)
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Build the configuration from ``argv`` (without the program name) and the environment.
+
+    ``environ`` defaults to ``os.environ``. Raises :class:`ConfigError` on any bad input.
+    """
+    env = os.environ if environ is None else environ
+    namespace = build_arg_parser().parse_args(list(argv))
+    flags = vars(namespace)
+    toml_path = flags.pop("config")
+    if toml_path is None and env.get(ENV_CONFIG_FILE):
+        toml_path = Path(env[ENV_CONFIG_FILE])
+    return load_config(flags, env, toml_path)
