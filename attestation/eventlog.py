@@ -65,6 +65,13 @@ DSTACK_RUNTIME_EVENT_TYPE = 0x08000001
 RUNTIME_LOG_FORMAT = "shroud-runtime-event-log/1"
 RUNTIME_EVENT_DIGEST_LABEL = b"shroud/runtime-event/v1\x00"
 RUNTIME_LOG_RTMR = 3
+# The events the bridge records (docs/eventlog.md): the deployment's image digest as the UTF-8
+# text "ALGO:HEX" (an OCI digest such as "sha256:..."), and the 48-byte SHA-384 of its
+# effective configuration document (bridge.config.effective_config_digest).
+IMAGE_DIGEST_EVENT = "shroud.image-digest"
+CONFIG_HASH_EVENT = "shroud.config-hash"
+# dstack's runtime event holding the application's compose hash (raw bytes).
+DSTACK_COMPOSE_HASH_EVENT = "compose-hash"
 _RUNTIME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _RUNTIME_MAX_PAYLOAD = 64 * 1024
 _MAX_JSON_LOG_BYTES = 16 * 1024 * 1024
