@@ -1,0 +1,225 @@
+"""X.509 certificate chains and CRLs for DCAP, split into signature work and time checks.
+
+Every DCAP chain is short (leaf, at most one intermediate, Intel's root) and every CRL is
+issued directly by a certificate in it, so the path is validated here by hand on top of
+``cryptography``: each link's signature and issuer name, CA basic constraints, path length
+and key usage of every issuer, and that the path ends in a root the caller trusts. Generic
+RFC 5280 path building (``cryptography.x509.verification``) is not used because it imposes
+web-PKI rules (subject alternative names, extended key usage) that Intel's PCK certificates
+do not follow.
+
+Time is kept apart from signatures on purpose: ``verify_chain`` and ``verify_crl_signature``
+do the expensive, time-independent work once and return ``Window``s; ``Window.check(now)``
+is the cheap part done on every verification. Nothing here caches by itself.
+
+Deliberately not here: which roots are trusted (``attestation.trust``) and the SGX
+extensions of PCK certificates (``attestation.pck``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from attestation.errors import CertificateError
+
+# Upper bound on certificates in one PEM chain: DCAP chains have 2 or 3. A larger bundle is
+# malformed (and would let a sender make us do unbounded signature work).
+MAX_CHAIN_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class Window:
+    """A validity interval [not_before, not_after] in UNIX seconds, named for error details."""
+
+    what: str
+    not_before: int
+    not_after: int
+
+    def contains(self, now: int) -> bool:
+        return self.not_before <= now <= self.not_after
+
+    def describe_failure(self, now: int) -> str:
+        if now < self.not_before:
+            return f"{self.what} is not yet valid at {now} (valid from {self.not_before})"
+        return f"{self.what} expired before {now} (valid until {self.not_after})"
+
+
+def first_invalid(windows: Sequence[Window], now: int) -> str | None:
+    """The reason the first window that does not contain ``now`` fails, or None if all do."""
+    for window in windows:
+        if not window.contains(now):
+            return window.describe_failure(now)
+    return None
+
+
+def describe(cert: x509.Certificate) -> str:
+    """A short human name for a certificate in error details (its subject CN, else subject)."""
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if cns:
+        value = cns[0].value
+        return value if isinstance(value, str) else value.decode(errors="replace")
+    return cert.subject.rfc4514_string()
+
+
+def certificate_window(cert: x509.Certificate) -> Window:
+    return Window(
+        f"certificate '{describe(cert)}'",
+        int(cert.not_valid_before_utc.timestamp()),
+        int(cert.not_valid_after_utc.timestamp()),
+    )
+
+
+def crl_window(crl: x509.CertificateRevocationList, what: str) -> Window:
+    """thisUpdate..nextUpdate. A CRL without nextUpdate is refused: it could never go stale."""
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise CertificateError(f"{what} has no nextUpdate")
+    return Window(what, int(crl.last_update_utc.timestamp()), int(next_update.timestamp()))
+
+
+def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
+    """Parse a PEM bundle (leaf first). CertificateError if empty, malformed or oversized."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    if data.count(b"-----BEGIN CERTIFICATE-----") > MAX_CHAIN_LENGTH:
+        raise CertificateError(f"{what} has more than {MAX_CHAIN_LENGTH} certificates")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise CertificateError(f"{what} is not a valid PEM certificate chain: {exc}") from None
+    if not certs:
+        raise CertificateError(f"{what} holds no certificate")
+    return certs
+
+
+def load_der_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
+    try:
+        return x509.load_der_x509_crl(der)
+    except ValueError as exc:
+        raise CertificateError(f"{what} is not a valid DER CRL: {exc}") from None
+
+
+def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except InvalidSignature:
+        raise CertificateError(
+            f"signature of '{describe(cert)}' does not verify with the key of '{describe(issuer)}'"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(
+            f"'{describe(cert)}' is not issued by '{describe(issuer)}': {exc}"
+        ) from None
+
+
+def _check_ca(issuer: x509.Certificate, cas_below: int) -> None:
+    """``issuer`` signs ``cas_below`` CA certificates below it (0 when it signs the leaf)."""
+    try:
+        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise CertificateError(f"issuer '{describe(issuer)}' has no basicConstraints") from None
+    if not bc.ca:
+        raise CertificateError(f"issuer '{describe(issuer)}' is not a CA")
+    if bc.path_length is not None and bc.path_length < cas_below:
+        raise CertificateError(f"path length constraint of '{describe(issuer)}' is exceeded")
+    try:
+        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not ku.key_cert_sign:
+        raise CertificateError(f"issuer '{describe(issuer)}' may not sign certificates")
+
+
+def _same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
+    return a.public_bytes(Encoding.DER) == b.public_bytes(Encoding.DER)
+
+
+def select_root(
+    chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate]
+) -> x509.Certificate:
+    """The trusted root ``chain`` ends in: its last certificate, or the issuer of it.
+
+    A self-issued last certificate must be byte-identical to a trusted root; a look-alike
+    with Intel's name but another key is exactly the attack this check stops.
+    """
+    last = chain[-1]
+    if last.subject == last.issuer:
+        for root in roots:
+            if _same_cert(last, root):
+                return root
+        raise CertificateError(f"root certificate '{describe(last)}' is not a trusted root")
+    for root in roots:
+        if root.subject == last.issuer:
+            return root
+    raise CertificateError(f"'{describe(last)}' is not issued by a trusted root")
+
+
+def verify_root(root: x509.Certificate) -> Window:
+    """A trusted root must still be a well-formed self-signed CA; returns its window."""
+    _check_issued_by(root, root)
+    _check_ca(root, 0)
+    return certificate_window(root)
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate], root: x509.Certificate
+) -> tuple[list[x509.Certificate], list[Window]]:
+    """Check every link of ``chain`` (leaf first) up to ``root``; time is not looked at.
+
+    Returns the full path (leaf ... root) and the validity window of every certificate in it,
+    for ``first_invalid(windows, now)``. CertificateError says which link failed.
+    """
+    if not chain:
+        raise CertificateError("empty certificate chain")
+    if len(chain) > MAX_CHAIN_LENGTH:
+        raise CertificateError(f"chain has more than {MAX_CHAIN_LENGTH} certificates")
+    path = list(chain)
+    if _same_cert(path[-1], root):
+        pass
+    elif path[-1].subject == path[-1].issuer:
+        raise CertificateError(f"chain ends in untrusted root '{describe(path[-1])}'")
+    else:
+        path.append(root)
+    for i in range(len(path) - 1):
+        _check_issued_by(path[i], path[i + 1])
+        _check_ca(path[i + 1], i)  # path[i+1] has i CA certificates between it and the leaf
+    return path, [certificate_window(c) for c in path]
+
+
+def verify_crl_signature(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str
+) -> Window:
+    """The CRL names ``issuer`` and carries its valid signature; returns the CRL's window."""
+    if crl.issuer != issuer.subject:
+        raise CertificateError(
+            f"{what} is issued by '{crl.issuer.rfc4514_string()}', not by '{describe(issuer)}'"
+        )
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise CertificateError(f"{what}: unsupported issuer key: {exc}") from None
+    if not valid:
+        raise CertificateError(f"{what} signature does not verify with '{describe(issuer)}'")
+    return crl_window(crl, what)
+
+
+def revoked_by(
+    cert: x509.Certificate, crls: Sequence[tuple[x509.CertificateRevocationList, str]]
+) -> str | None:
+    """Check ``cert`` against the CRL its issuer publishes; a reason string if it is revoked.
+
+    A certificate for which no given CRL is responsible is an error, not a pass: a check that
+    silently skips revocation is worse than none.
+    """
+    for crl, what in crls:
+        if crl.issuer == cert.issuer:
+            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                return f"'{describe(cert)}' (serial {cert.serial_number:x}) is revoked by {what}"
+            return None
+    raise CertificateError(
+        f"no CRL covers '{describe(cert)}' (issuer {cert.issuer.rfc4514_string()})"
+    )
