@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
-from attestation import _spec
+from attestation import _spec, eventlog
 from attestation.collateral import (
     QE_IDENTITY_ID_TD_QE,
     QE_IDENTITY_VERSION,
@@ -55,6 +55,11 @@ from attestation.errors import AttestationError, CertificateError
 from attestation.pck import PckConfiguration, PckExtensions, SgxType, encode_pck_extensions
 from attestation.quote import AttestationKeyType, CertificationDataType, TeeType
 from attestation.report import TcbStatus
+from attestation.tcb import (
+    TEE_TCB_SVN_MODULE_SVN,
+    TEE_TCB_SVN_MODULE_VERSION,
+    module_identity_id,
+)
 
 __all__ = [
     "DEFAULT_TD_ATTRIBUTES",
@@ -168,13 +173,6 @@ class Measurements:
         if index not in range(4):
             raise SimulationError(f"RTMR index must be 0-3, not {index}")
         return replace(self, **{f"rtmr{index}": value})
-
-
-def extend_register(register: bytes, digest: bytes) -> bytes:
-    """The TDX RTMR extension: SHA-384(register || digest)."""
-    if len(register) != RTMR_SIZE or len(digest) != RTMR_SIZE:
-        raise SimulationError(f"an RTMR and the digest extending it are {RTMR_SIZE} bytes each")
-    return hashlib.sha384(register + digest).digest()
 
 
 # --- The platform's configuration ------------------------------------------------------------
@@ -823,13 +821,14 @@ class SimulatedTdx:
             "attributes": c.seam_attributes.hex().upper(),
             "attributesMask": _ALL_ONES_8.hex().upper(),
         }
-        # The TDX module's major version (TEE_TCB_SVN byte 1) selects the identity "TDX_<nn>";
-        # its SVN (byte 0) is compared with the identity's levels.
+        # The TDX module's major version (a TEE_TCB_SVN byte) selects the identity "TDX_<nn>";
+        # its SVN (another byte) is compared with the identity's levels.
+        module_svn = c.tee_tcb_svn[TEE_TCB_SVN_MODULE_SVN]
         identity = {
-            "id": f"TDX_{c.tee_tcb_svn[1]:02d}",
+            "id": module_identity_id(c.tee_tcb_svn[TEE_TCB_SVN_MODULE_VERSION]),
             **module,
             "tcbLevels": [
-                {"tcb": {"isvsvn": c.tee_tcb_svn[0]}, "tcbDate": tcb_date, "tcbStatus": "UpToDate"}
+                {"tcb": {"isvsvn": module_svn}, "tcbDate": tcb_date, "tcbStatus": "UpToDate"}
             ],
         }
         return {
@@ -1073,7 +1072,7 @@ class SimulatedTd:
         if not isinstance(digest, bytes) or len(digest) != RTMR_SIZE:
             raise SimulationError(f"an RTMR extension digest is {RTMR_SIZE} bytes (SHA-384)")
         with self._lock:
-            value = extend_register(self._measurements.rtmrs[index], digest)
+            value = eventlog.extend(self._measurements.rtmrs[index], digest)
             self._measurements = self._measurements.with_rtmr(index, value)
         return value
 
