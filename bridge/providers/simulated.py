@@ -1,0 +1,107 @@
+"""Quotes from ``attestation.simulated``: a development TD whose quotes prove nothing.
+
+The simulated platform's root CA is generated here, not Intel's, so its quotes verify only for
+a client that explicitly trusts that root, and the bridge announces them with the channel's
+simulated-mode suite, which production policies reject. Creating this provider logs a loud
+warning; it must never be the provider of a deployment that handles real data.
+
+The platform is kept in ``simulated_dir`` when configured (generated on first start, loaded
+afterwards, so clients can keep trusting the same root), and is deterministic under
+``simulated_seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from attestation.simulated import SimulatedTd, SimulatedTdx, SimulationError
+from bridge.config import BridgeConfig, QuoteProviderKind
+from bridge.providers.base import (
+    FirmwareEventLog,
+    ProviderUnavailableError,
+    QuoteGenerationError,
+    RtmrExtendError,
+    check_quote_binds,
+    check_report_data,
+    check_rtmr_extension,
+)
+
+_log = logging.getLogger(__name__)
+
+SIMULATED_WARNING = (
+    "SIMULATED TDX QUOTE PROVIDER: this bridge runs on NO confidential hardware; its quotes are "
+    "signed by a locally generated CA and prove nothing. For development only."
+)
+
+
+class SimulatedQuoteProvider:
+    """:class:`~bridge.providers.base.QuoteProvider` over a :class:`SimulatedTd`."""
+
+    def __init__(self, td: SimulatedTd) -> None:
+        self._td = td
+        _log.warning(SIMULATED_WARNING)
+
+    @classmethod
+    def from_config(cls, config: BridgeConfig, *, now: int | None = None) -> SimulatedQuoteProvider:
+        """Load the platform from ``config.simulated_dir`` or generate (and save) a new one."""
+        generated_at = int(time.time()) if now is None else now
+        seed = None if config.simulated_seed is None else config.simulated_seed.encode("utf-8")
+        directory = config.simulated_dir
+        try:
+            if directory is not None and (Path(directory) / "platform.json").exists():
+                platform = SimulatedTdx.load(directory)
+                _log.info("loaded simulated TDX platform from %s", directory)
+            else:
+                platform = SimulatedTdx.generate(seed, now=generated_at)
+                if directory is not None:
+                    saved = platform.save(directory)
+                    _log.info("generated simulated TDX platform, saved to %s", saved)
+        except SimulationError as exc:
+            raise ProviderUnavailableError(f"simulated platform: {exc}") from exc
+        return cls(platform.td())
+
+    @property
+    def kind(self) -> QuoteProviderKind:
+        return QuoteProviderKind.SIMULATED
+
+    @property
+    def simulated(self) -> bool:
+        return True
+
+    @property
+    def platform(self) -> SimulatedTdx:
+        """The simulated platform (its ``root_pem`` is what a development client trusts)."""
+        return self._td.platform
+
+    @property
+    def td(self) -> SimulatedTd:
+        """The simulated TD whose registers the quotes report."""
+        return self._td
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        report_data = check_report_data(report_data)
+        try:
+            quote = self._td.quote(report_data)
+        except SimulationError as exc:
+            raise QuoteGenerationError(f"simulated quote: {exc}") from exc
+        return check_quote_binds(quote, report_data)
+
+    def extend_rtmr(self, index: int, digest: bytes) -> None:
+        digest = check_rtmr_extension(index, digest)
+        try:
+            self._td.extend_rtmr(index, digest)
+        except SimulationError as exc:
+            raise RtmrExtendError(f"simulated RTMR{index}: {exc}") from exc
+
+    def firmware_event_log(self) -> FirmwareEventLog | None:
+        """None: the simulated TD has no firmware, and RTMR0-2 stay at their fixed values."""
+        return None
+
+    def collateral(self, now: int) -> dict[str, str]:
+        """Collateral for this platform valid at ``now``, in the QuoteCollateralV3 JSON shape."""
+        try:
+            return self._td.platform.collateral(now=now)
+        except SimulationError as exc:
+            raise QuoteGenerationError(f"simulated collateral: {exc}") from exc
