@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -57,6 +58,7 @@ def first_invalid(windows: Sequence[Window], now: int) -> str | None:
     return None
 
 
+@lru_cache(maxsize=256)
 def describe(cert: x509.Certificate) -> str:
     """A short human name for a certificate in error details (its subject CN, else subject)."""
     cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
@@ -184,6 +186,8 @@ def verify_chain(
         raise CertificateError(f"chain ends in untrusted root '{describe(path[-1])}'")
     else:
         path.append(root)
+    if len(path) < 2:
+        raise CertificateError("chain holds only the root, no certificate issued by it")
     for i in range(len(path) - 1):
         _check_issued_by(path[i], path[i + 1])
         _check_ca(path[i + 1], i)  # path[i+1] has i CA certificates between it and the leaf

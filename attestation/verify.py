@@ -30,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -144,6 +145,7 @@ _DEPENDS: dict[str, tuple[str, ...]] = {
     "mr_service_td": ("quote_format",),
 }
 
+_T = TypeVar("_T")
 _PCK_CACHE_SIZE = 64  # distinct platforms' PCK chains remembered per VerifiedCollateral
 
 
@@ -175,6 +177,13 @@ def _run(fn: Callable[[], _Step]) -> _Step:
         return fn()
     except (_CheckError, AttestationError, ValueError, InvalidSignature) as exc:
         return _Step(error=str(exc) or type(exc).__name__)
+
+
+def _present(value: _T | None, what: str) -> _T:
+    # Check dependencies make these available; an explicit error (not assert) survives -O.
+    if value is None:
+        raise _CheckError(f"internal: {what} is not available")
+    return value
 
 
 def _raw_to_der_signature(raw: bytes) -> bytes:
@@ -223,6 +232,7 @@ class VerifiedCollateral:
         self._pck_crl: x509.CertificateRevocationList | None = None
         self._pck_crl_issuer: x509.Certificate | None = None
         self.steps: dict[str, _Step] = {}
+        self._chain_memo: dict[str, _Step] = {}
         self._pck_cache: OrderedDict[bytes, _PckResult] = OrderedDict()
         self._lock = threading.Lock()
         self._check_all()
@@ -298,10 +308,10 @@ class VerifiedCollateral:
         return _Step(None, f"'{describe(root)}' sha256={self.root_sha256.hex()}", (window,))
 
     def _root_ca_crl(self) -> _Step:
-        assert self.root is not None  # guaranteed by the root_ca dependency
+        root = _present(self.root, "root")
         crl = load_der_crl(self.collateral.root_ca_crl, "root CA CRL")
-        window = verify_crl_signature(crl, self.root, "root CA CRL")
-        reason = revoked_by(self.root, [(crl, "the root CA CRL")])
+        window = verify_crl_signature(crl, root, "root CA CRL")
+        reason = revoked_by(root, [(crl, "the root CA CRL")])
         if reason:
             raise _CheckError(reason)
         self._root_crl = crl
@@ -316,11 +326,19 @@ class VerifiedCollateral:
         return _Step(None, f"TCB Info {info.id} v{info.version}, QE Identity {qe.id} v{qe.version}")
 
     def _issuer_chain(self, pem: str, what: str) -> _Step:
-        assert self.root is not None
-        assert self._root_crl is not None
-        path, windows = verify_chain(load_pem_chain(pem, what), self.root)
+        # Intel signs TCB Info and QE Identity with the same chain: check each text once.
+        if pem not in self._chain_memo:
+            self._chain_memo[pem] = _run(lambda: self._issuer_chain_uncached(pem, what))
+        step = self._chain_memo[pem]
+        if step.error is not None:
+            raise _CheckError(step.error)
+        return step
+
+    def _issuer_chain_uncached(self, pem: str, what: str) -> _Step:
+        root_crl = _present(self._root_crl, "root CA CRL")
+        path, windows = verify_chain(load_pem_chain(pem, what), _present(self.root, "root"))
         for cert in path[:-1]:
-            reason = revoked_by(cert, [(self._root_crl, "the root CA CRL")])
+            reason = revoked_by(cert, [(root_crl, "the root CA CRL")])
             if reason:
                 raise _CheckError(reason)
         return _Step(None, " <- ".join(describe(c) for c in path), tuple(windows))
@@ -360,9 +378,8 @@ class VerifiedCollateral:
         holder: dict[str, object] = {}
 
         def chain() -> _Step:
-            assert self.root is not None
             certs = split_pem_chain(pem)
-            path, windows = verify_chain(certs, self.root)
+            path, windows = verify_chain(certs, _present(self.root, "root"))
             leaf = path[0]
             if SGX_PCK_CN_PHRASE not in describe(leaf):
                 raise _CheckError(f"leaf '{describe(leaf)}' is not an SGX PCK certificate")
@@ -375,8 +392,8 @@ class VerifiedCollateral:
         revocation: _Step | None = None
         if chain_step.error is None and self._root_crl is not None and self._pck_crl is not None:
             path = holder["path"]
-            assert isinstance(path, list)
-            revocation = _run(lambda: self._pck_revocation(path))
+            if isinstance(path, list):
+                revocation = _run(lambda: self._pck_revocation(path))
         key = holder.get("key")
         ext = holder.get("ext")
         return _PckResult(
@@ -387,19 +404,19 @@ class VerifiedCollateral:
         )
 
     def _pck_revocation(self, path: list[x509.Certificate]) -> _Step:
-        assert self._root_crl is not None
-        assert self._pck_crl is not None
-        assert self._pck_crl_issuer is not None
+        root_crl = _present(self._root_crl, "root CA CRL")
+        pck_crl = _present(self._pck_crl, "PCK CRL")
+        pck_crl_issuer = _present(self._pck_crl_issuer, "PCK CRL issuer")
         issuer = path[1]
         # The PCK CRL was checked against the collateral's issuer chain; it only speaks for
         # this leaf if that is the very CA that issued it (a Processor-CA leaf needs the
         # Processor CA's CRL, not the Platform CA's).
-        if certificate_sha256(issuer) != certificate_sha256(self._pck_crl_issuer):
+        if certificate_sha256(issuer) != certificate_sha256(pck_crl_issuer):
             raise _CheckError(
-                f"the PCK CRL is issued by '{describe(self._pck_crl_issuer)}', but the PCK "
+                f"the PCK CRL is issued by '{describe(pck_crl_issuer)}', but the PCK "
                 f"certificate by '{describe(issuer)}'"
             )
-        crls = [(self._pck_crl, "the PCK CRL"), (self._root_crl, "the root CA CRL")]
+        crls = [(pck_crl, "the PCK CRL"), (root_crl, "the root CA CRL")]
         for cert in path[:-1]:
             reason = revoked_by(cert, crls)
             if reason:
