@@ -60,12 +60,16 @@ from attestation.tcb import (
     TEE_TCB_SVN_MODULE_VERSION,
     module_identity_id,
 )
+from attestation.verify import INTEL_QE_VENDOR_ID, TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE
 
 __all__ = [
+    "DEFAULT_ADVISORY_IDS",
+    "DEFAULT_FMSPC",
     "DEFAULT_TD_ATTRIBUTES",
     "EXTENDABLE_RTMRS",
-    "TD_ATTRIBUTE_DEBUG",
-    "TD_ATTRIBUTE_SEPT_VE_DISABLE",
+    "INTEL_QE_VENDOR_ID",
+    "TD_ATTR_DEBUG",
+    "TD_ATTR_SEPT_VE_DISABLE",
     "Measurements",
     "PlatformConfig",
     "SimulatedTd",
@@ -74,9 +78,8 @@ __all__ = [
 ]
 
 # --- Constants from Intel's specifications ---------------------------------------------------
-# [QGL] Intel TDX DCAP Quote Generation Library API, "Quote Header": the vendor id of Intel's
-# Quoting Enclave, which real quotes carry and verifiers require.
-INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+# INTEL_QE_VENDOR_ID and the TD attribute bits are the verifier's constants (one place for
+# each spec value); the rest are what only a quote's producer needs.
 QUOTE_VERSION_V4 = 4
 # Real TDX quotes leave the header's QE SVN and PCE SVN fields zero (the QE report and the PCK
 # certificate carry the SVNs that are verified); we do the same to stay byte-compatible.
@@ -84,10 +87,7 @@ _HEADER_QE_SVN = 0
 _HEADER_PCE_SVN = 0
 # [QGL] "QE Report Certification Data": the QE's ISVPRODID when it serves TDs (TD_QE).
 TD_QE_ISV_PROD_ID = 2
-# Intel TDX Module ABI spec, TDINFO "ATTRIBUTES": bit 0 DEBUG, bit 28 SEPT_VE_DISABLE.
-TD_ATTRIBUTE_DEBUG = 1 << 0
-TD_ATTRIBUTE_SEPT_VE_DISABLE = 1 << 28
-DEFAULT_TD_ATTRIBUTES = TD_ATTRIBUTE_SEPT_VE_DISABLE.to_bytes(8, "little")
+DEFAULT_TD_ATTRIBUTES = TD_ATTR_SEPT_VE_DISABLE.to_bytes(8, "little")  # DEBUG off
 
 RTMR_SIZE = 48  # SHA-384
 REPORT_DATA_SIZE = 64
@@ -194,7 +194,7 @@ class PlatformConfig(pydantic.BaseModel):
         frozen=True, extra="forbid", strict=True, ser_json_bytes="hex", val_json_bytes="hex"
     )
 
-    now: int  # UNIX seconds the hierarchy was generated around
+    now: Annotated[int, pydantic.Field(ge=0)]  # UNIX seconds the hierarchy was generated around
     fmspc: Annotated[bytes, pydantic.Field(min_length=6, max_length=6)]
     pce_id: Annotated[bytes, pydantic.Field(min_length=2, max_length=2)]
     pce_svn: Annotated[int, pydantic.Field(ge=0, le=_spec.PCESVN_MAX)]
@@ -242,14 +242,14 @@ class _Source:
             return ec.generate_private_key(ec.SECP256R1())
         return _derived_key(self._seed, label)
 
-    def bytes(self, label: str, size: int) -> bytes:
+    def identifier(self, label: str, size: int) -> bytes:
         if self._seed is None:
             return secrets.token_bytes(size)
         return _okm(self._seed, "id/" + label, size)
 
     def serial(self, label: str) -> int:
         # X.509 serials are positive and at most 20 octets; 19 bytes with the top bit clear.
-        raw = bytearray(self.bytes("serial/" + label, 19))
+        raw = bytearray(self.identifier("serial/" + label, 19))
         raw[0] &= 0x7F
         return int.from_bytes(raw, "big") or 1
 
@@ -625,8 +625,7 @@ class SimulatedTdx:
             status = TcbStatus(tcb_status)
         except ValueError:
             raise SimulationError(f"unknown TCB status {tcb_status!r}") from None
-        if advisory_ids is None:
-            advisory_ids = () if status is TcbStatus.UP_TO_DATE else DEFAULT_ADVISORY_IDS
+        advisories = _advisories(status, advisory_ids)
         source = _Source(seed)
         try:
             config = PlatformConfig(
@@ -635,20 +634,20 @@ class SimulatedTdx:
                 pce_id=pce_id,
                 pce_svn=pce_svn,
                 cpu_svn=cpu_svn,
-                ppid=source.bytes("ppid", 16),
-                platform_instance_id=source.bytes("platform_instance_id", 16),
-                qe_id=source.bytes("qe_id", 16),
+                ppid=source.identifier("ppid", 16),
+                platform_instance_id=source.identifier("platform_instance_id", 16),
+                qe_id=source.identifier("qe_id", 16),
                 tee_tcb_svn=tee_tcb_svn,
                 mr_seam=_label_digest("mr_seam", 48) if mr_seam is None else mr_seam,
                 mr_signer_seam=mr_signer_seam,
                 seam_attributes=seam_attributes,
                 qe_svn=qe_svn,
                 qe_mr_signer=_label_digest("qe_mr_signer", 32),
-                qe_mr_enclave=source.bytes("qe_mr_enclave", 32),
+                qe_mr_enclave=source.identifier("qe_mr_enclave", 32),
                 qe_attributes=_QE_ATTRIBUTES,
                 qe_misc_select=0,
                 tcb_status=status,
-                advisory_ids=tuple(advisory_ids),
+                advisory_ids=advisories,
                 tcb_evaluation_data_number=tcb_evaluation_data_number,
             )
         except pydantic.ValidationError as exc:
@@ -673,6 +672,7 @@ class SimulatedTdx:
 
     @property
     def root_pem(self) -> bytes:
+        """The simulated root CA in PEM, for a client to store and trust across runs."""
         return _pem(self._certs.root)
 
     @property
@@ -746,17 +746,20 @@ class SimulatedTdx:
         """
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise SimulationError("collateral lifetime must be a positive number of seconds")
+        if now is not None and (isinstance(now, bool) or not isinstance(now, int) or now < 0):
+            raise SimulationError("now must be UNIX seconds (a non-negative int)")
         if tcb_status is None:
             status = self._config.tcb_status
-            advisories = self._config.advisory_ids if advisory_ids is None else advisory_ids
+            if advisory_ids is None:
+                advisories = self._config.advisory_ids
+            else:
+                advisories = _advisories(status, advisory_ids)
         else:
             try:
                 status = TcbStatus(tcb_status)
             except ValueError:
                 raise SimulationError(f"unknown TCB status {tcb_status!r}") from None
-            if advisory_ids is None:
-                advisory_ids = () if status is TcbStatus.UP_TO_DATE else DEFAULT_ADVISORY_IDS
-            advisories = advisory_ids
+            advisories = _advisories(status, advisory_ids)
         issued = (self._config.now if now is None else now) - _BACKDATE
         tcb_info = _json_text(self._tcb_info(issued, issued + lifetime, status, advisories))
         qe_identity = _json_text(self._qe_identity(issued, issued + lifetime))
@@ -1027,6 +1030,17 @@ def _check_consistent(config: PlatformConfig, keys: _Keys, certs: _Certificates)
         raise SimulationError("saved PCK certificate has no valid SGX extension") from None
     if not isinstance(ext, x509.UnrecognizedExtension) or ext.value != encoded:
         raise SimulationError("saved PCK certificate's SGX extension disagrees with the config")
+
+
+def _advisories(status: TcbStatus, advisory_ids: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The advisory IDs for a level: as given, or by default some when not UpToDate."""
+    if advisory_ids is None:
+        return () if status is TcbStatus.UP_TO_DATE else DEFAULT_ADVISORY_IDS
+    # Typed callers cannot pass a lone string, but it would silently become one ID per letter.
+    candidate: object = advisory_ids
+    if isinstance(candidate, str) or not all(isinstance(a, str) for a in advisory_ids):
+        raise SimulationError("advisory_ids must be a tuple of strings such as 'INTEL-SA-00960'")
+    return tuple(advisory_ids)
 
 
 def _json_text(obj: dict[str, Any]) -> str:

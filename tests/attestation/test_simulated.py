@@ -28,16 +28,17 @@ from attestation.collateral import Collateral
 from attestation.pck import SgxType, parse_pck_extensions, split_pem_chain
 from attestation.quote import BodyType, Quote
 from attestation.quote_parser import parse_quote
-from attestation.report import TcbStatus
+from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.simulated import (
     EXTENDABLE_RTMRS,
     INTEL_QE_VENDOR_ID,
-    TD_ATTRIBUTE_DEBUG,
-    TD_ATTRIBUTE_SEPT_VE_DISABLE,
+    TD_ATTR_DEBUG,
+    TD_ATTR_SEPT_VE_DISABLE,
     Measurements,
     SimulatedTdx,
     SimulationError,
 )
+from attestation.verify import verify_quote
 from tests.vectors import tdx_case
 
 NOW = 1_760_000_000  # 2025-10-09, UNIX seconds
@@ -65,7 +66,7 @@ def _custom_measurements() -> Measurements:
         rtmr1=_distinct("rtmr1"),
         rtmr2=_distinct("rtmr2"),
         rtmr3=_distinct("rtmr3"),
-        td_attributes=(TD_ATTRIBUTE_SEPT_VE_DISABLE | 1 << 30).to_bytes(8, "little"),
+        td_attributes=(TD_ATTR_SEPT_VE_DISABLE | 1 << 30).to_bytes(8, "little"),
         xfam=bytes.fromhex("e7021e0000000000"),
     )
 
@@ -132,8 +133,8 @@ def test_header_is_a_v4_ecdsa_p256_tdx_header_from_intels_qe(sim: SimulatedTdx) 
 
 def test_default_td_has_sept_ve_disable_and_no_debug(sim: SimulatedTdx) -> None:
     attributes = parse_quote(sim.quote(REPORT_DATA)).td_report.td_attributes_int
-    assert attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE
-    assert not attributes & TD_ATTRIBUTE_DEBUG
+    assert attributes & TD_ATTR_SEPT_VE_DISABLE
+    assert not attributes & TD_ATTR_DEBUG
 
 
 def test_layout_matches_a_real_v4_quote(sim: SimulatedTdx) -> None:
@@ -347,7 +348,7 @@ def test_revoked_pck_is_refused_by_dcap_qvl(sim: SimulatedTdx) -> None:
 
 def test_debug_td_is_refused_by_dcap_qvl(sim: SimulatedTdx) -> None:
     debug = Measurements(
-        td_attributes=(TD_ATTRIBUTE_DEBUG | TD_ATTRIBUTE_SEPT_VE_DISABLE).to_bytes(8, "little")
+        td_attributes=(TD_ATTR_DEBUG | TD_ATTR_SEPT_VE_DISABLE).to_bytes(8, "little")
     )
     with pytest.raises(ValueError, match=r"[Dd]ebug"):
         _qvl(sim.quote(REPORT_DATA, measurements=debug), sim.collateral(), sim.root_certificate)
@@ -375,6 +376,111 @@ def test_collateral_status_override_applies_to_the_same_platform(sim: SimulatedT
     result = _qvl(sim.quote(REPORT_DATA), col, sim.root_certificate)
     assert result.status == "SWHardeningNeeded"
     assert result.advisory_ids == ["INTEL-SA-00615"]
+
+
+# --- End to end through our own verifier ---------------------------------------------------
+
+
+def _verify(
+    sim: SimulatedTdx,
+    quote: bytes,
+    collateral: dict[str, str],
+    *,
+    now: int = NOW,
+    trust_simulated_root: bool = True,
+) -> VerificationReport:
+    roots = [sim.root_certificate] if trust_simulated_root else None
+    return verify_quote(quote, Collateral.from_json(collateral), now=now, trusted_roots=roots)
+
+
+def _status(report: VerificationReport, check: str) -> CheckStatus:
+    return report.check(check).status
+
+
+def test_verify_quote_accepts_a_simulated_quote_under_the_simulated_root(
+    sim: SimulatedTdx,
+) -> None:
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral())
+    assert report.ok, report.failed
+    assert report.tcb_status is TcbStatus.UP_TO_DATE
+    assert report.advisory_ids == ()
+    assert report.fmspc == sim.config.fmspc
+    assert (
+        report.trusted_root_sha256
+        == hashlib.sha256(sim.root_certificate.public_bytes(serialization.Encoding.DER)).digest()
+    )
+    assert report.quote is not None
+    assert report.quote.td_report.report_data == REPORT_DATA
+
+
+def test_verify_quote_rejects_a_simulated_quote_under_intels_default_root(
+    sim: SimulatedTdx,
+) -> None:
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral(), trust_simulated_root=False)
+    assert not report.ok
+    assert _status(report, "root_ca") is CheckStatus.FAIL
+    assert "not a trusted root" in report.check("root_ca").detail
+
+
+def test_revoked_pck_fails_the_revocation_check(sim: SimulatedTdx) -> None:
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral(revoke_pck=True))
+    assert [c.name for c in report.failed] == ["pck_revocation"]
+
+
+def test_debug_td_fails_the_td_attributes_check(sim: SimulatedTdx) -> None:
+    debug = Measurements(
+        td_attributes=(TD_ATTR_DEBUG | TD_ATTR_SEPT_VE_DISABLE).to_bytes(8, "little")
+    )
+    report = _verify(sim, sim.quote(REPORT_DATA, measurements=debug), sim.collateral())
+    assert [c.name for c in report.failed] == ["td_attributes"]
+
+
+def test_expired_collateral_fails_the_validity_checks(sim: SimulatedTdx) -> None:
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral(now=NOW - 40 * 86_400))
+    failed = {c.name for c in report.failed}
+    assert {"tcb_info_validity", "qe_identity_validity", "pck_crl"} <= failed
+    assert "expired" in report.check("tcb_info_validity").detail
+
+
+def test_not_yet_valid_collateral_fails_the_validity_checks(sim: SimulatedTdx) -> None:
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral(now=NOW + 86_400))
+    assert _status(report, "tcb_info_validity") is CheckStatus.FAIL
+    assert "not yet valid" in report.check("tcb_info_validity").detail
+
+
+def test_expired_leaf_certificates_fail_the_chain_checks(sim: SimulatedTdx) -> None:
+    # Past the leaves' seven years (PCK and TCB Signing), with collateral fresh at that time.
+    late = NOW + 8 * 365 * 86_400
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral(now=late), now=late)
+    failed = {c.name for c in report.failed}
+    assert failed == {"pck_chain", "tcb_info_chain", "qe_identity_chain"}
+    assert "SGX PCK Certificate' expired" in report.check("pck_chain").detail
+
+
+def test_out_of_date_level_reports_out_of_date_with_advisories() -> None:
+    sim = SimulatedTdx.generate(SEED, now=NOW, tcb_status="OutOfDate")
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral())
+    # The verifier reports the status; whether OutOfDate is acceptable is the policy's call.
+    assert report.ok, report.failed
+    assert report.tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.platform_tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.advisory_ids == simulated.DEFAULT_ADVISORY_IDS
+
+
+def test_extended_registers_verify_and_are_reported(sim: SimulatedTdx) -> None:
+    td = sim.td()
+    value = td.extend_rtmr(3, _distinct("bridge image"))
+    report = _verify(sim, td.quote(REPORT_DATA), sim.collateral())
+    assert report.ok, report.failed
+    assert report.quote is not None
+    assert report.quote.td_report.rtmr3 == value
+
+
+def test_quote_altered_after_signing_fails_the_quote_signature(sim: SimulatedTdx) -> None:
+    quote = bytearray(sim.quote(REPORT_DATA))
+    quote[48 + 520] ^= 0x01  # first REPORTDATA byte
+    report = _verify(sim, bytes(quote), sim.collateral())
+    assert [c.name for c in report.failed] == ["quote_signature"]
 
 
 # --- Determinism ----------------------------------------------------------------------------
@@ -568,6 +674,7 @@ def test_measurements_have_exact_sizes(field: str, value: bytes) -> None:
         ({"tee_tcb_svn": bytes(17)}, "tee_tcb_svn"),
         ({"tcb_status": "Fine"}, "unknown TCB status"),
         ({"seed": b""}, "seed"),
+        ({"advisory_ids": "INTEL-SA-00960"}, "advisory_ids"),
     ],
 )
 def test_bad_platform_parameters_are_typed_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -579,6 +686,23 @@ def test_bad_platform_parameters_are_typed_errors(kwargs: dict[str, Any], messag
 def test_collateral_lifetime_must_be_positive(sim: SimulatedTdx, lifetime: int) -> None:
     with pytest.raises(SimulationError, match="lifetime"):
         sim.collateral(lifetime=lifetime)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"advisory_ids": "INTEL-SA-00960"}, "advisory_ids"),
+        ({"tcb_status": "OutOfDate", "advisory_ids": ("ok", 7)}, "advisory_ids"),
+        ({"tcb_status": "Stale"}, "unknown TCB status"),
+        ({"now": -1}, "now"),
+        ({"now": True}, "now"),
+    ],
+)
+def test_bad_collateral_parameters_are_typed_errors(
+    sim: SimulatedTdx, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SimulationError, match=message):
+        sim.collateral(**kwargs)
 
 
 def test_platform_at_maximum_pcesvn_cannot_be_out_of_date() -> None:
