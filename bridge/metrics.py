@@ -1,0 +1,220 @@
+"""Prometheus metrics of the bridge: counts, latencies and errors, never content.
+
+Every label value comes from a closed set fixed here or at start: enums (handshake failure
+reasons, error kinds, stream outcomes, record directions), HTTP status codes (or ``other``), and
+the *allowlist entries* of the configuration (a request path is reported as the entry that
+admitted it, e.g. ``/v1/models/*``, or ``other``). No method takes free text, so no prompt,
+completion, key, model name or client-chosen path can reach ``/metrics``. The registry is
+private to each :class:`BridgeMetrics`, so tests and several bridges in one process do not mix.
+
+This module does not decide when to count; the server calls the methods.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+OTHER: Final = "other"
+_NAMESPACE: Final = "shroud_bridge"
+# Quote generation on TDX takes tens of milliseconds to seconds; upstream answers up to minutes.
+_QUOTE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_UPSTREAM_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class HandshakeFailure(StrEnum):
+    """Why a handshake did not complete (the reason label of failed handshakes)."""
+
+    TIMEOUT = "timeout"
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNSUPPORTED_SUITE = "unsupported_suite"
+    WRONG_AUDIENCE = "wrong_audience"
+    DISCLOSURE_REFUSED = "disclosure_refused"
+    UNAUTHORIZED = "unauthorized"
+    OVERLOADED = "overloaded"
+    QUOTE_FAILED = "quote_failed"
+    CLIENT_CLOSED = "client_closed"
+    INTERNAL = "internal"
+
+
+class ErrorKind(StrEnum):
+    """Errors outside the handshake (the kind label of ``errors_total``)."""
+
+    RECORD_AUTH = "record_auth"  # an AEAD record failed authentication: connection closed
+    PROTOCOL = "protocol"
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    BODY_TOO_LARGE = "body_too_large"
+    TOO_MANY_STREAMS = "too_many_streams"
+    DISCLOSURE_MISMATCH = "disclosure_mismatch"
+    IDLE_TIMEOUT = "idle_timeout"
+    UPSTREAM_CONNECT = "upstream_connect"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_PROTOCOL = "upstream_protocol"
+    INTERNAL = "internal"
+
+
+class StreamOutcome(StrEnum):
+    """How a request stream ended."""
+
+    COMPLETED = "completed"
+    CLIENT_RESET = "client_reset"
+    UPSTREAM_ERROR = "upstream_error"
+    REFUSED = "refused"
+
+
+class Direction(StrEnum):
+    """Record direction, as the channel names it."""
+
+    CLIENT_TO_BRIDGE = "c2b"
+    BRIDGE_TO_CLIENT = "b2c"
+
+
+def status_label(status: int) -> str:
+    """An HTTP status as a label: the code for 100-599, else ``other``."""
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        return str(status)
+    return OTHER
+
+
+class BridgeMetrics:
+    """The bridge's metric objects, in a registry of their own.
+
+    ``path_matcher`` maps a request path to the allowlist entry that admits it (or None); it is
+    ``BridgeConfig.match_allowed_path`` in the server. Only its answers, checked against
+    ``allowed_paths``, become label values.
+    """
+
+    def __init__(
+        self,
+        allowed_paths: Iterable[str],
+        path_matcher: Callable[[str], str | None],
+        *,
+        provider: str,
+        simulated: bool,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._allowed = frozenset(allowed_paths)
+        self._match = path_matcher
+        r = self.registry
+        self.info = Gauge(
+            f"{_NAMESPACE}_info",
+            "Static facts about this bridge (value is always 1).",
+            ["quote_provider", "simulated"],
+            registry=r,
+        )
+        self.info.labels(provider, "true" if simulated else "false").set(1)
+        self.handshakes = Counter(
+            f"{_NAMESPACE}_handshakes",
+            "Handshakes by result and, for failures, reason.",
+            ["result", "reason"],
+            registry=r,
+        )
+        self.quote_seconds = Histogram(
+            f"{_NAMESPACE}_quote_seconds",
+            "Time to obtain a quote from the provider.",
+            buckets=_QUOTE_BUCKETS,
+            registry=r,
+        )
+        self.handshakes_in_progress = Gauge(
+            f"{_NAMESPACE}_handshakes_in_progress", "Handshakes being processed.", registry=r
+        )
+        self.sessions_active = Gauge(
+            f"{_NAMESPACE}_sessions_active", "Attested connections currently open.", registry=r
+        )
+        self.streams = Counter(
+            f"{_NAMESPACE}_streams",
+            "Request streams by allowlist entry and outcome.",
+            ["path", "outcome"],
+            registry=r,
+        )
+        self.streams_active = Gauge(
+            f"{_NAMESPACE}_streams_active", "Request streams currently open.", registry=r
+        )
+        self.upstream_seconds = Histogram(
+            f"{_NAMESPACE}_upstream_response_seconds",
+            "Time from forwarding a request to the upstream's response headers.",
+            ["path"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.responses = Counter(
+            f"{_NAMESPACE}_responses",
+            "Responses sent to clients by allowlist entry and HTTP status.",
+            ["path", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            f"{_NAMESPACE}_errors", "Errors outside the handshake, by kind.", ["kind"], registry=r
+        )
+        self.records = Counter(
+            f"{_NAMESPACE}_records", "Encrypted records by direction.", ["direction"], registry=r
+        )
+        self.record_bytes = Counter(
+            f"{_NAMESPACE}_record_bytes",
+            "Encrypted record bytes (padded, on the wire) by direction.",
+            ["direction"],
+            registry=r,
+        )
+
+    def path_label(self, path: str) -> str:
+        """The allowlist entry admitting ``path``, or ``other``; never ``path`` itself."""
+        entry = self._match(path)
+        return entry if entry is not None and entry in self._allowed else OTHER
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def handshake_ok(self, quote_seconds: float) -> None:
+        """A completed handshake, with the time the quote took."""
+        self.handshakes.labels("ok", "").inc()
+        self.quote_seconds.observe(quote_seconds)
+
+    def handshake_failed(self, reason: HandshakeFailure) -> None:
+        """A failed handshake."""
+        self.handshakes.labels("failed", HandshakeFailure(reason).value).inc()
+
+    def stream_finished(self, path: str, outcome: StreamOutcome) -> None:
+        """A request stream ended."""
+        self.streams.labels(self.path_label(path), StreamOutcome(outcome).value).inc()
+
+    def upstream_responded(self, path: str, seconds: float, status: int) -> None:
+        """The upstream answered with response headers after ``seconds``."""
+        self.upstream_seconds.labels(self.path_label(path)).observe(seconds)
+        self.responses.labels(self.path_label(path), status_label(status)).inc()
+
+    def response_sent(self, path: str, status: int) -> None:
+        """The bridge itself answered (401, 404, 413, 429...) without reaching the upstream."""
+        self.responses.labels(self.path_label(path), status_label(status)).inc()
+
+    def error(self, kind: ErrorKind) -> None:
+        """An error outside the handshake."""
+        self.errors.labels(ErrorKind(kind).value).inc()
+
+    def record(self, direction: Direction, size: int) -> None:
+        """One encrypted record of ``size`` bytes sent or received."""
+        label = Direction(direction).value
+        self.records.labels(label).inc()
+        self.record_bytes.labels(label).inc(max(0, int(size)))
+
+    # -- exposition --------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition and its content type, for a ``/metrics`` handler."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+        """Serve ``/metrics`` on ``host:port`` in a daemon thread; ``shutdown()`` the server."""
+        return start_http_server(port, addr=host, registry=self.registry)
