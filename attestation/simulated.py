@@ -8,8 +8,8 @@ TCB Signing key). Its quotes are byte-compatible with quote v4 from real hardwar
 ``attestation.verify`` runs exactly the code it runs for a real quote, and they verify only when
 the simulated root is passed as trusted: the root is not Intel's, and its name says so.
 
-``SimulatedTd`` is one TD on such a platform: measurement registers that the TD can extend
-(RTMR2 and RTMR3, as Linux lets a guest do) and quotes that reflect their current values.
+``SimulatedTd`` is one TD on such a platform: measurement registers that the TD can extend at
+runtime (RTMR2 and RTMR3; RTMR0/1 are boot's) and quotes that reflect their current values.
 
 With a seed, generation is deterministic: keys come from HKDF(seed, label), serials and
 identifiers likewise, and every signature is deterministic ECDSA (RFC 6979), so the same seed and
@@ -91,9 +91,11 @@ DEFAULT_TD_ATTRIBUTES = TD_ATTR_SEPT_VE_DISABLE.to_bytes(8, "little")  # DEBUG o
 
 RTMR_SIZE = 48  # SHA-384
 REPORT_DATA_SIZE = 64
-# The registers a TD may extend at runtime. RTMR0 and RTMR1 hold firmware and boot measurements
-# (TDVF, kernel) and RTMR2 the OS's; Linux's TSM measurement interface exposes RTMR2 and RTMR3
-# for extension from inside the guest, and we allow the same two. RTMR0/1 are set through
+# The registers a simulated TD may extend at runtime. By convention RTMR0 holds the firmware's
+# (TDVF) configuration measurements, RTMR1 the boot loader and kernel, RTMR2 the OS (kernel
+# command line, initrd), RTMR3 runtime applications. Linux 6.16+ lets a privileged guest write
+# any of the four (/sys/devices/virtual/misc/tdx_guest/measurements/rtmrN:sha384), but nothing
+# after boot should touch RTMR0/1, so the simulator refuses that: their values are fixed through
 # ``Measurements`` when the TD is created, as boot would set them.
 EXTENDABLE_RTMRS = (2, 3)
 
@@ -1054,8 +1056,9 @@ def _json_text(obj: dict[str, Any]) -> str:
 class SimulatedTd:
     """One TD on a simulated platform: its measurement registers and quotes over them.
 
-    The TD may extend RTMR2 and RTMR3 (``EXTENDABLE_RTMRS``) at runtime, as a Linux guest can;
-    every later quote reports the extended values. Extension is thread-safe.
+    The TD may extend RTMR2 and RTMR3 (``EXTENDABLE_RTMRS``) at runtime, as a Linux guest does
+    through the kernel's measurement interface; RTMR0/1 keep their boot values. Every later
+    quote reports the extended values. Extension is thread-safe.
     """
 
     def __init__(self, platform: SimulatedTdx, measurements: Measurements | None = None) -> None:
