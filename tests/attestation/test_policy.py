@@ -586,3 +586,15 @@ def test_shipped_example_policy_is_valid() -> None:
     policy = Policy.load(REPO_ROOT / "examples" / "policy.toml")
     assert policy.pins_measurements
     assert not policy.allow_unpinned_measurements
+
+
+def test_documented_complete_example_is_valid_and_accepts_its_vector() -> None:
+    from tests.vectors import REPO_ROOT
+
+    doc = (REPO_ROOT / "docs" / "policy.md").read_text()
+    example = doc.split("## Complete example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    policy = Policy.from_toml(example)
+    assert policy == Policy.load(REPO_ROOT / "examples" / "policy.toml")
+    log, _ = dstack_replay()
+    replay = replay_against([log], parse_quote(DSTACK.quote).td_report.rtmrs)
+    assert policy.evaluate(report_for(DSTACK), replay).ok
