@@ -155,7 +155,7 @@ class Measurements:
     rtmr2: bytes = bytes(48)
     rtmr3: bytes = bytes(48)
     td_attributes: bytes = DEFAULT_TD_ATTRIBUTES  # 8 bytes, little-endian bit field
-    xfam: bytes = bytes.fromhex("e702060000000000")  # x87, SSE, AVX, AVX-512, PKRU, AMX as real TDs
+    xfam: bytes = bytes.fromhex("e702060000000000")  # as the real v4 test vector's TD reports
 
     _SIZES: ClassVar[dict[str, int]] = {"td_attributes": 8, "xfam": 8}
 
@@ -179,10 +179,10 @@ class Measurements:
 
 # --- The platform's configuration ------------------------------------------------------------
 
-_Hex16 = Annotated[bytes, pydantic.Field(min_length=16, max_length=16)]
-_Hex32 = Annotated[bytes, pydantic.Field(min_length=32, max_length=32)]
-_Hex48 = Annotated[bytes, pydantic.Field(min_length=48, max_length=48)]
-_Hex8 = Annotated[bytes, pydantic.Field(min_length=8, max_length=8)]
+_Bytes16 = Annotated[bytes, pydantic.Field(min_length=16, max_length=16)]
+_Bytes32 = Annotated[bytes, pydantic.Field(min_length=32, max_length=32)]
+_Bytes48 = Annotated[bytes, pydantic.Field(min_length=48, max_length=48)]
+_Bytes8 = Annotated[bytes, pydantic.Field(min_length=8, max_length=8)]
 
 
 class PlatformConfig(pydantic.BaseModel):
@@ -200,18 +200,18 @@ class PlatformConfig(pydantic.BaseModel):
     fmspc: Annotated[bytes, pydantic.Field(min_length=6, max_length=6)]
     pce_id: Annotated[bytes, pydantic.Field(min_length=2, max_length=2)]
     pce_svn: Annotated[int, pydantic.Field(ge=0, le=_spec.PCESVN_MAX)]
-    cpu_svn: _Hex16  # the 16 SGX TCB component SVNs, one byte each
-    ppid: _Hex16
-    platform_instance_id: _Hex16
-    qe_id: _Hex16  # the QE's platform identifier, the first 16 bytes of header user_data
-    tee_tcb_svn: _Hex16
-    mr_seam: _Hex48
-    mr_signer_seam: _Hex48
-    seam_attributes: _Hex8
+    cpu_svn: _Bytes16  # the 16 SGX TCB component SVNs, one byte each
+    ppid: _Bytes16
+    platform_instance_id: _Bytes16
+    qe_id: _Bytes16  # the QE's platform identifier, the first 16 bytes of header user_data
+    tee_tcb_svn: _Bytes16
+    mr_seam: _Bytes48
+    mr_signer_seam: _Bytes48
+    seam_attributes: _Bytes8
     qe_svn: Annotated[int, pydantic.Field(ge=0, le=0xFFFF)]
-    qe_mr_signer: _Hex32
-    qe_mr_enclave: _Hex32
-    qe_attributes: _Hex16
+    qe_mr_signer: _Bytes32
+    qe_mr_enclave: _Bytes32
+    qe_attributes: _Bytes16
     qe_misc_select: Annotated[int, pydantic.Field(ge=0, le=0xFFFFFFFF)]
     tcb_status: TcbStatus
     advisory_ids: tuple[str, ...]
@@ -405,12 +405,13 @@ DEFAULT_PCE_SVN = 11
 DEFAULT_TEE_TCB_SVN = bytes.fromhex("06010300000000000000000000000000")  # module 1.x, SVN 6
 DEFAULT_QE_SVN = 4
 DEFAULT_ADVISORY_IDS = ("INTEL-SA-00960", "INTEL-SA-00982")  # used when not UpToDate
-# The QE's ATTRIBUTES as real TD QEs report them (INIT, MODE64BIT, PROVISIONKEY; XFRM 0xE7),
-# and the identity's expected value and mask (Intel masks out PROVISIONKEY, bit 2 of byte 0).
+# The QE's ATTRIBUTES as real TD QEs report them (flags INIT, MODE64BIT, PROVISIONKEY; XFRM
+# 0xE7), and the identity's expected value and mask as Intel publishes them: the mask ignores
+# MODE64BIT (bit 2) and the whole XFRM half, so the masked flags must equal INIT|PROVISIONKEY.
 _QE_ATTRIBUTES = bytes.fromhex("1500000000000000e700000000000000")
 _QE_IDENTITY_ATTRIBUTES = bytes.fromhex("11000000000000000000000000000000")
 _QE_IDENTITY_ATTRIBUTES_MASK = bytes.fromhex("FBFFFFFFFFFFFFFF0000000000000000")
-_QE_AUTH_DATA = bytes(range(32))  # real QEs send these 32 bytes too
+_QE_AUTH_DATA = bytes(range(32))  # the QE auth data real quotes carry (the v4 vector's too)
 _ALL_ONES_8 = b"\xff" * 8
 
 _KEY_NAMES = ("root", "platform_ca", "pck", "tcb_signing", "attestation")
