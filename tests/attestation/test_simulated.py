@@ -476,6 +476,34 @@ def test_extended_registers_verify_and_are_reported(sim: SimulatedTdx) -> None:
     assert report.quote.td_report.rtmr3 == value
 
 
+def test_custom_platform_parameters_appear_everywhere_and_verify() -> None:
+    sim = SimulatedTdx.generate(
+        b"custom",
+        now=NOW,
+        fmspc=bytes.fromhex("00906ED50000"),
+        pce_id=b"\x00\x01",
+        pce_svn=13,
+        cpu_svn=bytes(range(1, 17)),
+        tee_tcb_svn=bytes.fromhex("0b030000000000000000000000000000"),
+        mr_seam=_distinct("seam"),
+        qe_svn=8,
+        tcb_evaluation_data_number=19,
+    )
+    quote = parse_quote(sim.quote(REPORT_DATA))
+    assert quote.td_report.tee_tcb_svn[:2] == b"\x0b\x03"
+    assert quote.td_report.mr_seam == _distinct("seam")
+    assert quote.signature_data.certification.qe_report.isv_svn == 8
+    ext = parse_pck_extensions(sim.pck_certificate)
+    assert (ext.fmspc, ext.pce_id, ext.pce_svn) == (bytes.fromhex("00906ED50000"), b"\x00\x01", 13)
+    assert ext.tcb_components == tuple(range(1, 17))
+    col = Collateral.from_json(sim.collateral())
+    assert col.tcb_info.tcb_evaluation_data_number == 19
+    assert col.tcb_info.tdx_module_identities[0].id == "TDX_03"
+    report = _verify(sim, sim.quote(REPORT_DATA), sim.collateral())
+    assert report.ok, report.failed
+    assert report.fmspc == bytes.fromhex("00906ED50000")
+
+
 def test_quote_altered_after_signing_fails_the_quote_signature(sim: SimulatedTdx) -> None:
     quote = bytearray(sim.quote(REPORT_DATA))
     quote[48 + 520] ^= 0x01  # first REPORTDATA byte
@@ -546,6 +574,12 @@ def test_boot_registers_and_bad_indices_cannot_be_extended(sim: SimulatedTdx, in
     with pytest.raises(SimulationError, match=f"RTMR{index}"):
         td.extend_rtmr(index, bytes(48))
     assert td.measurements == Measurements()
+
+
+def test_measurements_with_rtmr_refuses_a_fifth_register() -> None:
+    with pytest.raises(SimulationError, match="0-3"):
+        Measurements().with_rtmr(4, bytes(48))
+    assert Measurements().with_rtmr(0, _distinct("x")).rtmr0 == _distinct("x")
 
 
 @pytest.mark.parametrize("digest", [b"", bytes(32), bytes(49)])
