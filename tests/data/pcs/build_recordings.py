@@ -12,6 +12,7 @@ Run from the repository root: ``.venv/bin/python -m tests.data.pcs.build_recordi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,10 +29,8 @@ def _header(pem: str) -> str:
     return quote(pem, safe="-")
 
 
-def build(case: str) -> None:
-    c = tdx_case(case).collateral_json
-    out = HERE / case
-    out.mkdir(exist_ok=True)
+def recorded_files(c: Mapping[str, str]) -> dict[str, bytes]:
+    """PCS's responses for one QuoteCollateralV3 object, keyed by recording file name."""
     tcb = '{"tcbInfo":' + c["tcb_info"] + ',"signature":"' + c["tcb_info_signature"] + '"}'
     qe = (
         '{"enclaveIdentity":'
@@ -40,11 +39,6 @@ def build(case: str) -> None:
         + c["qe_identity_signature"]
         + '"}'
     )
-    (out / "tcb.json").write_text(tcb, encoding="utf-8")
-    (out / "qe_identity.json").write_text(qe, encoding="utf-8")
-    (out / "pckcrl.der").write_bytes(bytes.fromhex(c["pck_crl"]))
-    (out / "rootcacrl.der").write_bytes(bytes.fromhex(c["root_ca_crl"]))
-    (out / "rootcacrl.hex").write_text(c["root_ca_crl"], encoding="ascii")
     headers = {
         "tcb": {"TCB-Info-Issuer-Chain": _header(c["tcb_info_issuer_chain"])},
         "qe_identity": {
@@ -52,7 +46,21 @@ def build(case: str) -> None:
         },
         "pckcrl": {"SGX-PCK-CRL-Issuer-Chain": _header(c["pck_crl_issuer_chain"])},
     }
-    (out / "headers.json").write_text(json.dumps(headers, indent=1) + "\n", encoding="ascii")
+    return {
+        "tcb.json": tcb.encode("utf-8"),
+        "qe_identity.json": qe.encode("utf-8"),
+        "pckcrl.der": bytes.fromhex(c["pck_crl"]),
+        "rootcacrl.der": bytes.fromhex(c["root_ca_crl"]),
+        "rootcacrl.hex": c["root_ca_crl"].encode("ascii"),
+        "headers.json": (json.dumps(headers, indent=1) + "\n").encode("ascii"),
+    }
+
+
+def build(case: str) -> None:
+    out = HERE / case
+    out.mkdir(exist_ok=True)
+    for name, data in recorded_files(tdx_case(case).collateral_json).items():
+        (out / name).write_bytes(data)
 
 
 def main() -> None:

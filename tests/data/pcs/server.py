@@ -12,14 +12,14 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.vectors import tdx_case
+from tests.data.pcs.build_recordings import recorded_files
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,13 +49,20 @@ class RecordedPcs:
         self.case = "v4-uptodate"
         self.overrides: dict[str, Reply] = {}
         self.requests: list[str] = []  # path?query of every request, in arrival order
+        self.served: dict[str, bytes] | None = None  # replaces the recorded case when set
         self._lock = threading.Lock()
 
     @property
     def root_ca_crl_url(self) -> str:
         return self.url + PATH_ROOT_CA_CRL_DER
 
+    def serve_collateral(self, collateral_json: Mapping[str, str]) -> None:
+        """Answer with this collateral (e.g. a simulated platform's) in PCS's shapes."""
+        self.served = recorded_files(collateral_json)
+
     def recorded(self, name: str) -> bytes:
+        if self.served is not None:
+            return self.served[name]
         return (HERE / self.case / name).read_bytes()
 
     def recorded_headers(self, endpoint: str) -> dict[str, str]:
@@ -63,7 +70,8 @@ class RecordedPcs:
         return dict(headers[endpoint])
 
     def fmspc(self) -> str:
-        return str(json.loads(tdx_case(self.case).collateral_json["tcb_info"])["fmspc"]).upper()
+        """The FMSPC (upper-case hex) of the TCB Info being served."""
+        return str(json.loads(self.recorded("tcb.json"))["tcbInfo"]["fmspc"]).upper()
 
     def log(self, target: str) -> None:
         with self._lock:
