@@ -1,0 +1,689 @@
+"""One fault per check: change exactly the input a check guards and see that check fail.
+
+Real vectors are mutated where a mutation needs no signature (a flipped signature byte, a
+re-serialised body, a time outside a window). Faults that need a *valid* signature over a
+wrong statement (a CRL that revokes the PCK, a QE identity that does not match, a Revoked
+TCB level, a debuggable TD) use the simulated TDX platform, whose root the test passes
+explicitly, and re-sign collateral with its TCB signing key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from attestation.collateral import Collateral
+from attestation.quote_parser import parse_quote
+from attestation.report import CheckStatus, TcbStatus, VerificationReport
+from attestation.simulated import Measurements, SimulatedTdx
+from attestation.verify import verify_quote
+from tests.attestation.conftest import SIM_NOW, resign, root_key, sign_raw
+from tests.vectors import TdxCase, tdx_case
+
+SEPT_VE_DISABLE = 1 << 28
+
+
+# --- Helpers -------------------------------------------------------------------------------------
+
+
+def _flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ mask]) + data[offset + 1 :]
+
+
+def _real(
+    quote: bytes | None = None,
+    collateral: dict[str, Any] | None = None,
+    *,
+    now: int | None = None,
+    name: str = "v4-uptodate",
+    **kwargs: Any,
+) -> VerificationReport:
+    case = tdx_case(name)
+    return verify_quote(
+        case.quote if quote is None else quote,
+        Collateral.from_json(case.collateral_json if collateral is None else collateral),
+        now=case.now if now is None else now,
+        **kwargs,
+    )
+
+
+def _sim(
+    sim: SimulatedTdx,
+    *,
+    quote: bytes | None = None,
+    collateral: dict[str, str] | None = None,
+    now: int = SIM_NOW,
+) -> VerificationReport:
+    return verify_quote(
+        sim.quote(bytes(64)) if quote is None else quote,
+        Collateral.from_json(sim.collateral() if collateral is None else collateral),
+        now=now,
+        trusted_roots=[sim.root_certificate],
+    )
+
+
+def _status(report: VerificationReport, name: str) -> CheckStatus:
+    return report.check(name).status
+
+
+def _assert_fails(report: VerificationReport, name: str) -> None:
+    assert _status(report, name) is CheckStatus.FAIL, report.checks
+    assert not report.ok
+
+
+def _only_failure(report: VerificationReport, name: str) -> None:
+    """``name`` failed and nothing else did (dependants may SKIP)."""
+    assert [c.name for c in report.failed] == [name], report.failed
+
+
+def _offset_of(quote: bytes, part: bytes) -> int:
+    at = quote.find(part)
+    assert at >= 0
+    return at
+
+
+def _v4_parts(case: TdxCase) -> dict[str, int]:
+    q = parse_quote(case.quote)
+    cert = q.signature_data.certification
+    return {
+        "qe_report": _offset_of(case.quote, cert.qe_report.raw),
+        "qe_report_signature": _offset_of(case.quote, cert.qe_report_signature),
+        "qe_auth_data": _offset_of(case.quote, cert.qe_auth_data),
+        "quote_signature": _offset_of(case.quote, q.signature_data.signature),
+        "report_data": _offset_of(case.quote, q.td_report.report_data),
+    }
+
+
+def _tamper_pem_cert(pem: bytes, index: int, edit: Callable[[bytes], bytes]) -> bytes:
+    """Apply ``edit`` to the DER of certificate ``index`` of a PEM bundle, keeping lengths."""
+    blocks = pem.split(b"-----END CERTIFICATE-----")
+    head, body = blocks[index].split(b"-----BEGIN CERTIFICATE-----")
+    der = base64.b64decode(b"".join(body.split()))
+    new = base64.b64encode(edit(der))
+    lines = [new[i : i + 64] for i in range(0, len(new), 64)]
+    blocks[index] = head + b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n"
+    return b"-----END CERTIFICATE-----".join(blocks)
+
+
+def _json(collateral: dict[str, Any], key: str) -> dict[str, Any]:
+    value = json.loads(collateral[key])
+    assert isinstance(value, dict)
+    return value
+
+
+# --- quote_format and quote_header ---------------------------------------------------------------
+
+
+def test_truncated_quote_fails_quote_format_and_skips_dependants() -> None:
+    case = tdx_case("v4-uptodate")
+    report = _real(case.quote[:700])
+    _assert_fails(report, "quote_format")
+    assert report.quote is None
+    for name in ("quote_header", "pck_chain", "quote_signature", "td_attributes"):
+        assert _status(report, name) is CheckStatus.SKIP
+    # Collateral checks do not depend on the quote and still ran.
+    assert _status(report, "tcb_info_signature") is CheckStatus.PASS
+
+
+def test_foreign_qe_vendor_id_fails_quote_header() -> None:
+    case = tdx_case("v4-uptodate")
+    report = _real(_flip(case.quote, 12))  # header.qe_vendor_id starts at offset 12
+    _assert_fails(report, "quote_header")
+    assert "vendor" in report.check("quote_header").detail
+
+
+# --- Roots and the root CA CRL -------------------------------------------------------------------
+
+
+def _look_alike_root() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Intel SGX Root CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Intel Corporation"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Santa Clara"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "CA"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        ]
+    )
+    start = dt.datetime(2018, 1, 1, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=365 * 40))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def test_look_alike_intel_root_in_collateral_fails_root_ca() -> None:
+    case = tdx_case("v4-uptodate")
+    fake, _ = _look_alike_root()
+    chain = case.collateral_json["tcb_info_issuer_chain"]
+    leaf_pem = chain[: chain.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    forged = leaf_pem + "\n" + fake.public_bytes(Encoding.PEM).decode()
+    report = _real(collateral={**case.collateral_json, "tcb_info_issuer_chain": forged})
+    _assert_fails(report, "root_ca")
+    assert _status(report, "tcb_info_chain") is CheckStatus.SKIP
+
+
+def test_flipped_root_crl_signature_fails_root_ca_crl() -> None:
+    case = tdx_case("v4-uptodate")
+    crl = bytes.fromhex(case.collateral_json["root_ca_crl"])
+    report = _real(
+        collateral={**case.collateral_json, "root_ca_crl": _flip(crl, len(crl) - 3).hex()}
+    )
+    _assert_fails(report, "root_ca_crl")
+    # Without a trustworthy root CRL no chain can be judged unrevoked.
+    assert _status(report, "tcb_info_chain") is CheckStatus.SKIP
+    assert _status(report, "pck_crl") is CheckStatus.SKIP
+
+
+def test_root_crl_after_its_next_update_fails_root_ca_crl() -> None:
+    case = tdx_case("v4-uptodate")
+    crl = x509.load_der_x509_crl(bytes.fromhex(case.collateral_json["root_ca_crl"]))
+    assert crl.next_update_utc is not None
+    report = _real(now=int(crl.next_update_utc.timestamp()) + 1)
+    _assert_fails(report, "root_ca_crl")
+
+
+def _root_crl_revoking(sim: SimulatedTdx, serial: int) -> str:
+    start = dt.datetime.fromtimestamp(SIM_NOW - 3600, tz=dt.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(sim.root_certificate.subject)
+        .last_update(start)
+        .next_update(start + dt.timedelta(days=365))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(start).build()
+        )
+        .sign(root_key(sim), hashes.SHA256())
+    )
+    return crl.public_bytes(Encoding.DER).hex()
+
+
+def _issuer_serial(chain_pem: str) -> int:
+    return x509.load_pem_x509_certificates(chain_pem.encode())[0].serial_number
+
+
+def test_root_crl_revoking_the_tcb_signer_fails_tcb_info_chain(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    serial = _issuer_serial(collateral["tcb_info_issuer_chain"])
+    report = _sim(sim, collateral={**collateral, "root_ca_crl": _root_crl_revoking(sim, serial)})
+    _assert_fails(report, "tcb_info_chain")
+    assert "revoked" in report.check("tcb_info_chain").detail
+    assert _status(report, "tcb_info_signature") is CheckStatus.SKIP
+
+
+def test_root_crl_revoking_the_pck_platform_ca_fails_pck_crl(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    serial = _issuer_serial(collateral["pck_crl_issuer_chain"])
+    report = _sim(sim, collateral={**collateral, "root_ca_crl": _root_crl_revoking(sim, serial)})
+    _assert_fails(report, "pck_crl")
+    assert _status(report, "pck_revocation") is CheckStatus.SKIP
+
+
+# --- Collateral: type, chains, signatures, windows -----------------------------------------------
+
+
+def test_sgx_tcb_info_for_a_tdx_quote_fails_collateral_type(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = {**_json(collateral, "tcb_info"), "id": "SGX"}
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "collateral_type")
+
+
+def test_tampered_tcb_signing_cert_fails_tcb_info_chain() -> None:
+    case = tdx_case("v4-uptodate")
+    chain = case.collateral_json["tcb_info_issuer_chain"].encode()
+    broken = _tamper_pem_cert(chain, 0, lambda der: _flip(der, len(der) - 2))
+    report = _real(collateral={**case.collateral_json, "tcb_info_issuer_chain": broken.decode()})
+    _assert_fails(report, "tcb_info_chain")
+    assert _status(report, "tcb_info_signature") is CheckStatus.SKIP
+
+
+def test_reserialised_tcb_info_without_resigning_fails_tcb_info_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    body = json.dumps(json.loads(case.collateral_json["tcb_info"]))  # same content, other bytes
+    report = _real(collateral={**case.collateral_json, "tcb_info": body})
+    _only_failure(report, "tcb_info_signature")
+
+
+def test_flipped_tcb_info_signature_fails_tcb_info_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    sig = bytes.fromhex(case.collateral_json["tcb_info_signature"])
+    report = _real(collateral={**case.collateral_json, "tcb_info_signature": _flip(sig, 5).hex()})
+    _only_failure(report, "tcb_info_signature")
+
+
+def test_tcb_info_signed_by_the_wrong_key_fails_tcb_info_signature(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    wrong = ec.generate_private_key(ec.SECP256R1())
+    signature = sign_raw(wrong, collateral["tcb_info"].encode()).hex()
+    report = _sim(sim, collateral={**collateral, "tcb_info_signature": signature})
+    _only_failure(report, "tcb_info_signature")
+    assert _status(report, "fmspc_match") is CheckStatus.SKIP
+    assert report.tcb_status is None
+
+
+def test_tcb_info_after_next_update_fails_tcb_info_validity() -> None:
+    collateral = Collateral.from_json(tdx_case("v4-uptodate").collateral_json)
+    report = _real(now=collateral.tcb_info.next_update + 1)
+    _assert_fails(report, "tcb_info_validity")
+
+
+def test_tcb_info_before_issue_date_fails_tcb_info_validity() -> None:
+    collateral = Collateral.from_json(tdx_case("v4-uptodate").collateral_json)
+    report = _real(now=collateral.tcb_info.issue_date - 60)
+    _assert_fails(report, "tcb_info_validity")
+    assert "not yet valid" in report.check("tcb_info_validity").detail
+
+
+def test_expired_collateral_window_fails_validity(sim: SimulatedTdx) -> None:
+    # Issued an hour before SIM_NOW - 2 days with a one-day lifetime: expired at SIM_NOW.
+    collateral = sim.collateral(now=SIM_NOW - 2 * 86_400, lifetime=86_400)
+    report = _sim(sim, collateral=collateral)
+    _assert_fails(report, "tcb_info_validity")
+    _assert_fails(report, "qe_identity_validity")
+    _assert_fails(report, "pck_crl")
+
+
+def test_not_yet_valid_collateral_window_fails_validity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral(now=SIM_NOW + 2 * 86_400)
+    report = _sim(sim, collateral=collateral)
+    _assert_fails(report, "tcb_info_validity")
+    _assert_fails(report, "qe_identity_validity")
+
+
+def test_tampered_qe_identity_signer_fails_qe_identity_chain() -> None:
+    case = tdx_case("v4-uptodate")
+    chain = case.collateral_json["qe_identity_issuer_chain"].encode()
+    broken = _tamper_pem_cert(chain, 0, lambda der: _flip(der, len(der) - 2))
+    report = _real(collateral={**case.collateral_json, "qe_identity_issuer_chain": broken.decode()})
+    _assert_fails(report, "qe_identity_chain")
+    assert _status(report, "qe_identity") is CheckStatus.SKIP
+
+
+def test_flipped_qe_identity_signature_fails_qe_identity_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    sig = bytes.fromhex(case.collateral_json["qe_identity_signature"])
+    report = _real(
+        collateral={**case.collateral_json, "qe_identity_signature": _flip(sig, 40).hex()}
+    )
+    _only_failure(report, "qe_identity_signature")
+    assert _status(report, "qe_identity") is CheckStatus.SKIP
+
+
+def test_qe_identity_after_next_update_fails_qe_identity_validity() -> None:
+    collateral = Collateral.from_json(tdx_case("v4-uptodate").collateral_json)
+    report = _real(now=collateral.qe_identity.next_update + 1)
+    _assert_fails(report, "qe_identity_validity")
+
+
+# --- PCK CRL, PCK chain, revocation --------------------------------------------------------------
+
+
+def test_flipped_pck_crl_signature_fails_pck_crl() -> None:
+    case = tdx_case("v4-uptodate")
+    crl = bytes.fromhex(case.collateral_json["pck_crl"])
+    report = _real(collateral={**case.collateral_json, "pck_crl": _flip(crl, len(crl) - 3).hex()})
+    _only_failure(report, "pck_crl")
+    assert _status(report, "pck_revocation") is CheckStatus.SKIP
+
+
+def test_pck_crl_after_next_update_fails_pck_crl() -> None:
+    case = tdx_case("v4-uptodate")
+    crl = x509.load_der_x509_crl(bytes.fromhex(case.collateral_json["pck_crl"]))
+    assert crl.next_update_utc is not None
+    # The vector's PCK CRL expires just before its TCB Info: only the CRL is stale here.
+    report = _real(now=int(crl.next_update_utc.timestamp()) + 1)
+    _only_failure(report, "pck_crl")
+
+
+def test_tampered_pck_certificate_fails_pck_chain() -> None:
+    case = tdx_case("v4-uptodate")
+    pem = parse_quote(case.quote).signature_data.certification.pck_chain_pem.rstrip(b"\x00")
+    broken = _tamper_pem_cert(pem, 0, lambda der: _flip(der, len(der) - 2))
+    assert len(broken) == len(pem)
+    report = _real(case.quote.replace(pem, broken))
+    _only_failure(report, "pck_chain")
+    for name in ("pck_revocation", "qe_report_signature", "fmspc_match", "platform_tcb"):
+        assert _status(report, name) is CheckStatus.SKIP
+    assert report.fmspc is None
+
+
+def test_pck_chain_from_an_untrusted_root_fails_pck_chain(sim: SimulatedTdx) -> None:
+    # A simulated quote checked against real Intel collateral with both roots trusted: the
+    # collateral chains end in Intel's root, the PCK chain in another: refused.
+    case = tdx_case("v4-uptodate")
+    from attestation.trust import intel_sgx_root_ca
+
+    report = verify_quote(
+        sim.quote(bytes(64)),
+        Collateral.from_json(case.collateral_json),
+        now=case.now,
+        trusted_roots=[intel_sgx_root_ca(), sim.root_certificate],
+    )
+    _assert_fails(report, "pck_chain")
+
+
+def test_pck_crl_entry_revoking_the_pck_fails_pck_revocation(sim: SimulatedTdx) -> None:
+    report = _sim(sim, collateral=sim.collateral(revoke_pck=True))
+    _only_failure(report, "pck_revocation")
+    assert "revoked" in report.check("pck_revocation").detail
+
+
+def test_pck_crl_from_another_ca_fails_pck_revocation(sim: SimulatedTdx) -> None:
+    # Another simulated platform's (valid, signed) PCK CRL does not speak for this PCK.
+    other = SimulatedTdx.generate(b"another platform", now=SIM_NOW)
+    mine, theirs = sim.collateral(), other.collateral()
+    mixed = {
+        **mine,
+        "pck_crl": theirs["pck_crl"],
+        "pck_crl_issuer_chain": theirs["pck_crl_issuer_chain"],
+    }
+    report = verify_quote(
+        sim.quote(bytes(64)),
+        Collateral.from_json(mixed),
+        now=SIM_NOW,
+        trusted_roots=[sim.root_certificate, other.root_certificate],
+    )
+    # Their issuer chain ends in their root, which differs from ours: either the CRL's chain or
+    # its issuer comparison must refuse it.
+    assert not report.ok
+    assert {c.name for c in report.failed} & {"pck_crl", "pck_revocation"}
+
+
+# --- QE report, QE identity ----------------------------------------------------------------------
+
+
+def test_flipped_qe_report_signature_fails_qe_report_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    at = _v4_parts(case)["qe_report_signature"]
+    report = _real(_flip(case.quote, at + 10))
+    _only_failure(report, "qe_report_signature")
+
+
+def test_flipped_qe_report_byte_fails_qe_report_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    at = _v4_parts(case)["qe_report"]
+    report = _real(_flip(case.quote, at + 100))  # inside MRENCLAVE: no other check reads it
+    _only_failure(report, "qe_report_signature")
+
+
+def test_flipped_qe_auth_data_fails_qe_report_data() -> None:
+    case = tdx_case("v4-uptodate")
+    at = _v4_parts(case)["qe_auth_data"]
+    report = _real(_flip(case.quote, at))
+    _only_failure(report, "qe_report_data")
+
+
+def test_qe_mrsigner_mismatch_fails_qe_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = {**_json(collateral, "qe_identity"), "mrsigner": "AB" * 32}
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+    assert "MRSIGNER" in report.check("qe_identity").detail
+    assert report.tcb_status is None
+
+
+def test_qe_isvprodid_mismatch_fails_qe_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = {**_json(collateral, "qe_identity"), "isvprodid": 1}
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+
+
+def test_qe_attributes_mismatch_fails_qe_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = {**_json(collateral, "qe_identity"), "attributes": "13" + "00" * 15}
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+
+
+def test_qe_miscselect_mismatch_fails_qe_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = {**_json(collateral, "qe_identity"), "miscselect": "01000000"}
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+
+
+def test_qe_below_every_identity_level_fails_qe_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = _json(collateral, "qe_identity")
+    identity["tcbLevels"][0]["tcb"]["isvsvn"] = sim.config.qe_svn + 1
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+
+
+def test_revoked_qe_level_fails_qe_identity_and_reports_revoked(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    identity = _json(collateral, "qe_identity")
+    identity["tcbLevels"][0]["tcbStatus"] = "Revoked"
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "qe_identity")
+    assert report.qe_tcb_status is TcbStatus.REVOKED
+    assert report.tcb_status is TcbStatus.REVOKED
+
+
+def test_out_of_date_qe_makes_the_status_out_of_date_with_its_advisories(
+    sim: SimulatedTdx,
+) -> None:
+    collateral = sim.collateral()
+    identity = _json(collateral, "qe_identity")
+    identity["tcbLevels"][0]["tcbStatus"] = "OutOfDate"
+    identity["tcbLevels"][0]["advisoryIDs"] = ["INTEL-SA-00615"]
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    assert report.ok, report.failed
+    assert report.platform_tcb_status is TcbStatus.UP_TO_DATE
+    assert report.qe_tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.advisory_ids == ("INTEL-SA-00615",)
+
+
+# --- Quote signature, FMSPC, platform TCB, module ------------------------------------------------
+
+
+def test_flipped_quote_signature_fails_quote_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    at = _v4_parts(case)["quote_signature"]
+    report = _real(_flip(case.quote, at + 3))
+    _only_failure(report, "quote_signature")
+
+
+def test_flipped_report_data_fails_quote_signature() -> None:
+    case = tdx_case("v4-uptodate")
+    at = _v4_parts(case)["report_data"]
+    report = _real(_flip(case.quote, at))
+    _only_failure(report, "quote_signature")
+
+
+def test_wrong_fmspc_fails_fmspc_match(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = {**_json(collateral, "tcb_info"), "fmspc": "00906ED50000"}
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "fmspc_match")
+    assert _status(report, "platform_tcb") is CheckStatus.SKIP
+
+
+def test_wrong_pce_id_fails_fmspc_match(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = {**_json(collateral, "tcb_info"), "pceId": "0100"}
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "fmspc_match")
+
+
+def test_other_platforms_collateral_fails_fmspc_match() -> None:
+    # Authentic Intel collateral, authentic quote, different platform family.
+    report = _real(collateral=tdx_case("v5-uptodate").collateral_json)
+    _assert_fails(report, "fmspc_match")
+
+
+def test_revoked_platform_tcb_fails_platform_tcb(sim: SimulatedTdx) -> None:
+    report = _sim(sim, collateral=sim.collateral(tcb_status="Revoked"))
+    _only_failure(report, "platform_tcb")
+    assert report.platform_tcb_status is TcbStatus.REVOKED
+    assert report.tcb_status is TcbStatus.REVOKED
+
+
+def test_out_of_date_platform_is_reported_not_failed(sim: SimulatedTdx) -> None:
+    report = _sim(
+        sim, collateral=sim.collateral(tcb_status="OutOfDate", advisory_ids=("INTEL-SA-00960",))
+    )
+    assert report.ok, report.failed
+    assert report.tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.advisory_ids == ("INTEL-SA-00960",)
+
+
+def test_platform_below_every_tcb_level_fails_platform_tcb(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    for level in info["tcbLevels"]:
+        level["tcb"]["pcesvn"] = sim.config.pce_svn + 1
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "platform_tcb")
+    assert "below every TCB level" in report.check("platform_tcb").detail
+
+
+def test_tdx_components_below_every_level_fail_platform_tcb(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    for level in info["tcbLevels"]:
+        level["tcb"]["tdxtcbcomponents"][2]["svn"] = sim.config.tee_tcb_svn[2] + 1
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "platform_tcb")
+    assert "TEE_TCB_SVN" in report.check("platform_tcb").detail
+
+
+def test_module_signer_mismatch_fails_tdx_module_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    for identity in info["tdxModuleIdentities"]:
+        identity["mrsigner"] = "11" * 48
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "tdx_module_identity")
+    assert "MRSIGNERSEAM" in report.check("tdx_module_identity").detail
+
+
+def test_missing_module_identity_fails_tdx_module_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = {**_json(collateral, "tcb_info"), "tdxModuleIdentities": []}
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "tdx_module_identity")
+    assert "TDX_01" in report.check("tdx_module_identity").detail
+
+
+def test_nonzero_seam_attributes_fail_tdx_module_identity() -> None:
+    platform = SimulatedTdx.generate(
+        b"seam attributes", now=SIM_NOW, seam_attributes=b"\x01" + bytes(7)
+    )
+    report = _sim(platform)
+    _only_failure(report, "tdx_module_identity")
+    assert "SEAMATTRIBUTES" in report.check("tdx_module_identity").detail
+
+
+def test_module_svn_below_every_module_level_fails_tdx_module_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    info["tdxModuleIdentities"][0]["tcbLevels"][0]["tcb"]["isvsvn"] = sim.config.tee_tcb_svn[0] + 1
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "tdx_module_identity")
+
+
+def test_revoked_module_level_fails_tdx_module_identity(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    info["tdxModuleIdentities"][0]["tcbLevels"][0]["tcbStatus"] = "Revoked"
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    _only_failure(report, "tdx_module_identity")
+    assert report.tdx_module_tcb_status is TcbStatus.REVOKED
+    assert report.tcb_status is TcbStatus.REVOKED
+
+
+def test_out_of_date_module_makes_status_out_of_date(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral()
+    info = _json(collateral, "tcb_info")
+    level = info["tdxModuleIdentities"][0]["tcbLevels"][0]
+    level["tcbStatus"] = "OutOfDate"
+    level["advisoryIDs"] = ["INTEL-SA-01036"]
+    report = _sim(sim, collateral=resign(sim, collateral, tcb_info=info))
+    assert report.ok, report.failed
+    assert report.tdx_module_tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.tcb_status is TcbStatus.OUT_OF_DATE
+    assert report.advisory_ids == ("INTEL-SA-01036",)
+
+
+# --- TD attributes, MRSERVICETD ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attributes", "words"),
+    [
+        (SEPT_VE_DISABLE | 1, "DEBUG"),
+        (0, "SEPT_VE_DISABLE"),
+        (SEPT_VE_DISABLE | 1 << 8, "reserved"),
+        (SEPT_VE_DISABLE | 1 << 29, "MIGRATABLE"),
+        (SEPT_VE_DISABLE | 1 << 40, "reserved"),
+        (SEPT_VE_DISABLE | 1 << 3, "reserved"),
+    ],
+)
+def test_signed_quote_of_misconfigured_td_fails_td_attributes(
+    sim: SimulatedTdx, attributes: int, words: str
+) -> None:
+    measurements = Measurements(td_attributes=attributes.to_bytes(8, "little"))
+    report = _sim(sim, quote=sim.quote(bytes(64), measurements=measurements))
+    _only_failure(report, "td_attributes")
+    assert words in report.check("td_attributes").detail
+
+
+@pytest.mark.parametrize("bit", [30, 31, 63])
+def test_pks_kl_and_perfmon_are_not_refused(sim: SimulatedTdx, bit: int) -> None:
+    attributes = SEPT_VE_DISABLE | 1 << bit
+    measurements = Measurements(td_attributes=attributes.to_bytes(8, "little"))
+    report = _sim(sim, quote=sim.quote(bytes(64), measurements=measurements))
+    assert report.ok, report.failed
+
+
+def test_flipped_debug_bit_on_real_quote_fails_td_attributes() -> None:
+    case = tdx_case("v4-uptodate")
+    td_attributes_offset = 48 + 120  # header, then TD report offset 120
+    report = _real(_flip(case.quote, td_attributes_offset))
+    _assert_fails(report, "td_attributes")
+    _assert_fails(report, "quote_signature")  # and the change is not authentic either
+
+
+def _v5_with_service_td() -> bytes:
+    case = tdx_case("v5-uptodate")
+    q = parse_quote(case.quote)
+    assert q.td_report.mr_service_td is not None
+    # v5: header 48, body type 2 + size 4, then the 1.5 report; MRSERVICETD at report offset 600.
+    at = 48 + 6 + 600
+    assert case.quote[at : at + 48] == q.td_report.mr_service_td
+    return _flip(case.quote, at)
+
+
+def test_nonzero_mr_service_td_fails_mr_service_td() -> None:
+    report = _real(_v5_with_service_td(), name="v5-uptodate")
+    _assert_fails(report, "mr_service_td")
+
+
+def test_nonzero_mr_service_td_is_accepted_only_when_allowed() -> None:
+    report = _real(_v5_with_service_td(), name="v5-uptodate", allow_mr_service_td=True)
+    assert _status(report, "mr_service_td") is CheckStatus.PASS
+    # The flip is still not authentic: the quote signature covers MRSERVICETD.
+    _only_failure(report, "quote_signature")
