@@ -737,6 +737,7 @@ class SimulatedTdx:
         tcb_status: TcbStatus | str | None = None,
         advisory_ids: tuple[str, ...] | None = None,
         revoke_pck: bool = False,
+        revoke_platform_ca: bool = False,
         lifetime: int = _DEFAULT_COLLATERAL_LIFETIME,
     ) -> dict[str, str]:
         """Signed collateral for this platform, in the QuoteCollateralV3 JSON shape.
@@ -745,7 +746,8 @@ class SimulatedTdx:
         generated at) and valid for ``lifetime`` seconds, so ``now`` in the past gives expired
         collateral and ``now`` in the future collateral that is not yet valid. ``tcb_status``
         and ``advisory_ids`` override the platform's for this collateral; ``revoke_pck`` lists
-        the PCK certificate in the PCK CRL. ``Collateral.from_json`` reads the result.
+        the PCK certificate in the PCK CRL, ``revoke_platform_ca`` the PCK Platform CA in the
+        root CA CRL. ``Collateral.from_json`` reads the result.
         """
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise SimulationError("collateral lifetime must be a positive number of seconds")
@@ -771,7 +773,9 @@ class SimulatedTdx:
             issuer_key=self._keys.root,
             this_update=issued,
             lifetime=max(lifetime, _ROOT_CRL_LIFETIME),
-            revoked_serials=(),
+            revoked_serials=(
+                (self._certs.platform_ca.serial_number,) if revoke_platform_ca else ()
+            ),
         )
         pck_crl = _crl(
             issuer=self._certs.platform_ca,

@@ -427,6 +427,19 @@ def test_revoked_pck_fails_the_revocation_check(sim: SimulatedTdx) -> None:
     assert [c.name for c in report.failed] == ["pck_revocation"]
 
 
+def test_revoked_platform_ca_fails_verification(sim: SimulatedTdx) -> None:
+    collateral = sim.collateral(revoke_platform_ca=True)
+    root_crl = x509.load_der_x509_crl(bytes.fromhex(collateral["root_ca_crl"]))
+    assert len(root_crl) == 1
+    report = _verify(sim, sim.quote(REPORT_DATA), collateral)
+    assert not report.ok
+    assert _status(report, "pck_crl") is CheckStatus.FAIL
+    assert "revoked by the root CA CRL" in report.check("pck_crl").detail
+    assert _status(report, "pck_revocation") is not CheckStatus.PASS
+    with pytest.raises(ValueError, match="CertRevoked"):
+        _qvl(sim.quote(REPORT_DATA), collateral, sim.root_certificate)
+
+
 def test_debug_td_fails_the_td_attributes_check(sim: SimulatedTdx) -> None:
     debug = Measurements(
         td_attributes=(TD_ATTR_DEBUG | TD_ATTR_SEPT_VE_DISABLE).to_bytes(8, "little")
