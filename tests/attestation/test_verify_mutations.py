@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from attestation.certs import (
+    first_invalid,
+    revoked_by,
+    select_root,
+    verify_chain,
+    verify_root,
+)
 from attestation.collateral import Collateral
+from attestation.errors import CertificateError
 from attestation.quote_parser import parse_quote
 from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.simulated import Measurements, SimulatedTdx
@@ -687,3 +696,248 @@ def test_nonzero_mr_service_td_is_accepted_only_when_allowed() -> None:
     assert _status(report, "mr_service_td") is CheckStatus.PASS
     # The flip is still not authentic: the quote signature covers MRSERVICETD.
     _only_failure(report, "quote_signature")
+
+
+# --- Chain rules (certs.py), on a small hierarchy generated here ----------------------------------
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(
+    cn: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = True,
+    path_length: int | None = None,
+    key_cert_sign: bool = True,
+    start: int = SIM_NOW - 3600,
+    days: int = 365,
+    extensions: tuple[x509.ExtensionType, ...] = (),
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    begin = dt.datetime.fromtimestamp(start, tz=dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name if issuer is None else issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(begin)
+        .not_valid_after(begin + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca and key_cert_sign,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    for ext in extensions:
+        builder = builder.add_extension(ext, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _hierarchy(**intermediate: Any) -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:
+    root_k, mid_k, leaf_k = _key(), _key(), _key()
+    root = _cert("Test Root", root_k, None, root_k)
+    mid = _cert("Test CA", mid_k, root, root_k, **intermediate)
+    leaf = _cert("Test Leaf", leaf_k, mid, mid_k, ca=False)
+    return root, mid, leaf
+
+
+def test_well_formed_chain_verifies() -> None:
+    root, mid, leaf = _hierarchy()
+    path, windows = verify_chain([leaf, mid], root)
+    assert path == [leaf, mid, root]
+    assert first_invalid(windows, SIM_NOW) is None
+
+
+def test_leaf_issued_by_a_non_ca_is_refused() -> None:
+    root, mid, leaf = _hierarchy(ca=False)
+    with pytest.raises(CertificateError, match="is not a CA"):
+        verify_chain([leaf, mid], root)
+
+
+def test_issuer_without_key_cert_sign_is_refused() -> None:
+    root, mid, leaf = _hierarchy(key_cert_sign=False)
+    with pytest.raises(CertificateError, match="may not sign certificates"):
+        verify_chain([leaf, mid], root)
+
+
+def test_path_length_constraint_is_enforced() -> None:
+    root_k, mid_k, sub_k, leaf_k = _key(), _key(), _key(), _key()
+    root = _cert("Test Root", root_k, None, root_k)
+    mid = _cert("Test CA", mid_k, root, root_k, path_length=0)
+    sub = _cert("Test Sub CA", sub_k, mid, mid_k)
+    leaf = _cert("Test Leaf", leaf_k, sub, sub_k, ca=False)
+    with pytest.raises(CertificateError, match="path length"):
+        verify_chain([leaf, sub, mid], root)
+
+
+def test_chain_to_a_self_signed_look_alike_is_refused() -> None:
+    root, mid, leaf = _hierarchy()
+    other_k = _key()
+    look_alike = _cert("Test Root", other_k, None, other_k)
+    with pytest.raises(CertificateError, match="untrusted root"):
+        verify_chain([leaf, mid, look_alike], root)
+    with pytest.raises(CertificateError, match="not a trusted root"):
+        select_root([leaf, mid, look_alike], [root])
+
+
+def test_link_with_a_foreign_signature_is_refused() -> None:
+    root, mid, _ = _hierarchy()
+    stranger_k = _key()
+    leaf = _cert("Test Leaf", _key(), mid, stranger_k, ca=False)  # names mid, signed by another
+    with pytest.raises(CertificateError, match="does not verify"):
+        verify_chain([leaf, mid], root)
+
+
+def test_root_whose_self_signature_is_broken_is_refused() -> None:
+    root_k, other_k = _key(), _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Root")])
+    broken = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(root_k.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(other_k, hashes.SHA256())
+    )
+    with pytest.raises(CertificateError, match="does not verify"):
+        verify_root(broken)
+
+
+def test_certificate_windows_are_checked_at_now() -> None:
+    root_k, mid_k, leaf_k = _key(), _key(), _key()
+    root = _cert("Test Root", root_k, None, root_k, start=SIM_NOW - 86_400, days=3650)
+    mid = _cert("Test CA", mid_k, root, root_k, start=SIM_NOW - 86_400, days=3650)
+    leaf = _cert("Test Leaf", leaf_k, mid, mid_k, ca=False, start=SIM_NOW + 3600, days=1)
+    _, windows = verify_chain([leaf, mid], root)
+    reason = first_invalid(windows, SIM_NOW)
+    assert reason is not None
+    assert "'Test Leaf' is not yet valid" in reason
+    expired = first_invalid(windows, SIM_NOW + 3 * 86_400)
+    assert expired is not None
+    assert "expired" in expired
+    assert first_invalid(windows, SIM_NOW + 7200) is None
+
+
+def test_certificate_no_crl_speaks_for_is_an_error() -> None:
+    _, _, leaf = _hierarchy()
+    root_k = _key()
+    other = _cert("Other Root", root_k, None, root_k)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(other.subject)
+        .last_update(dt.datetime.fromtimestamp(SIM_NOW - 60, tz=dt.UTC))
+        .next_update(dt.datetime.fromtimestamp(SIM_NOW + 60, tz=dt.UTC))
+        .sign(root_k, hashes.SHA256())
+    )
+    with pytest.raises(CertificateError, match="no CRL covers"):
+        revoked_by(leaf, [(crl, "other CRL")])
+
+
+# --- PCK leaf identity and the PCK CRL's issuer ---------------------------------------------------
+
+
+def _with_pck_chain(quote: bytes, pem: bytes) -> bytes:
+    """The quote with another PEM chain in certification data type 5, all sizes recomputed."""
+    q = parse_quote(quote)
+    sig, cert = q.signature_data, q.signature_data.certification
+    inner = struct.pack("<HI", 5, len(pem)) + pem
+    qe_data = (
+        cert.qe_report.raw
+        + cert.qe_report_signature
+        + struct.pack("<H", len(cert.qe_auth_data))
+        + cert.qe_auth_data
+        + inner
+    )
+    signature_data = (
+        sig.signature + sig.attestation_key + struct.pack("<HI", 6, len(qe_data)) + qe_data
+    )
+    return q.signed_region + struct.pack("<I", len(signature_data)) + signature_data
+
+
+def _platform_ca_key(sim: SimulatedTdx) -> ec.EllipticCurvePrivateKey:
+    return sim._keys.platform_ca
+
+
+def test_pck_leaf_without_the_pck_name_fails_pck_chain(sim: SimulatedTdx) -> None:
+    # Same key, same SGX extension, same issuer: only the subject says it is not a PCK cert.
+    pck = sim.pck_certificate
+    sgx = next(e for e in pck.extensions if e.oid.dotted_string == "1.2.840.113741.1.13.1")
+    platform_ca = x509.load_pem_x509_certificates(
+        sim.collateral()["pck_crl_issuer_chain"].encode()
+    )[0]
+    impostor = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some TLS Server")]))
+        .issuer_name(pck.issuer)
+        .public_key(pck.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(pck.not_valid_before_utc)
+        .not_valid_after(pck.not_valid_after_utc)
+        .add_extension(sgx.value, critical=False)
+        .sign(_platform_ca_key(sim), hashes.SHA256())
+    )
+    pem = b"".join(
+        c.public_bytes(Encoding.PEM) for c in (impostor, platform_ca, sim.root_certificate)
+    )
+    report = _sim(sim, quote=_with_pck_chain(sim.quote(bytes(64)), pem + b"\x00"))
+    _only_failure(report, "pck_chain")
+    assert "not an SGX PCK certificate" in report.check("pck_chain").detail
+
+
+def test_rebuilt_quote_with_the_same_chain_still_verifies(sim: SimulatedTdx) -> None:
+    # Guards the helper above: rebuilding alone changes nothing.
+    quote = sim.quote(bytes(64))
+    pem = parse_quote(quote).signature_data.certification.pck_chain_pem
+    assert _with_pck_chain(quote, pem) == quote
+    assert _sim(sim, quote=_with_pck_chain(quote, pem)).ok
+
+
+def test_pck_crl_of_a_sibling_ca_fails_pck_revocation(sim: SimulatedTdx) -> None:
+    # A genuine CRL from another CA under the same root says nothing about this PCK.
+    sibling_k = _key()
+    root = sim.root_certificate
+    sibling = _cert(
+        "Simulated SGX PCK Processor CA",
+        sibling_k,
+        root,
+        root_key(sim),
+        path_length=0,
+        start=SIM_NOW - 3600,
+    )
+    begin = dt.datetime.fromtimestamp(SIM_NOW - 3600, tz=dt.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(sibling.subject)
+        .last_update(begin)
+        .next_update(begin + dt.timedelta(days=30))
+        .sign(sibling_k, hashes.SHA256())
+    )
+    collateral = {
+        **sim.collateral(),
+        "pck_crl": crl.public_bytes(Encoding.DER).hex(),
+        "pck_crl_issuer_chain": (
+            sibling.public_bytes(Encoding.PEM) + root.public_bytes(Encoding.PEM)
+        ).decode(),
+    }
+    report = _sim(sim, collateral=collateral)
+    _only_failure(report, "pck_revocation")
+    assert "the PCK CRL is issued by" in report.check("pck_revocation").detail
