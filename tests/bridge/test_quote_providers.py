@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from attestation.eventlog import RuntimeEventLog
+from attestation.eventlog import RuntimeEventLog, replay_against
+from attestation.image_hash import image_digests
 from attestation.quote_parser import parse_quote
 from bridge.config import BridgeConfig, QuoteProviderKind, parse_args
 from bridge.providers import (
@@ -407,16 +408,24 @@ def test_measured_configuration_replays_to_the_quoted_rtmr3(tmp_path: Path) -> N
     config = _sim_config(tmp_path, "--image-digest", DIGEST, "--upstream", "http://vllm:8000/v1")
     provider = create_provider(config)
     measured = measure_bridge(provider, config)
+    report = parse_quote(provider.get_quote(REPORT_DATA)).td_report
+    assert report.rtmr3 == _replay(measured.runtime_log)
+    # The attestation side reads back exactly what the bridge measured.
+    log = RuntimeEventLog.from_bytes(measured.runtime_log).to_event_log()
+    replay = replay_against([log], [report.rtmr0, report.rtmr1, report.rtmr2, report.rtmr3])
+    digests = image_digests(replay)
+    assert digests.image_digest == DIGEST
+    assert digests.config_hash == hashlib.sha384(measured.config_document).digest()
+    assert [e.name for e in digests.events] == [IMAGE_DIGEST_EVENT, CONFIG_HASH_EVENT]
+
+
+def test_simulated_bridge_without_image_digest_records_only_the_config(tmp_path: Path) -> None:
+    config = _sim_config(tmp_path)
+    provider = create_provider(config)
+    measured = measure_bridge(provider, config)
     events = RuntimeEventLog.from_bytes(measured.runtime_log).events
-    assert [(e.name, e.data) for e in events] == [
-        (IMAGE_DIGEST_EVENT, DIGEST.encode()),
-        (
-            CONFIG_HASH_EVENT,
-            b"sha384:" + hashlib.sha384(measured.config_document).hexdigest().encode(),
-        ),
-    ]
-    quoted = parse_quote(provider.get_quote(REPORT_DATA)).td_report.rtmr3
-    assert quoted == _replay(measured.runtime_log)
+    assert [e.name for e in events] == [CONFIG_HASH_EVENT]
+    assert measured.image_digest is None
 
 
 def test_measured_configuration_on_hardware_path_extends_rtmr3(
