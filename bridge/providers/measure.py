@@ -49,6 +49,7 @@ class MeasuredConfiguration:
     config_document: bytes
     config_digest: bytes
     runtime_log: bytes  # RuntimeEventLog.to_bytes(): what the bridge ships with its evidence
+    events: tuple[tuple[str, bytes], ...]  # the (name, payload) pairs, in extension order
 
 
 def measurement_events(config: BridgeConfig) -> tuple[tuple[str, bytes], ...]:
@@ -69,7 +70,8 @@ def measure_bridge(provider: QuoteProvider, config: BridgeConfig) -> MeasuredCon
     if config.image_digest is None:
         _log.warning("no image digest configured: RTMR3 records no %s event", IMAGE_DIGEST_EVENT)
     log = RuntimeEventLog()
-    for name, payload in measurement_events(config):
+    events = measurement_events(config)
+    for name, payload in events:
         digest = log.append(name, payload)
         provider.extend_rtmr(RUNTIME_LOG_RTMR, digest)
     return MeasuredConfiguration(
@@ -77,4 +79,5 @@ def measure_bridge(provider: QuoteProvider, config: BridgeConfig) -> MeasuredCon
         config_document=effective_config_document(config),
         config_digest=effective_config_digest(config),
         runtime_log=log.to_bytes(),
+        events=events,
     )

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
+from attestation.collateral import Collateral
 from attestation.eventlog import RuntimeEventLog, replay_against
 from attestation.image_hash import image_digests
+from attestation.policy import Policy, PolicyResult
 from attestation.quote_parser import parse_quote
+from attestation.verify import verify_quote
 from bridge.config import BridgeConfig, QuoteProviderKind, parse_args
 from bridge.providers import (
     ConcurrentReportError,
@@ -29,6 +33,7 @@ from bridge.providers import (
 from bridge.providers import linux_abi as abi
 from bridge.providers.base import quote_report_data, read_firmware_event_log
 from bridge.providers.configfs_tsm import ConfigfsTsmProvider
+from bridge.providers.dev_policy import DEV_POLICY_BANNER, write_dev_policy
 from bridge.providers.measure import (
     CONFIG_HASH_EVENT,
     IMAGE_DIGEST_EVENT,
@@ -459,3 +464,59 @@ def test_firmware_event_log_is_read_when_present(tmp_path: Path) -> None:
     assert log.data == ccel_sample()
     assert log.table is None
     assert read_firmware_event_log(str(tmp_path / "absent"), None) is None
+
+
+# -- development policy -------------------------------------------------------------------------
+
+
+def _evaluate_with(policy_path: Path, provider: SimulatedQuoteProvider, log: bytes) -> PolicyResult:
+    now = int(time.time())
+    quote = provider.get_quote(REPORT_DATA)
+    policy = Policy.load(policy_path)
+    report = verify_quote(
+        quote,
+        Collateral.from_json(provider.collateral(now)),
+        now=now,
+        trusted_roots=policy.trusted_root_certificates(),
+    )
+    td = parse_quote(quote).td_report
+    replay = replay_against(
+        [RuntimeEventLog.from_bytes(log).to_event_log()], [td.rtmr0, td.rtmr1, td.rtmr2, td.rtmr3]
+    )
+    return policy.evaluate(report, replay)
+
+
+def test_dev_policy_accepts_this_bridge(tmp_path: Path) -> None:
+    config = _sim_config(tmp_path, "--image-digest", DIGEST)
+    provider = SimulatedQuoteProvider.from_config(config)
+    measured = measure_bridge(provider, config)
+    path = write_dev_policy(tmp_path / "dev-policy.toml", provider, measured)
+    assert path.read_text().startswith(DEV_POLICY_BANNER)
+    result = _evaluate_with(path, provider, measured.runtime_log)
+    assert result.ok, result.violations
+
+
+def test_dev_policy_rejects_a_bridge_sending_data_elsewhere(tmp_path: Path) -> None:
+    config = _sim_config(tmp_path, "--image-digest", DIGEST)
+    provider = SimulatedQuoteProvider.from_config(config)
+    path = write_dev_policy(tmp_path / "p.toml", provider, measure_bridge(provider, config))
+    # Same platform (same root, same MRTD), restarted with another upstream.
+    other_config = _sim_config(
+        tmp_path, "--image-digest", DIGEST, "--upstream", "https://evil.example"
+    )
+    other = SimulatedQuoteProvider.from_config(other_config)
+    result = _evaluate_with(path, other, measure_bridge(other, other_config).runtime_log)
+    assert not result.ok
+    assert any(v.field == f"required_rtmr3_events.{CONFIG_HASH_EVENT}" for v in result.violations)
+
+
+def test_dev_policy_rejects_another_simulated_platform(tmp_path: Path) -> None:
+    config = _sim_config(tmp_path, "--image-digest", DIGEST)
+    provider = SimulatedQuoteProvider.from_config(config)
+    path = write_dev_policy(tmp_path / "p.toml", provider, measure_bridge(provider, config))
+    stranger_config = parse_args(
+        ["--quote-provider", "simulated", "--image-digest", DIGEST], environ={}
+    )
+    stranger = SimulatedQuoteProvider.from_config(stranger_config)
+    log = measure_bridge(stranger, stranger_config).runtime_log
+    assert not _evaluate_with(path, stranger, log).ok
