@@ -329,3 +329,20 @@ def test_simulated_states_agree_with_dcap_qvl(sim: SimulatedTdx, scenario: str) 
     assert report.ok, report.failed
     assert report.tcb_status == TcbStatus(oracle.status)
     assert list(report.advisory_ids) == list(oracle.advisory_ids)
+
+
+def test_altered_shipped_root_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attestation.trust as trust
+
+    trust.intel_sgx_root_ca.cache_clear()
+    monkeypatch.setattr(trust, "INTEL_SGX_ROOT_CA_SHA256", bytes(32))
+    try:
+        with pytest.raises(RuntimeError, match="pinned fingerprint"):
+            trust.intel_sgx_root_ca()
+    finally:
+        trust.intel_sgx_root_ca.cache_clear()
+
+
+def test_trusted_roots_must_be_certificates(v4_case: TdxCase, v4_collateral: Collateral) -> None:
+    with pytest.raises(TypeError, match="not a Certificate"):
+        verify_quote(v4_case.quote, v4_collateral, now=0, trusted_roots=[b"pem"])  # type: ignore[list-item]
