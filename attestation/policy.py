@@ -225,6 +225,10 @@ class Policy(_Frozen):
     max_collateral_age_seconds: Annotated[StrictInt, Field(gt=0)] | None = None
     allow_mr_service_td_nonzero: StrictBool = False
     allow_unpinned_measurements: StrictBool = False
+    # Accept evidence from a simulated TEE (the channel's simulated suite). Off by default, and
+    # even when on, the evidence must still chain to one of ``trusted_roots``: a policy that
+    # trusts only Intel's root can never accept a simulated quote.
+    allow_simulated_tee: StrictBool = False
     custom_checks: tuple[PolicyCheck, ...] = Field(default=(), exclude=True)
 
     def __init__(self, **data: Any) -> None:
@@ -360,6 +364,7 @@ class Policy(_Frozen):
             ),
             "denied_advisory_ids": sorted(self.denied_advisory_ids),
             "allow_mr_service_td_nonzero": self.allow_mr_service_td_nonzero,
+            "allow_simulated_tee": self.allow_simulated_tee,
         }
         unpinned: list[str] = []
         optional: dict[str, Any] = {
