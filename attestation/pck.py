@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 from cryptography import x509
 
@@ -411,9 +412,10 @@ def encode_pck_extensions(ext: PckExtensions) -> bytes:
 
 # --- The PEM chain inside a quote ---------------------------------------------------------
 
-# One PEM certificate block: the armour lines and base64 with whitespace between.
+# One PEM certificate block: the armour lines and base64 with whitespace between. The body's
+# character class excludes "-", so a greedy match cannot run past the END line.
 _PEM_BLOCK = re.compile(
-    rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----",
+    rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*-----END CERTIFICATE-----",
 )
 
 
@@ -424,6 +426,13 @@ def split_pem_chain(pem: bytes) -> list[x509.Certificate]:
     stray text. Trailing NUL bytes are allowed because the quoting library NUL-terminates the
     chain in real quotes. Raises ``CertificateError``.
     """
+    return list(_split_pem_chain(bytes(pem)))
+
+
+# Quotes from one platform carry the same chain every time; certificates are immutable, so the
+# parsed result of identical bytes can be shared.
+@lru_cache(maxsize=64)
+def _split_pem_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
     text = pem.rstrip(b"\x00")
     certs: list[x509.Certificate] = []
     pos = 0
@@ -441,4 +450,4 @@ def split_pem_chain(pem: bytes) -> list[x509.Certificate]:
         raise CertificateError(f"PEM chain: unexpected data at byte {pos}")
     if not certs:
         raise CertificateError("PEM chain holds no certificate")
-    return certs
+    return tuple(certs)
