@@ -341,6 +341,51 @@ class BridgeConfig(BaseModel):
         return "shroud-bridge configuration:\n" + "\n".join(lines)
 
 
+ANY_KEY_WARNING: Final = (
+    "NO API KEY CONFIGURED: this bridge accepts ANY client API key. Set --api-key (or "
+    "SHROUD_BRIDGE_API_KEYS) to restrict who can use the upstream."
+)
+
+
+def startup_warnings(config: BridgeConfig) -> list[str]:
+    """The warnings the server must log at start, loudest first (empty when none apply)."""
+    warnings = []
+    if config.quote_provider is QuoteProviderKind.SIMULATED:
+        warnings.append(
+            "SIMULATED quote provider: evidence from this bridge proves nothing; development only."
+        )
+    if config.accepts_any_key:
+        warnings.append(ANY_KEY_WARNING)
+    if config.audience is None and _is_wildcard(config.listen.host):
+        warnings.append(
+            f"audience defaults to {config.effective_audience!r}, a wildcard address no client "
+            "will name; set --audience to the name clients connect to"
+        )
+    if config.metrics_listen is not None and not _is_loopback(config.metrics_listen.host):
+        warnings.append(f"/metrics is served on {config.metrics_listen}, not only on loopback")
+    if not config.upstream_is_demo and config.upstream.startswith("http://"):
+        host = urlsplit(config.upstream).hostname or ""
+        if not _is_loopback(host):
+            warnings.append(
+                f"upstream {config.upstream} is plain http to another host: requests leave the "
+                "TD unencrypted"
+            )
+    return warnings
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in {"0.0.0.0", "::", ""}  # noqa: S104 - comparing, not binding
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_http_url(value: str, name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import (
+    ANY_KEY_WARNING,
     DEFAULT_ALLOWED_PATHS,
     BridgeConfig,
     CollateralSource,
@@ -18,6 +19,7 @@ from bridge.config import (
     effective_config_digest,
     effective_config_document,
     parse_args,
+    startup_warnings,
 )
 
 KEY_A = "sk-test-aaaaaaaaaaaaaaaa"
@@ -293,3 +295,52 @@ def test_config_digest_ignores_order_and_secrets() -> None:
 )
 def test_changing_where_data_goes_changes_the_config_digest(flags: tuple[str, str]) -> None:
     assert effective_config_digest(_sim(*flags)) != effective_config_digest(_sim())
+
+
+def test_start_warnings_say_loudly_that_any_key_is_accepted() -> None:
+    assert ANY_KEY_WARNING in startup_warnings(_sim())
+    assert ANY_KEY_WARNING not in startup_warnings(_sim("--api-key", KEY_A))
+
+
+def test_start_warnings_cover_simulated_wildcard_audience_metrics_and_plain_upstream() -> None:
+    warnings = " | ".join(
+        startup_warnings(
+            _sim(
+                "--listen",
+                "0.0.0.0:8443",
+                "--metrics-listen",
+                "0.0.0.0:9464",
+                "--upstream",
+                "http://10.0.0.5:8000/v1",
+            )
+        )
+    )
+    assert "SIMULATED" in warnings
+    assert "wildcard" in warnings
+    assert "/metrics" in warnings
+    assert "unencrypted" in warnings
+
+
+def test_no_spurious_warnings_for_a_careful_hardware_config() -> None:
+    config = parse_args(
+        [
+            "--quote-provider",
+            "configfs-tsm",
+            "--image-digest",
+            DIGEST,
+            "--api-key",
+            KEY_A,
+            "--listen",
+            "0.0.0.0:8443",
+            "--audience",
+            "bridge.example",
+            "--upstream",
+            "http://127.0.0.1:8000/v1",
+        ],
+        environ={},
+    )
+    assert startup_warnings(config) == []
+
+
+def test_metrics_can_be_turned_off() -> None:
+    assert _sim("--metrics-listen", "off").metrics_listen is None
