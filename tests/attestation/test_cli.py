@@ -453,3 +453,22 @@ def test_console_script_module_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "accept"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_code"), [("v4-dstack-eventlog", 0), ("neg-debug-td", 1)]
+)
+def test_example_script_verifies_a_vector(name: str, expected_code: int) -> None:
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "examples" / "verify_vector.sh"), name, "--json"],
+        capture_output=True,
+        check=False,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == expected_code, proc.stderr
+    obj = json.loads(proc.stdout)
+    assert obj["verdict"] == ("accept" if expected_code == 0 else "reject")
+    if name == "v4-dstack-eventlog":
+        assert obj["policy"]["pins_measurements"] is True
+        assert all(obj["event_log"][f"rtmr{i}"]["matches"] for i in range(4))
