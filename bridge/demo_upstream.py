@@ -101,7 +101,7 @@ class _ChatRequest:
 def _validate_chat(body: bytes) -> _ChatRequest:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise _RequestError(400, "We could not parse the JSON body of your request.") from None
     if not isinstance(data, dict):
         raise _RequestError(400, "The request body must be a JSON object.")

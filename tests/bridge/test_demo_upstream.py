@@ -293,3 +293,9 @@ async def test_client_disconnect_mid_stream_does_not_break_the_server() -> None:
         async with openai.AsyncOpenAI(base_url=demo.base_url, api_key="x", max_retries=0) as c:
             models = await c.models.list()
         assert [m.id for m in models.data] == [DEMO_MODEL_ID]
+
+
+async def test_absurdly_nested_json_is_a_400_not_a_crash(demo: DemoUpstream) -> None:
+    async with httpx.AsyncClient(base_url=demo.base_url) as client:
+        response = await client.post("/chat/completions", content=b"[" * 50_000)
+    assert response.status_code == 400
