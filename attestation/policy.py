@@ -45,7 +45,7 @@ from attestation.errors import AttestationError, EventLogError, PolicyError
 from attestation.eventlog import ReplayResult
 from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
 from attestation.quote import TdReport
-from attestation.report import TcbStatus, VerificationReport
+from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
 
 # The registers a policy may pin by allowlist, as named in TOML and on TdReport.
@@ -429,7 +429,7 @@ class Policy(_Frozen):
             if not ok:
                 out.append(Violation(field, expected, actual))
 
-        failed = [c.name for c in report.checks if c.status.value != "pass"]
+        failed = [c.name for c in report.checks if c.status is not CheckStatus.PASS]
         check(
             "verification",
             report.ok,
