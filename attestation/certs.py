@@ -40,14 +40,20 @@ class Window:
     what: str
     not_before: int
     not_after: int
+    # A CRL is stale from the second of its nextUpdate on (webpki, hence dcap-qvl, reads it
+    # so); certificate notAfter and collateral nextUpdate include their last second.
+    end_exclusive: bool = False
 
     def contains(self, now: int) -> bool:
+        if self.end_exclusive:
+            return self.not_before <= now < self.not_after
         return self.not_before <= now <= self.not_after
 
     def describe_failure(self, now: int) -> str:
         if now < self.not_before:
             return f"{self.what} is not yet valid at {now} (valid from {self.not_before})"
-        return f"{self.what} expired before {now} (valid until {self.not_after})"
+        bound = "before" if self.end_exclusive else "until"
+        return f"{self.what} expired before {now} (valid {bound} {self.not_after})"
 
 
 def first_invalid(windows: Sequence[Window], now: int) -> str | None:
@@ -77,11 +83,16 @@ def certificate_window(cert: x509.Certificate) -> Window:
 
 
 def crl_window(crl: x509.CertificateRevocationList, what: str) -> Window:
-    """thisUpdate..nextUpdate. A CRL without nextUpdate is refused: it could never go stale."""
+    """[thisUpdate, nextUpdate). A CRL without nextUpdate is refused: it could never go stale."""
     next_update = crl.next_update_utc
     if next_update is None:
         raise CertificateError(f"{what} has no nextUpdate")
-    return Window(what, int(crl.last_update_utc.timestamp()), int(next_update.timestamp()))
+    return Window(
+        what,
+        int(crl.last_update_utc.timestamp()),
+        int(next_update.timestamp()),
+        end_exclusive=True,
+    )
 
 
 def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:

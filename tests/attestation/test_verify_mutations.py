@@ -941,3 +941,13 @@ def test_pck_crl_of_a_sibling_ca_fails_pck_revocation(sim: SimulatedTdx) -> None
     report = _sim(sim, collateral=collateral)
     _only_failure(report, "pck_revocation")
     assert "the PCK CRL is issued by" in report.check("pck_revocation").detail
+
+
+def test_pck_crl_is_stale_from_the_second_of_its_next_update() -> None:
+    # dcap-qvl (webpki) treats a CRL as expired at nextUpdate itself; so do we.
+    case = tdx_case("v4-uptodate")
+    crl = x509.load_der_x509_crl(bytes.fromhex(case.collateral_json["pck_crl"]))
+    assert crl.next_update_utc is not None
+    end = int(crl.next_update_utc.timestamp())
+    assert _real(now=end - 1).ok
+    _only_failure(_real(now=end), "pck_crl")
