@@ -319,7 +319,7 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(_spec.SGX_EXTENSIONS_OID))
     except x509.ExtensionNotFound:
         raise CertificateError("PCK certificate has no SGX extension") from None
-    except (x509.DuplicateExtension, ValueError) as exc:
+    except (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError) as exc:
         raise CertificateError(f"PCK certificate extensions are malformed: {exc}") from None
     if not isinstance(ext.value, x509.UnrecognizedExtension):  # pragma: no cover (library)
         raise CertificateError("SGX extension was not left opaque by the X.509 library")
@@ -441,7 +441,8 @@ def _split_pem_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
             raise CertificateError(f"PEM chain: unexpected data at byte {pos}")
         try:
             certs.append(x509.load_pem_x509_certificate(match.group(0)))
-        except ValueError as exc:
+        # InvalidVersion is not a ValueError: a bad version field would otherwise escape.
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateError(
                 f"PEM chain: certificate {len(certs)} is malformed: {exc}"
             ) from None

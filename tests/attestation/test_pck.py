@@ -8,11 +8,13 @@ a valid certificate in exactly the way its name says.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, replace
 
 import dcap_qvl
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from attestation import _spec
 from attestation.errors import CertificateError
@@ -403,3 +405,18 @@ def test_nul_inside_chain_is_rejected() -> None:
     cut = pem.index(b"-----BEGIN", 10)
     with pytest.raises(CertificateError, match="unexpected data"):
         split_pem_chain(pem[:cut] + b"\x00" + pem[cut:])
+
+
+def _pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der)
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+
+
+def test_certificate_with_unknown_x509_version_is_a_certificate_error() -> None:
+    # cryptography raises InvalidVersion (not a ValueError) for this; it must not escape.
+    der = _leaf("v4-uptodate").public_bytes(serialization.Encoding.DER)
+    version_v3 = b"\xa0\x03\x02\x01\x02"
+    assert der.count(version_v3) == 1
+    bad = der.replace(version_v3, b"\xa0\x03\x02\x01\x06")
+    with pytest.raises(CertificateError, match="certificate 0 is malformed"):
+        split_pem_chain(_pem(bad))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -484,3 +484,19 @@ def test_load_quote_bytes_rejects_what_is_not_a_quote_encoding(text: bytes) -> N
     with pytest.raises(QuoteFormatError) as err:
         load_quote_bytes(text)
     assert err.value.field == "input"
+
+
+def test_pck_leaf_with_unknown_x509_version_is_a_quote_format_error() -> None:
+    pem = _real_pem()
+    first_end = pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
+    leaf = split_pem_chain(pem)[0].public_bytes(serialization.Encoding.DER)
+    bad_leaf = leaf.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x06", 1)
+    bad_pem = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bad_leaf)
+        + b"-----END CERTIFICATE-----\n"
+        + pem[first_end:]
+    )
+    with pytest.raises(QuoteFormatError) as err:
+        parse_quote(_pem_variant(bad_pem))
+    assert err.value.field == "pck_cert_chain"
