@@ -517,9 +517,10 @@ def verify_quote(
 
     def parse() -> str:
         nonlocal parsed
-        if parsed is None:
-            parsed = parse_quote(bytes(quote) if not isinstance(quote, Quote) else b"")
-        return f"quote v{parsed.version}, {parsed.body_type.name} body"
+        if parsed is None and not isinstance(quote, Quote):
+            parsed = parse_quote(bytes(quote))
+        done = _need(parsed)
+        return f"quote v{done.version}, {done.body_type.name} body"
 
     run.check("quote_format", parse)
     report.quote = parsed

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attestation.certs import (
     first_invalid,
@@ -31,11 +33,11 @@ from attestation.certs import (
     verify_root,
 )
 from attestation.collateral import Collateral
-from attestation.errors import CertificateError
+from attestation.errors import CertificateError, CollateralError
 from attestation.quote_parser import parse_quote
 from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.simulated import Measurements, SimulatedTdx
-from attestation.verify import verify_quote
+from attestation.verify import CHECK_NAMES, VerifiedCollateral, verify_quote
 from tests.attestation.conftest import SIM_NOW, resign, root_key, sign_raw
 from tests.vectors import TdxCase, tdx_case
 
@@ -951,3 +953,52 @@ def test_pck_crl_is_stale_from_the_second_of_its_next_update() -> None:
     end = int(crl.next_update_utc.timestamp())
     assert _real(now=end - 1).ok
     _only_failure(_real(now=end), "pck_crl")
+
+
+# --- Robustness: arbitrary damage never escapes as an exception -----------------------------------
+
+_V4 = tdx_case("v4-uptodate")
+_V4_COLLATERAL = Collateral.from_json(_V4.collateral_json)
+_V4_VERIFIED = VerifiedCollateral.prepare(_V4_COLLATERAL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offset=st.integers(min_value=0, max_value=len(_V4.quote) - 1),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_any_flipped_quote_byte_gives_a_full_report(offset: int, mask: int) -> None:
+    report = verify_quote(_flip(_V4.quote, offset, mask), _V4_VERIFIED, now=_V4.now)
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+    if report.ok:
+        # Only a byte whose change leaves every signed and hashed value identical can pass:
+        # base64 padding bits or PEM whitespace in the certificate chain.
+        assert report.quote is not None
+        pem = report.quote.signature_data.certification.pck_chain_pem
+        assert _offset_of(_V4.quote, b"-----BEGIN CERTIFICATE-----") <= offset
+        assert offset < _offset_of(_V4.quote, b"-----BEGIN CERTIFICATE-----") + len(pem)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=2048))
+def test_arbitrary_bytes_give_a_failed_quote_format(data: bytes) -> None:
+    report = verify_quote(data, _V4_VERIFIED, now=_V4.now)
+    assert not report.ok
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    offset=st.integers(min_value=0, max_value=len(_V4.collateral_json["tcb_info"]) - 1),
+    char=st.characters(codec="utf-8"),
+)
+def test_damaged_tcb_info_text_is_refused_or_fails_its_signature(offset: int, char: str) -> None:
+    raw = _V4.collateral_json["tcb_info"]
+    damaged = raw[:offset] + char + raw[offset + 1 :]
+    try:
+        collateral = Collateral.from_json({**_V4.collateral_json, "tcb_info": damaged})
+    except CollateralError:
+        return
+    report = verify_quote(_V4.quote, collateral, now=_V4.now)
+    if damaged != raw:
+        assert _status(report, "tcb_info_signature") is CheckStatus.FAIL
