@@ -582,7 +582,8 @@ def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:
 def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
     """Build the configuration from ``argv`` (without the program name) and the environment.
 
-    ``environ`` defaults to ``os.environ``. Raises :class:`ConfigError` on any bad input.
+    ``environ`` defaults to ``os.environ``. Raises :class:`ConfigError` on any bad input;
+    ``--help`` prints usage and raises ``SystemExit(0)``, as argparse does.
     """
     env = os.environ if environ is None else environ
     namespace = build_arg_parser().parse_args(list(argv))
