@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ class CollateralFetcher:
     stream ("standard" or "early", PCS API v4's ``update`` parameter); ``None`` leaves the
     choice to the service (standard).
 
-    Every request has ``timeout`` seconds and may return at most ``max_response_bytes``;
+    Every request has ``timeout`` seconds in all and may return at most ``max_response_bytes``;
     redirects are not followed. Failures raise ``CollateralFetchError`` naming the URL and,
     when there was one, the HTTP status.
     """
@@ -243,7 +244,7 @@ class CollateralFetcher:
         if update not in (None, "standard", "early"):
             raise ValueError(f"update must be 'standard', 'early' or None, not {update!r}")
         self.update = update
-        if timeout <= 0 or max_response_bytes <= 0:
+        if not timeout > 0 or max_response_bytes <= 0:  # "not >" also refuses NaN
             raise ValueError("timeout and max_response_bytes must be positive")
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
@@ -321,6 +322,9 @@ class CollateralFetcher:
             yield client
 
     def _get(self, client: httpx2.Client, url: str) -> _Response:
+        # httpx's timeouts bound each network wait; this bounds the whole exchange, so a
+        # server dripping one byte per read timeout cannot hold us for hours.
+        deadline = time.monotonic() + self.timeout
         try:
             with client.stream("GET", url) as response:
                 if response.status_code != httpx2.codes.OK:
@@ -338,14 +342,14 @@ class CollateralFetcher:
                         url=url,
                         status=response.status_code,
                     )
-                body = self._read_bounded(response, url)
+                body = self._read_bounded(response, url, deadline)
                 return _Response(url=url, headers=response.headers, body=body)
         except httpx2.HTTPError as exc:
             raise CollateralFetchError(
                 f"GET {url} failed: {type(exc).__name__}: {exc}", url=url
             ) from exc
 
-    def _read_bounded(self, response: httpx2.Response, url: str) -> bytes:
+    def _read_bounded(self, response: httpx2.Response, url: str, deadline: float) -> bytes:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -361,6 +365,12 @@ class CollateralFetcher:
             if size > limit:
                 raise CollateralFetchError(
                     f"GET {url}: response exceeds {limit} bytes", url=url, status=200
+                )
+            if time.monotonic() > deadline:
+                raise CollateralFetchError(
+                    f"GET {url}: response not complete within {self.timeout} s",
+                    url=url,
+                    status=200,
                 )
             chunks.append(chunk)
         return b"".join(chunks)

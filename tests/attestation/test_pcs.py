@@ -260,6 +260,20 @@ def test_slow_server_times_out_as_a_fetch_error(pcs: RecordedPcs) -> None:
     assert PATH_QE_IDENTITY in info.value.url
 
 
+def test_server_dripping_bytes_is_cut_off_at_the_deadline(pcs: RecordedPcs) -> None:
+    # Each byte arrives well within the read timeout; the whole answer never does.
+    pcs.overrides[PATH_QE_IDENTITY] = Reply(
+        body=pcs.recorded("qe_identity.json")[:100],
+        headers=pcs.recorded_headers("qe_identity"),
+        drip=0.02,
+    )
+    fetcher = CollateralFetcher(
+        pcs.url, service="pcs", root_ca_crl_url=pcs.root_ca_crl_url, timeout=0.5
+    )
+    with pytest.raises(CollateralFetchError, match=r"not complete within 0\.5 s"):
+        fetcher.fetch(pcs.fmspc(), CaType.PLATFORM)
+
+
 def test_unreachable_service_is_a_fetch_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -339,7 +353,13 @@ def test_bad_base_url_is_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"update": "sometimes"}, {"timeout": 0}, {"max_response_bytes": -1}]
+    "kwargs",
+    [
+        {"update": "sometimes"},
+        {"timeout": 0},
+        {"timeout": float("nan")},
+        {"max_response_bytes": -1},
+    ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must be"):

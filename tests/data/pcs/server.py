@@ -39,6 +39,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     content_length: bool = True
+    drip: float = 0.0  # when set, the body is sent one byte at a time with this pause
 
 
 class RecordedPcs:
@@ -128,7 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         # The client may give up (size limit, timeout): that is what is being tested.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(reply.body)
+            if reply.drip:
+                for i in range(len(reply.body)):
+                    self.wfile.write(reply.body[i : i + 1])
+                    time.sleep(reply.drip)
+            else:
+                self.wfile.write(reply.body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
