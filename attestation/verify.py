@@ -231,7 +231,7 @@ class VerifiedCollateral:
         self._root_crl: x509.CertificateRevocationList | None = None
         self._pck_crl: x509.CertificateRevocationList | None = None
         self._pck_crl_issuer: x509.Certificate | None = None
-        self.steps: dict[str, _Step] = {}
+        self._steps: dict[str, _Step] = {}
         self._chain_memo: dict[str, _Step] = {}
         self._pck_cache: OrderedDict[bytes, _PckResult] = OrderedDict()
         self._lock = threading.Lock()
@@ -254,32 +254,33 @@ class VerifiedCollateral:
         return cls(collateral, resolve_trusted_roots(trusted_roots))
 
     def trusts_exactly(self, roots: tuple[x509.Certificate, ...]) -> bool:
+        """Whether this object was prepared for exactly these roots (compared by DER hash)."""
         return self._root_ders == frozenset(certificate_sha256(r) for r in roots)
 
     # --- Collateral checks (once) -----------------------------------------------------------
 
     def _check_all(self) -> None:
         c = self.collateral
-        self.steps["root_ca"] = _run(self._root_ca)
-        if self.steps["root_ca"].error is None:
-            self.steps["root_ca_crl"] = _run(self._root_ca_crl)
-        self.steps["collateral_type"] = _run(self._collateral_type)
-        if self.steps.get("root_ca_crl", _Step("x")).error is None:
-            self.steps["tcb_info_chain"] = _run(
+        self._steps["root_ca"] = _run(self._root_ca)
+        if self._steps["root_ca"].error is None:
+            self._steps["root_ca_crl"] = _run(self._root_ca_crl)
+        self._steps["collateral_type"] = _run(self._collateral_type)
+        if self._steps.get("root_ca_crl", _Step("x")).error is None:
+            self._steps["tcb_info_chain"] = _run(
                 lambda: self._issuer_chain(c.tcb_info_issuer_chain, "TCB Info issuer chain")
             )
-            self.steps["qe_identity_chain"] = _run(
+            self._steps["qe_identity_chain"] = _run(
                 lambda: self._issuer_chain(c.qe_identity_issuer_chain, "QE Identity issuer chain")
             )
-            self.steps["pck_crl"] = _run(self._pck_crl_step)
-        if self.steps.get("tcb_info_chain", _Step("x")).error is None:
-            self.steps["tcb_info_signature"] = _run(
+            self._steps["pck_crl"] = _run(self._pck_crl_step)
+        if self._steps.get("tcb_info_chain", _Step("x")).error is None:
+            self._steps["tcb_info_signature"] = _run(
                 lambda: self._body_signature(
                     c.tcb_info_issuer_chain, c.tcb_info.raw, c.tcb_info_signature, "TCB Info"
                 )
             )
-        if self.steps.get("qe_identity_chain", _Step("x")).error is None:
-            self.steps["qe_identity_signature"] = _run(
+        if self._steps.get("qe_identity_chain", _Step("x")).error is None:
+            self._steps["qe_identity_signature"] = _run(
                 lambda: self._body_signature(
                     c.qe_identity_issuer_chain,
                     c.qe_identity.raw,
@@ -288,12 +289,12 @@ class VerifiedCollateral:
                 )
             )
         info, qe = c.tcb_info, c.qe_identity
-        self.steps["tcb_info_validity"] = _Step(
+        self._steps["tcb_info_validity"] = _Step(
             None,
             f"TCB Info valid {info.issue_date}..{info.next_update}",
             (Window("TCB Info", info.issue_date, info.next_update),),
         )
-        self.steps["qe_identity_validity"] = _Step(
+        self._steps["qe_identity_validity"] = _Step(
             None,
             f"QE Identity valid {qe.issue_date}..{qe.next_update}",
             (Window("QE Identity", qe.issue_date, qe.next_update),),
@@ -510,7 +511,7 @@ def verify_quote(
         verified_at=now, collateral_issue_date=verified.collateral.issue_date
     )
     run = _Run(report, now)
-    steps = verified.steps
+    steps = verified._steps
 
     # quote_format
     parsed: Quote | None = quote if isinstance(quote, Quote) else None
