@@ -2,9 +2,9 @@
 
 It trusts exactly this bridge's simulated root, and pins what the bridge measured: the simulated
 TD's MRTD and the RTMR3 events ``shroud.image-digest`` (when configured) and
-``shroud.config-hash``, by their event digests. A client loading it accepts this bridge's
-evidence and no other; the channel's simulated suite must still be allowed explicitly on the
-client side. The file says at its top that it is for development only.
+``shroud.config-hash``, by their event digests, and sets ``allow_simulated_tee`` so that the
+SDK offers the channel's simulated-TEE suite. A client loading it accepts this bridge's evidence
+and no other. The file says at its top that it is for development only.
 
 This module writes a policy; it does not evaluate one (``attestation.policy`` does).
 """
@@ -38,6 +38,7 @@ def build_dev_policy(provider: SimulatedQuoteProvider, measured: MeasuredConfigu
         trusted_roots=(provider.platform.root_pem.decode("ascii"),),
         measurements=MeasurementPins(mr_td=frozenset({provider.td.measurements.mr_td.hex()})),
         required_rtmr3_events=pins,
+        allow_simulated_tee=True,
     )
 
 

@@ -492,6 +492,7 @@ def test_dev_policy_accepts_this_bridge(tmp_path: Path) -> None:
     measured = measure_bridge(provider, config)
     path = write_dev_policy(tmp_path / "dev-policy.toml", provider, measured)
     assert path.read_text().startswith(DEV_POLICY_BANNER)
+    assert Policy.load(path).allow_simulated_tee
     result = _evaluate_with(path, provider, measured.runtime_log)
     assert result.ok, result.violations
 
