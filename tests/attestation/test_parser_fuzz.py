@@ -8,9 +8,11 @@ header (so the search reaches the body and signature data), and random edits of 
 
 from __future__ import annotations
 
+import base64
 import struct
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +112,69 @@ def test_random_splices_of_real_quotes_only_raise_quote_format_error(
     raw = _REAL[which]
     start %= len(raw)
     _parse_or_format_error(raw[:start] + insert + raw[start + length :])
+
+
+def _with_chain(raw: bytes, pem: bytes) -> bytes:
+    """``raw`` with its PCK chain replaced by ``pem`` and every enclosing length adjusted."""
+    quote = parse_quote(raw)
+    old = quote.signature_data.certification.pck_chain_pem
+    grow = len(pem) - len(old)
+    start = len(raw) - len(old)
+    sig_len = len(quote.signed_region)
+    cert_size = sig_len + 4 + 128 + 2
+    chain_size = start - 4
+    out = bytearray(raw[:start] + pem)
+    for offset in (sig_len, cert_size, chain_size):
+        value = int.from_bytes(out[offset : offset + 4], "little") + grow
+        out[offset : offset + 4] = value.to_bytes(4, "little")
+    return bytes(out)
+
+
+_LEAF_DERS = [
+    [
+        c.public_bytes(serialization.Encoding.DER)
+        for c in split_pem_chain(parse_quote(raw).signature_data.certification.pck_chain_pem)
+    ]
+    for raw in _REAL
+]
+
+
+@_SETTINGS
+@given(
+    which=st.integers(0, len(_REAL) - 1),
+    cert=st.integers(0, 2),
+    # Half the edits land in the first bytes (lengths, version, serial), where parsers break.
+    edits=st.lists(
+        st.tuples(st.integers(0, 24) | st.integers(0, 1200), st.integers(0, 255)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_random_edits_inside_pck_certificates_only_raise_quote_format_error(
+    which: int, cert: int, edits: list[tuple[int, int]]
+) -> None:
+    # Edits the DER under the base64, so certificate parsing itself is what gets exercised.
+    ders = [bytearray(d) for d in _LEAF_DERS[which]]
+    target = ders[cert]
+    for index, value in edits:
+        target[index % len(target)] = value
+    pem = b"".join(
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(d))
+        + b"-----END CERTIFICATE-----\n"
+        for d in ders
+    )
+    _parse_or_format_error(_with_chain(_REAL[which], pem))
+
+
+def test_chain_replacement_helper_keeps_a_real_quote_valid() -> None:
+    # Guards the helper above: swapping in the same chain re-encoded must still parse.
+    pem = b"".join(
+        b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(d) + b"-----END CERTIFICATE-----\n"
+        for d in _LEAF_DERS[0]
+    )
+    quote = parse_quote(_with_chain(_REAL[0], pem))
+    assert quote.signature_data.certification.pck_chain_pem == pem
 
 
 def _real_extension() -> bytes:
