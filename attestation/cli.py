@@ -315,6 +315,8 @@ def _cmd_verify(args: argparse.Namespace, stdout: TextIO) -> int:
     hashes = compute_image_hashes(td, logs) if logs else None
     replay = hashes.replay if hashes else None
     result = policy.evaluate(report, replay)
+    # evaluate() already counts a failed report as a violation; the CLI checks both anyway so
+    # its verdict never rests on one comparison alone.
     accepted = report.ok and result.ok
     if args.json:
         _json_out(

@@ -92,7 +92,8 @@ class Event:
     ``digest`` is the SHA-384 value replay extends into ``rtmr``. For runtime events (Shroud's
     and dstack's) it was recomputed from ``name`` and ``data``, and ``claimed_digest`` holds
     what the log itself said (``None`` in Shroud's format, which stores no digest).
-    ``extended`` is false for EV_NO_ACTION events, which replay skips.
+    ``extended`` is false for EV_NO_ACTION events, which replay skips. Only the runtime-log
+    parsers set ``name``, and always together with a recomputed ``digest``.
     """
 
     index: int  # position in its log, 0-based, counting every record

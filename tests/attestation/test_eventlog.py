@@ -440,3 +440,34 @@ def test_uncovered_register_does_not_fail_the_replay() -> None:
 def test_replay_rejects_wrong_register_values() -> None:
     with pytest.raises(EventLogError, match="four"):
         replay_against([], [bytes(48)] * 3)
+
+
+def _synthetic_ccel(events: list[tuple[int, int, list[tuple[int, bytes]], bytes]]) -> bytes:
+    """A CCEL whose Spec ID event declares SHA-256 and SHA-384, then the given events."""
+    spec = (
+        b"Spec ID Event03\x00"
+        + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 2)
+        + struct.pack("<HHHH", 0x000B, 32, 0x000C, 48)
+        + b"\x00"
+    )
+    out = struct.pack("<II", 1, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(spec)) + spec
+    for mr, etype, digests, data in events:
+        out += struct.pack("<III", mr, etype, len(digests))
+        for alg, value in digests:
+            out += struct.pack("<H", alg) + value
+        out += struct.pack("<I", len(data)) + data
+    return out + b"\xff" * 64
+
+
+def test_ccel_with_two_algorithms_uses_the_sha384_digest() -> None:
+    sha384 = hashlib.sha384(b"kernel").digest()
+    data = _synthetic_ccel([(2, 0xD, [(0x000B, b"\x01" * 32), (0x000C, sha384)], b"kernel")])
+    (event,) = parse_ccel(data).events
+    assert event.rtmr == 1
+    assert event.digest == sha384
+
+
+def test_ccel_event_without_a_sha384_digest_is_rejected() -> None:
+    data = _synthetic_ccel([(2, 0xD, [(0x000B, b"\x01" * 32)], b"kernel")])
+    with pytest.raises(EventLogError, match="no SHA-384 digest"):
+        parse_ccel(data)
