@@ -423,3 +423,29 @@ def test_multi_record_send_is_all_or_nothing_at_the_limit() -> None:
 def test_limits_cannot_exceed_the_spec(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be"):
         Limits(**kwargs)
+
+
+def test_sealer_refuses_past_its_record_limit() -> None:
+    sealer = RecordSealer(KEY, IV, DIRECTION_C2B, Limits(max_records=1))
+    sealer.seal(RecordType.DATA, 1, b"x")
+    with pytest.raises(RekeyRequiredError):
+        sealer.seal(RecordType.DATA, 1, b"x")
+    assert sealer.seq == 1
+
+
+def test_sealer_refuses_past_its_byte_limit() -> None:
+    sealer = RecordSealer(KEY, IV, DIRECTION_C2B, Limits(max_bytes=100))
+    sealer.seal(RecordType.DATA, 1, b"x")
+    with pytest.raises(RekeyRequiredError):
+        sealer.seal(RecordType.DATA, 1, b"x")
+
+
+def test_metadata_on_bridge_headers_is_rejected() -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("GET", "/v1/models", [], disclosed={})
+    deliver(client, bridge)
+    assert bridge._sealer is not None
+    content = b"\xa2gheaders\x80fstatus\x18\xc8"
+    with pytest.raises(ProtocolError) as info:
+        client.receive_data(bridge._sealer.seal(RecordType.HEADERS, sid, content, b"\xa0"))
+    assert info.value.check == "metadata"
