@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attestation.errors import EventLogError
 from attestation.eventlog import (
@@ -471,3 +474,43 @@ def test_ccel_event_without_a_sha384_digest_is_rejected() -> None:
     data = _synthetic_ccel([(2, 0xD, [(0x000B, b"\x01" * 32)], b"kernel")])
     with pytest.raises(EventLogError, match="no SHA-384 digest"):
         parse_ccel(data)
+
+
+# --- hostile input never crashes -------------------------------------------------------------
+
+_SAMPLE = ccel_sample()[:2048]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_parse_or_raise_event_log_error(data: bytes) -> None:
+    with contextlib.suppress(EventLogError):  # anything else (a crash) fails the test
+        parse_event_log(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(_SAMPLE) - 1), st.integers(0, 255), st.integers(0, len(_SAMPLE)))
+def test_corrupted_ccel_parses_or_raises_event_log_error(at: int, value: int, cut: int) -> None:
+    data = bytearray(_SAMPLE)
+    data[at] = value
+    try:
+        log = parse_ccel(bytes(data[:cut]))
+    except EventLogError:
+        return
+    assert all(len(e.digest) == 48 and 0 <= e.rtmr < 4 for e in log.events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_arbitrary_json_parses_or_raises_event_log_error(doc: object) -> None:
+    for wrapped in (doc, [doc], {"format": "shroud-runtime-event-log/1", "events": [doc]}):
+        with contextlib.suppress(EventLogError):
+            parse_event_log(json.dumps(wrapped).encode())
