@@ -1,0 +1,149 @@
+"""HTTP error responses the bridge itself produces, in the OpenAI error JSON shape.
+
+When the bridge refuses a tunnelled request (no valid API key, path not allowed, body too large,
+too many streams, upstream unreachable or slow, disclosed metadata contradicting the body) it
+answers on the stream with an ordinary HTTP response whose status and body look exactly like
+OpenAI's, so the ``openai`` client raises its usual exception class (``AuthenticationError``,
+``NotFoundError``, ``RateLimitError``, ``InternalServerError``...) and applies its usual retry
+rules. Messages are fixed text chosen here: they never echo request content, keys or upstream
+bodies.
+
+This module only builds responses; deciding when to send one is ``bridge.session``'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final
+
+# The JSON media type every error carries; the openai client parses the body by it.
+_JSON: Final = "application/json"
+
+
+@dataclass(frozen=True)
+class ErrorResponse:
+    """A complete bridge-made HTTP response: status, headers and the JSON body bytes.
+
+    ``code`` is the OpenAI ``error.code`` (also used as a stable name in logs and tests).
+    """
+
+    status: int
+    code: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    error_type: str,
+    code: str,
+    param: str | None = None,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> ErrorResponse:
+    """An ``{"error": {"message", "type", "param", "code"}}`` response with ``status``."""
+    body = json.dumps(
+        {"error": {"message": message, "type": error_type, "param": param, "code": code}},
+        separators=(",", ":"),
+    ).encode("utf-8")
+    headers = (("content-type", _JSON), ("content-length", str(len(body))), *extra_headers)
+    return ErrorResponse(status, code, headers, body)
+
+
+def unauthorized() -> ErrorResponse:
+    """401: the tunnelled request carried no API key, or one this bridge does not accept."""
+    return openai_error(
+        401,
+        "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
+        error_type="invalid_request_error",
+        code="invalid_api_key",
+    )
+
+
+def path_not_allowed() -> ErrorResponse:
+    """404: the path is not on this bridge's allowlist (the path itself is not echoed)."""
+    return openai_error(
+        404,
+        "This path is not served by this bridge (it is not on the bridge's path allowlist).",
+        error_type="invalid_request_error",
+        code="path_not_allowed",
+    )
+
+
+def body_too_large(limit: int) -> ErrorResponse:
+    """413: the request body exceeds the configured limit."""
+    return openai_error(
+        413,
+        f"The request body exceeds this bridge's limit of {limit} bytes.",
+        error_type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+def too_many_streams(limit: int, retry_after: int) -> ErrorResponse:
+    """429 with Retry-After: the session already has ``limit`` requests in flight."""
+    return openai_error(
+        429,
+        f"Too many concurrent requests on this connection (limit {limit}); retry shortly.",
+        error_type="rate_limit_error",
+        code="too_many_concurrent_requests",
+        extra_headers=(("retry-after", str(retry_after)),),
+    )
+
+
+def bad_request(message: str, code: str, param: str | None = None) -> ErrorResponse:
+    """400 with a fixed ``message`` chosen by the caller (never request content)."""
+    return openai_error(400, message, error_type="invalid_request_error", code=code, param=param)
+
+
+def disclosure_mismatch(field: str) -> ErrorResponse:
+    """400: a disclosed metadata field does not match the encrypted body's value."""
+    return bad_request(
+        f"The disclosed value of '{field}' does not match the request body; the request was "
+        "not forwarded.",
+        "disclosure_mismatch",
+        param=field,
+    )
+
+
+def upstream_unavailable() -> ErrorResponse:
+    """502: the upstream model server could not be reached or broke the HTTP protocol."""
+    return openai_error(
+        502,
+        "The bridge could not reach the upstream model server.",
+        error_type="server_error",
+        code="upstream_unavailable",
+    )
+
+
+def upstream_timeout() -> ErrorResponse:
+    """504: the upstream did not answer within the bridge's upstream timeout."""
+    return openai_error(
+        504,
+        "The upstream model server did not respond in time.",
+        error_type="server_error",
+        code="upstream_timeout",
+    )
+
+
+def shutting_down() -> ErrorResponse:
+    """503: the bridge is shutting down and takes no new requests on this connection."""
+    return openai_error(
+        503,
+        "The bridge is shutting down; retry on a new connection.",
+        error_type="server_error",
+        code="shutting_down",
+        extra_headers=(("retry-after", "1"),),
+    )
+
+
+def internal_error() -> ErrorResponse:
+    """500: an unexpected failure inside the bridge (details only in the bridge's log)."""
+    return openai_error(
+        500,
+        "The bridge failed to process the request.",
+        error_type="server_error",
+        code="bridge_internal_error",
+    )

@@ -1,0 +1,275 @@
+"""The shroud-bridge server: an asyncio WebSocket endpoint, one shroud/1 session per connection.
+
+:class:`BridgeServer` wires the pieces together at start, in this order:
+
+1. the quote provider (``bridge.providers``) and the measured configuration: the image digest
+   and configuration hash are extended into RTMR3 *before* the first connection is accepted,
+   so every quote reproduces from the served runtime log;
+2. with the simulated provider, the development policy for clients (``--dev-policy-out``);
+3. the evidence provider (``bridge.evidence``), which from then on is the only holder of the
+   quote provider; the channel core calls it with the REPORTDATA it computed (no oracle);
+4. a fresh per-process usage-signing key (ECDSA P-256, never written anywhere; its public key
+   is bound into every quote's REPORTDATA through the handshake);
+5. the upstream client (or the built-in demo model) and the WebSocket listener:
+   permessage-deflate off (compression before encryption leaks lengths), ``max_size`` one
+   maximal shroud/1 record (checked by ``websockets`` before anything is decoded), keepalive
+   pings, and a plain-HTTP ``GET /healthz`` on the same port; Prometheus ``/metrics`` on the
+   separate, loopback-by-default ``metrics_listen`` address.
+
+Graceful shutdown (:meth:`BridgeServer.shutdown`): stop accepting, let each session finish its
+in-flight streams up to the grace period (new requests get 503), send the authenticated CLOSE,
+then cancel whatever is left.
+
+It deliberately does not parse flags or install signal handlers (``bridge.cli`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import threading
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from bridge.config import BridgeConfig
+from bridge.demo_upstream import DemoUpstream
+from bridge.evidence import BridgeEvidence, collateral_supplier_for
+from bridge.metrics import BridgeMetrics
+from bridge.providers import QuoteProvider, create_provider
+from bridge.providers.measure import measure_bridge
+from bridge.providers.simulated import SimulatedQuoteProvider
+from bridge.session import Session, SessionContext
+from bridge.upstream import Upstream
+from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
+from shroud_sdk.channel.constants import (
+    DEFAULT_CLIENT_SUITES,
+    MAX_CLIENT_HELLO_LEN,
+    MAX_CONCURRENT_STREAMS,
+    MAX_RECORD_LEN,
+    SIMULATED_SUITES,
+)
+
+_log = logging.getLogger(__name__)
+
+HEALTH_PATH: Final = "/healthz"
+# The largest WebSocket message a client may send: one maximal record (or the ClientHello).
+MAX_MESSAGE_SIZE: Final = max(MAX_RECORD_LEN, MAX_CLIENT_HELLO_LEN)
+# Keepalive: detect dead peers without touching the channel (pings are WebSocket control
+# frames, outside the encrypted records).
+PING_INTERVAL: Final = 20.0
+PING_TIMEOUT: Final = 20.0
+CLOSE_TIMEOUT: Final = 5.0
+ANY_KEY_WARNING: Final = (
+    "NO API KEY CONFIGURED: this bridge accepts ANY client API key. Configure --api-key (or "
+    "SHROUD_BRIDGE_API_KEYS) before exposing it."
+)
+
+
+class BridgeServer:
+    """One bridge: ``await start()``, then ``await shutdown()``.
+
+    ``quote_provider``, ``usage_signing_key`` and ``upstream_base_url`` replace what ``config``
+    would create (tests inject slow or counting providers, and fake upstreams).
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        quote_provider: QuoteProvider | None = None,
+        usage_signing_key: ec.EllipticCurvePrivateKey | None = None,
+        upstream_base_url: str | None = None,
+    ) -> None:
+        self.config = config
+        self._injected_provider = quote_provider
+        self._usage_key = usage_signing_key
+        self._upstream_base_url = upstream_base_url
+        self._server: Server | None = None
+        self._demo: DemoUpstream | None = None
+        self._upstream: Upstream | None = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
+        self._sessions: set[Session] = set()
+        self._closing = False
+        self.metrics: BridgeMetrics | None = None
+        self.usage_public_key: ec.EllipticCurvePublicKey | None = None
+
+    def __repr__(self) -> str:
+        return f"BridgeServer(listen={self.config.listen}, sessions={len(self._sessions)})"
+
+    @property
+    def port(self) -> int:
+        """The WebSocket port actually bound (useful with port 0)."""
+        if self._server is None:
+            raise RuntimeError("the bridge is not started")
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/`` of the listener."""
+        host = self.config.listen.host
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{self.port}/"
+
+    async def start(self) -> None:
+        """Measure, prepare evidence, start the upstream and listeners; see module docstring."""
+        config = self.config
+        provider = self._injected_provider
+        if provider is None:
+            provider = await asyncio.to_thread(create_provider, config)
+        measured = await asyncio.to_thread(measure_bridge, provider, config)
+        if provider.simulated:
+            _log.warning(
+                "SIMULATED TEE: announcing only the simulated suite %s; production clients "
+                "refuse it",
+                sorted(SIMULATED_SUITES),
+            )
+        if config.dev_policy_out is not None:
+            if not isinstance(provider, SimulatedQuoteProvider):
+                raise ValueError("--dev-policy-out needs the simulated quote provider")
+            from bridge.providers.dev_policy import write_dev_policy
+
+            path = await asyncio.to_thread(
+                write_dev_policy, config.dev_policy_out, provider, measured
+            )
+            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
+        if config.accepts_any_key:
+            _log.warning(ANY_KEY_WARNING)
+
+        metrics = BridgeMetrics(
+            config.allowed_paths,
+            config.match_allowed_path,
+            provider=provider.kind.value,
+            simulated=provider.simulated,
+        )
+        self.metrics = metrics
+        evidence = BridgeEvidence(
+            provider,
+            measured.runtime_log,
+            collateral=collateral_supplier_for(config, provider),
+        )
+        suites = SIMULATED_SUITES if provider.simulated else DEFAULT_CLIENT_SUITES
+        # From here on only `evidence` holds the provider (the "no oracle" rule).
+        del provider
+        self._injected_provider = None
+        usage_key = self._usage_key or ec.generate_private_key(ec.SECP256R1())
+        self._usage_key = None
+        self.usage_public_key = usage_key.public_key()
+        channel = ChannelConfig(
+            audience=config.effective_audience,
+            evidence_provider=evidence,
+            usage_signing_key=usage_key,
+            suites=frozenset(suites),
+            # The core's own cap only guards against a broken peer (a violation is fatal);
+            # the bridge's per-session cap answers 429 well before it.
+            max_concurrent_streams=max(MAX_CONCURRENT_STREAMS, config.max_streams_per_session),
+        )
+        base_url = self._upstream_base_url
+        if base_url is None and config.upstream_is_demo:
+            self._demo = DemoUpstream()
+            await self._demo.start()
+            base_url = self._demo.base_url
+            _log.warning("serving the built-in DEMO model (not a language model)")
+        self._upstream = Upstream(
+            base_url or config.upstream,
+            api_key=(
+                config.upstream_api_key.get_secret_value()
+                if config.upstream_api_key is not None
+                else None
+            ),
+            connect_timeout=config.upstream_connect_timeout,
+            read_timeout=config.upstream_read_timeout,
+        )
+        context = SessionContext(
+            config=config,
+            channel=channel,
+            upstream=self._upstream,
+            metrics=metrics,
+            handshake_slots=asyncio.Semaphore(config.max_concurrent_handshakes),
+            api_keys=tuple(k.get_secret_value().encode("utf-8") for k in config.api_keys),
+        )
+        self._context = context
+        self._server = await serve(
+            self._handle,
+            config.listen.host,
+            config.listen.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=MAX_MESSAGE_SIZE,
+            max_queue=16,
+            open_timeout=config.handshake_timeout,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            server_header=None,
+        )
+        if config.metrics_listen is not None:
+            self._metrics_server = metrics.serve(
+                config.metrics_listen.host, config.metrics_listen.port
+            )
+        _log.info(
+            "shroud-bridge listening on %s (audience %r, upstream %s)",
+            self.url,
+            config.effective_audience,
+            "demo" if config.upstream_is_demo else config.upstream,
+        )
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.partition("?")[0] == HEALTH_PATH:
+            if self._closing:
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if self._closing:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        return None  # go on with the WebSocket upgrade
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        session = Session(websocket, self._context)
+        self._sessions.add(session)
+        try:
+            if self._closing:
+                session.begin_shutdown()
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting; let in-flight streams finish for ``grace`` seconds; then close.
+
+        ``grace`` defaults to ``config.shutdown_grace``.
+        """
+        grace = self.config.shutdown_grace if grace is None else grace
+        self._closing = True
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.begin_shutdown()
+        waits = [asyncio.create_task(s.finished.wait()) for s in sessions]
+        if waits:
+            _, still = await asyncio.wait(waits, timeout=grace)
+            for task in still:
+                task.cancel()
+        leftover = [s for s in sessions if not s.finished.is_set()]
+        if leftover:
+            _log.warning("shutdown grace over: aborting %d session(s)", len(leftover))
+            await asyncio.gather(*(s.abort() for s in leftover), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._upstream is not None:
+            await self._upstream.aclose()
+        if self._demo is not None:
+            await self._demo.close()
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._metrics_server = None
+        _log.info("shroud-bridge stopped")

@@ -1,0 +1,619 @@
+"""One shroud/1 session: drives a ``BridgeConnection`` over one WebSocket connection.
+
+The channel core is sans-I/O; this is its asyncio shell on the bridge. A session:
+
+1. waits (at most ``handshake_timeout``) for the ClientHello, checks the client's disclosure set
+   against the operator's rules, takes one of the server's handshake slots (closing with 1013
+   when none is free: quote generation is the expensive step) and runs the core's handshake in
+   a worker thread, because the quote provider blocks;
+2. then reads records, turning each request stream into a task that proxies it to the upstream
+   (``bridge.upstream``) and streams the response back, many streams at once;
+3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
+   the idle timeout (no streams and no message for ``idle_timeout``), or the server's shutdown
+   (no new streams; CLOSE once the in-flight ones finished).
+
+Per request, before anything reaches the upstream: path allowlist (404), API key from the
+tunnelled ``Authorization`` header compared in constant time (401), streams-per-session cap
+(429 with Retry-After), body size (413), and the disclosed metadata against the decrypted body
+(400). The disclosed ``max_tokens``/``max_completion_tokens`` bound the upstream request, and
+usage read from the upstream answer is signed into the stream's END.
+
+Every record goes out through one lock, in the order the core sealed it: records carry implicit
+sequence numbers, so two tasks must never interleave their sends. Nothing here logs or counts
+request or response content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed as WebSocketClosed
+
+from bridge import errors
+from bridge.config import BridgeConfig
+from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure, StreamOutcome
+from bridge.upstream import Upstream, UpstreamError, UpstreamRequest, UpstreamTimeoutError
+from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
+from shroud_sdk.channel.connection import BridgeConnection
+from shroud_sdk.channel.constants import CLOSE_GOING_AWAY, RESET_INTERNAL_ERROR
+from shroud_sdk.channel.events import (
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+)
+from shroud_sdk.channel.handshake import ClientHello
+from shroud_sdk.channel.usage import Usage
+from shroud_sdk.errors import ChannelError, IntegrityError
+
+_log = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455 section 7.4.1) for endings that are not channel errors (those
+# carry their own 4000-range code, ChannelError.ws_close_code).
+WS_NORMAL: Final = 1000
+WS_GOING_AWAY: Final = 1001  # idle timeout, shutdown
+WS_UNSUPPORTED_DATA: Final = 1003  # a text frame: shroud/1 is binary only
+WS_POLICY_VIOLATION: Final = 1008  # handshake timeout, refused disclosure set
+WS_TRY_AGAIN_LATER: Final = 1013  # every handshake slot is busy
+
+RETRY_AFTER_SECONDS: Final = 1
+# Paths whose streamed responses follow OpenAI's chat/completions SSE shape, where the bridge
+# may ask the upstream for a final usage chunk (stream_options.include_usage).
+_USAGE_INJECTION_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
+_TOKEN_LIMIT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
+# A non-SSE response is kept (up to this size) to read its "usage" at the end.
+_MAX_USAGE_BODY: Final = 8 * 1024 * 1024
+# An SSE event larger than this is forwarded unparsed (its usage, if any, is not read).
+_MAX_SSE_EVENT: Final = 1024 * 1024
+_SSE_SEPARATOR: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+# Core error checks that name a handshake failure reason (the metrics label).
+_HANDSHAKE_REASONS: Final = {
+    "audience": HandshakeFailure.WRONG_AUDIENCE,
+    "suite": HandshakeFailure.UNSUPPORTED_SUITE,
+    "version": HandshakeFailure.UNSUPPORTED_VERSION,
+    "evidence-provider": HandshakeFailure.QUOTE_FAILED,
+    "disclose": HandshakeFailure.DISCLOSURE_REFUSED,
+}
+
+
+@dataclass
+class SessionContext:
+    """What every session of one server shares."""
+
+    config: BridgeConfig
+    channel: ChannelConfig
+    upstream: Upstream
+    metrics: BridgeMetrics
+    handshake_slots: asyncio.Semaphore
+    api_keys: tuple[bytes, ...] = field(repr=False)
+
+
+# -- request checks (pure) ------------------------------------------------------------------
+
+
+def authorized(headers: tuple[tuple[str, str], ...], api_keys: tuple[bytes, ...]) -> bool:
+    """True if no key is configured, or ``Authorization: Bearer <key>`` names one of them.
+
+    Every configured key is compared (constant time each), so timing does not say which or how
+    many keys matched.
+    """
+    if not api_keys:
+        return True
+    presented = next((value for name, value in headers if name == "authorization"), "")
+    scheme, _, token = presented.partition(" ")
+    candidate = token.strip().encode("utf-8", "replace")
+    match = False
+    for key in api_keys:
+        match |= hmac.compare_digest(candidate, key)
+    return match and scheme.lower() == "bearer"
+
+
+@dataclass(frozen=True)
+class PreparedBody:
+    """The body to forward, and whether the bridge asked the upstream for a usage chunk."""
+
+    body: bytes
+    usage_injected: bool
+
+
+def _same_value(disclosed: object, actual: object) -> bool:
+    # JSON true == 1 in Python; a disclosure only matches a value of the same JSON type.
+    if disclosed is None:
+        return actual is None
+    return type(disclosed) is type(actual) and disclosed == actual
+
+
+def prepare_body(
+    path: str, body: bytes, disclosed: Mapping[str, object]
+) -> PreparedBody | errors.ErrorResponse:
+    """Check disclosed metadata against ``body``; bound tokens; ask for usage on streams.
+
+    Each disclosed field must equal the body's top-level field of the same name (None when the
+    body lacks it or is not a JSON object). A disclosed ``max_tokens`` or
+    ``max_completion_tokens`` then also caps the other field, so an upstream that prefers one of
+    them (vLLM prefers ``max_completion_tokens``) cannot generate more than was disclosed.
+    """
+    parsed: Any = None
+    if body:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+    document = parsed if isinstance(parsed, dict) else None
+    for name, value in disclosed.items():
+        actual = document.get(name) if document is not None else None
+        if not _same_value(value, actual):
+            return errors.disclosure_mismatch(name)
+    if document is None:
+        return PreparedBody(body, usage_injected=False)
+    modified = False
+    limits = [v for k, v in disclosed.items() if k in _TOKEN_LIMIT_FIELDS and isinstance(v, int)]
+    if limits:
+        cap = min(limits)
+        for name in _TOKEN_LIMIT_FIELDS:
+            value = document.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+                document[name] = cap
+                modified = True
+    injected = False
+    path_only = path.partition("?")[0]
+    if path_only in _USAGE_INJECTION_PATHS and document.get("stream") is True:
+        options = document.get("stream_options")
+        if options is None or (isinstance(options, dict) and "include_usage" not in options):
+            document["stream_options"] = {**(options or {}), "include_usage": True}
+            injected = modified = True
+    if not modified:
+        return PreparedBody(body, usage_injected=False)
+    return PreparedBody(json.dumps(document, separators=(",", ":")).encode(), injected)
+
+
+def usage_from(value: object) -> Usage | None:
+    """``Usage`` from an OpenAI ``usage`` object (completion tokens 0 when absent, as for
+    embeddings), or None when it is missing or malformed."""
+    if not isinstance(value, dict):
+        return None
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        count = value.get(name, 0 if name == "completion_tokens" else None)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return None
+        counts.append(count)
+    try:
+        return Usage(*counts)
+    except ValueError:
+        return None
+
+
+class UsageMeter:
+    """Reads ``usage`` from a response on its way to the client, changing nothing else.
+
+    JSON bodies are passed through chunk by chunk and parsed at the end. SSE bodies are passed
+    through event by event (each event's bytes unchanged), and the last event with a ``usage``
+    object wins. When the bridge itself injected ``stream_options.include_usage``, the
+    usage-only chunk it caused (``"choices": []`` with ``usage``) is dropped so the client sees
+    the stream it asked for.
+    """
+
+    def __init__(self, *, sse: bool, strip_usage_chunk: bool) -> None:
+        self._sse = sse
+        self._strip = strip_usage_chunk
+        self._buffer = bytearray()
+        self._overflow = False
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take upstream bytes; return the bytes to forward now."""
+        if not self._sse:
+            if not self._overflow:
+                self._buffer += chunk
+                if len(self._buffer) > _MAX_USAGE_BODY:
+                    self._overflow = True
+                    self._buffer.clear()
+            return chunk
+        self._buffer += chunk
+        out = bytearray()
+        while match := _SSE_SEPARATOR.search(self._buffer):
+            event = bytes(self._buffer[: match.end()])
+            del self._buffer[: match.end()]
+            out += self._event(event)
+        if len(self._buffer) > _MAX_SSE_EVENT:
+            out += self._buffer
+            self._buffer.clear()
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        """The upstream body ended; return what is left to forward."""
+        if not self._sse:
+            if not self._overflow and self._buffer:
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    document = json.loads(self._buffer)
+                    if isinstance(document, dict):
+                        self.usage = usage_from(document.get("usage"))
+            self._buffer.clear()
+            return b""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return self._event(rest) if rest.strip() else rest
+
+    def _event(self, event: bytes) -> bytes:
+        data = b"\n".join(
+            line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")
+        )
+        if not data.startswith(b"{"):
+            return event
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return event
+        if not isinstance(document, dict):
+            return event
+        usage = usage_from(document.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            if self._strip and document.get("choices") == []:
+                return b""
+        return event
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+@dataclass
+class _PendingRequest:
+    request: RequestReceived
+    body: bytearray = field(default_factory=bytearray, repr=False)
+
+
+class Session:
+    """One client connection. ``await run()``; the server calls ``begin_shutdown``/``abort``."""
+
+    def __init__(self, websocket: ServerConnection, context: SessionContext) -> None:
+        self._ws = websocket
+        self._ctx = context
+        self._config = context.config
+        self._metrics = context.metrics
+        self._conn = BridgeConnection(context.channel)
+        self._send_lock = asyncio.Lock()
+        self._established = False
+        self._shutting_down = False
+        self._pending: dict[int, _PendingRequest] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._last_activity = time.monotonic()
+        self.finished = asyncio.Event()
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once the server asked this session to wind down."""
+        return self._shutting_down
+
+    @property
+    def active_streams(self) -> int:
+        """Requests being proxied right now."""
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; never raises for anything the peer does."""
+        try:
+            if await self._handshake():
+                self._metrics.sessions_active.inc()
+                try:
+                    await self._serve()
+                finally:
+                    self._metrics.sessions_active.dec()
+        except WebSocketClosed:
+            pass
+        except Exception:
+            _log.exception("session failed unexpectedly")
+            self._metrics.error(ErrorKind.INTERNAL)
+            await self._ws.close(1011, "internal error")
+        finally:
+            await self._cancel_streams()
+            self.finished.set()
+
+    # -- handshake ------------------------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        deadline = asyncio.get_running_loop().time() + self._config.handshake_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await self._ws.recv()
+        except TimeoutError:
+            return await self._refuse(HandshakeFailure.TIMEOUT, WS_POLICY_VIOLATION, "timeout")
+        except WebSocketClosed:
+            self._metrics.handshake_failed(HandshakeFailure.CLIENT_CLOSED)
+            return False
+        if isinstance(message, str):
+            return await self._refuse(HandshakeFailure.MALFORMED, WS_UNSUPPORTED_DATA, "binary")
+        try:
+            hello = ClientHello.decode(message)
+        except ChannelError as exc:
+            reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
+            return await self._refuse(reason, exc.ws_close_code, exc.check)
+        disclose = set(hello.disclose)
+        if (
+            not disclose <= set(self._config.disclose_allowed)
+            or not set(self._config.disclose_required) <= disclose
+        ):
+            return await self._refuse(
+                HandshakeFailure.DISCLOSURE_REFUSED, WS_POLICY_VIOLATION, "disclosure set refused"
+            )
+        if self._shutting_down:
+            return await self._refuse(HandshakeFailure.OVERLOADED, WS_GOING_AWAY, "shutting down")
+        slots = self._ctx.handshake_slots
+        if slots.locked():
+            return await self._refuse(
+                HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, "handshake capacity reached"
+            )
+        async with slots:
+            self._metrics.handshakes_in_progress.inc()
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    # The core calls the evidence provider (the quote) from here: blocking.
+                    await asyncio.to_thread(self._conn.receive_data, message)
+            except TimeoutError:
+                return await self._refuse(HandshakeFailure.TIMEOUT, WS_POLICY_VIOLATION, "timeout")
+            except ChannelError as exc:
+                _log.info("handshake refused: %s", exc)
+                reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
+                return await self._refuse(reason, exc.ws_close_code, exc.check)
+            finally:
+                self._metrics.handshakes_in_progress.dec()
+        self._metrics.handshake_ok(time.perf_counter() - started)
+        self._conn.events_received()  # HandshakeComplete: nothing to act on
+        self._established = True
+        await self._flush()
+        if self.shutting_down:  # shutdown began while the quote was being made
+            await self._close_channel()
+            return False
+        return True
+
+    async def _refuse(self, reason: HandshakeFailure, code: int, text: str) -> bool:
+        self._metrics.handshake_failed(reason)
+        await self._ws.close(code, text[:120])
+        return False
+
+    # -- records --------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        idle = self._config.idle_timeout
+        while True:
+            if self._tasks:
+                timeout = idle
+            else:
+                timeout = self._last_activity + idle - time.monotonic()
+                if timeout <= 0:
+                    self._metrics.error(ErrorKind.IDLE_TIMEOUT)
+                    await self._close_channel()
+                    return
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self._ws.recv()
+            except TimeoutError:
+                continue  # re-evaluated at the top: streams may still be running
+            except WebSocketClosed:
+                with contextlib.suppress(ChannelError):
+                    self._conn.receive_eof()  # truncation unless CLOSE was exchanged
+                return
+            self._last_activity = time.monotonic()
+            if isinstance(message, str):
+                self._metrics.error(ErrorKind.PROTOCOL)
+                await self._ws.close(WS_UNSUPPORTED_DATA, "shroud/1 is binary only")
+                return
+            self._metrics.record(Direction.CLIENT_TO_BRIDGE, len(message))
+            try:
+                self._conn.receive_data(message)
+            except ChannelError as exc:
+                _log.info("connection failed: %s", exc.check)
+                kind = (
+                    ErrorKind.RECORD_AUTH
+                    if isinstance(exc, IntegrityError)
+                    else (ErrorKind.PROTOCOL)
+                )
+                self._metrics.error(kind)
+                await self._ws.close(exc.ws_close_code, exc.check[:120])
+                return
+            for event in self._conn.events_received():
+                self._on_event(event)
+            await self._flush()
+            if self._conn.close_expected():
+                await self._ws.close(WS_NORMAL)
+                return
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event)
+        elif isinstance(event, DataReceived):
+            pending = self._pending.get(event.stream_id)
+            if pending is None:
+                return  # answered early (404, 413...): the rest of the body is dropped
+            pending.body += event.data
+            if len(pending.body) > self._config.max_request_body:
+                del self._pending[event.stream_id]
+                self._metrics.error(ErrorKind.BODY_TOO_LARGE)
+                self._answer(pending.request, errors.body_too_large(self._config.max_request_body))
+        elif isinstance(event, StreamEnded):
+            pending = self._pending.pop(event.stream_id, None)
+            if pending is not None:
+                task = asyncio.create_task(self._proxy(pending))
+                self._tasks[event.stream_id] = task
+        elif isinstance(event, StreamReset):
+            pending = self._pending.pop(event.stream_id, None)
+            if pending is not None:
+                self._metrics.stream_finished(pending.request.path, StreamOutcome.CLIENT_RESET)
+            running = self._tasks.get(event.stream_id)
+            if running is not None:
+                running.cancel()  # closes the upstream response: the upstream stops generating
+        elif isinstance(event, ConnectionClosed):
+            # The core already queued its CLOSE answer; unfinished work cannot be delivered.
+            for task in self._tasks.values():
+                task.cancel()
+
+    def _on_request(self, request: RequestReceived) -> None:
+        answer: errors.ErrorResponse | None = None
+        if self._shutting_down:
+            answer = errors.shutting_down()
+        elif self._config.match_allowed_path(request.path) is None:
+            self._metrics.error(ErrorKind.PATH_NOT_ALLOWED)
+            answer = errors.path_not_allowed()
+        elif not authorized(request.headers, self._ctx.api_keys):
+            answer = errors.unauthorized()
+        elif len(self._tasks) + len(self._pending) >= self._config.max_streams_per_session:
+            self._metrics.error(ErrorKind.TOO_MANY_STREAMS)
+            answer = errors.too_many_streams(
+                self._config.max_streams_per_session, RETRY_AFTER_SECONDS
+            )
+        if answer is None:
+            self._pending[request.stream_id] = _PendingRequest(request)
+        else:
+            self._answer(request, answer)
+
+    def _answer(self, request: RequestReceived, answer: errors.ErrorResponse) -> None:
+        """Send a bridge-made response on the stream (queued; the caller flushes).
+
+        When sent before the client's END, the stream's remaining body is dropped on arrival.
+        """
+        sid = request.stream_id
+        try:
+            self._conn.send_response(sid, answer.status, answer.headers)
+            self._conn.send_data(sid, answer.body)
+            self._conn.end_stream(sid)
+        except ChannelError as exc:
+            _log.info("could not answer stream %d: %s", sid, exc.check)
+            return
+        self._metrics.response_sent(request.path, answer.status)
+        self._metrics.stream_finished(request.path, StreamOutcome.REFUSED)
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            for message in self._conn.data_to_send():
+                self._metrics.record(Direction.BRIDGE_TO_CLIENT, len(message))
+                await self._ws.send(message)
+
+    # -- proxying one request --------------------------------------------------------------------
+
+    async def _proxy(self, pending: _PendingRequest) -> None:
+        request = pending.request
+        sid = request.stream_id
+        outcome = StreamOutcome.COMPLETED
+        self._metrics.streams_active.inc()
+        try:
+            prepared = prepare_body(request.path, bytes(pending.body), request.disclosed)
+            pending.body.clear()
+            if isinstance(prepared, errors.ErrorResponse):
+                self._metrics.error(ErrorKind.DISCLOSURE_MISMATCH)
+                self._answer(request, prepared)
+                outcome = StreamOutcome.REFUSED
+                await self._flush()
+                return
+            outcome = await self._forward(request, prepared)
+        except asyncio.CancelledError:
+            outcome = StreamOutcome.CLIENT_RESET
+            raise
+        except (ChannelError, WebSocketClosed):
+            outcome = StreamOutcome.CLIENT_RESET  # the connection ended under us
+        finally:
+            self._tasks.pop(sid, None)
+            self._metrics.streams_active.dec()
+            if outcome is not StreamOutcome.REFUSED:
+                self._metrics.stream_finished(request.path, outcome)
+            self._last_activity = time.monotonic()
+            if self._shutting_down and not self._tasks:
+                asyncio.get_running_loop().call_soon(self._schedule_close)
+
+    async def _forward(self, request: RequestReceived, prepared: PreparedBody) -> StreamOutcome:
+        sid = request.stream_id
+        upstream_request = UpstreamRequest(
+            request.method, request.path, request.headers, prepared.body
+        )
+        started = time.perf_counter()
+        headers_sent = False
+        try:
+            async with self._ctx.upstream.send(upstream_request) as response:
+                self._metrics.upstream_responded(
+                    request.path, time.perf_counter() - started, response.status
+                )
+                self._conn.send_response(sid, response.status, response.headers)
+                headers_sent = True
+                await self._flush()
+                content_type = dict(response.headers).get("content-type", "")
+                meter = UsageMeter(
+                    sse=content_type.startswith("text/event-stream"),
+                    strip_usage_chunk=prepared.usage_injected,
+                )
+                async for chunk in response.chunks():
+                    out = meter.feed(chunk)
+                    if out:
+                        self._conn.send_data(sid, out)
+                        await self._flush()
+                tail = meter.finish()
+                if tail:
+                    self._conn.send_data(sid, tail)
+                self._conn.end_stream(sid, meter.usage)
+                await self._flush()
+                return StreamOutcome.COMPLETED
+        except UpstreamError as exc:
+            timeout = isinstance(exc, UpstreamTimeoutError)
+            self._metrics.error(
+                ErrorKind.UPSTREAM_TIMEOUT if timeout else ErrorKind.UPSTREAM_CONNECT
+            )
+            _log.warning("upstream request failed: %s", exc)
+            if headers_sent:
+                # Never a silent truncation: the client sees RESET instead of END.
+                self._conn.reset_stream(sid, RESET_INTERNAL_ERROR, "upstream failed mid-response")
+            else:
+                answer = errors.upstream_timeout() if timeout else errors.upstream_unavailable()
+                self._conn.send_response(sid, answer.status, answer.headers)
+                self._conn.send_data(sid, answer.body)
+                self._conn.end_stream(sid)
+                self._metrics.response_sent(request.path, answer.status)
+            await self._flush()
+            return StreamOutcome.UPSTREAM_ERROR
+
+    # -- ending ---------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Take no new streams; send CLOSE once the in-flight ones are done."""
+        self._shutting_down = True
+        if not self._tasks:
+            self._schedule_close()
+
+    def _schedule_close(self) -> None:
+        if self._established:
+            task = asyncio.get_running_loop().create_task(self._close_channel())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def abort(self) -> None:
+        """Shutdown deadline passed: cancel the remaining streams and close."""
+        self._shutting_down = True
+        await self._cancel_streams()
+        await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        with contextlib.suppress(ChannelError):
+            self._conn.close(CLOSE_GOING_AWAY, "bridge closing")
+        with contextlib.suppress(WebSocketClosed):
+            await self._flush()
+        await self._ws.close(WS_GOING_AWAY, "bridge closing")
+
+    async def _cancel_streams(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
