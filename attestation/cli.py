@@ -30,9 +30,20 @@ from typing import Any, NoReturn, TextIO
 from cryptography import x509
 
 from attestation.collateral import Collateral
-from attestation.errors import AttestationError, PolicyError
-from attestation.eventlog import EventLog, ReplayResult, RuntimeEventLog, parse_event_log
-from attestation.image_hash import ImageDigests, aggregate_image_hash, compute_image_hashes
+from attestation.errors import AttestationError, EventLogError, PolicyError
+from attestation.eventlog import (
+    EventLog,
+    ReplayResult,
+    RuntimeEventLog,
+    parse_event_log,
+    replay_against,
+)
+from attestation.image_hash import (
+    ImageDigests,
+    aggregate_image_hash,
+    compute_image_hashes,
+    image_digests,
+)
 from attestation.pck import split_pem_chain
 from attestation.pcs import INTEL_PCS_URL, CollateralFetcher, collateral_request_for_quote
 from attestation.policy import Policy, PolicyResult
@@ -312,19 +323,31 @@ def _cmd_verify(args: argparse.Namespace, stdout: TextIO) -> int:
         allow_mr_service_td=policy.allow_mr_service_td_nonzero,
     )
     td = quote.td_report
-    hashes = compute_image_hashes(td, logs) if logs else None
-    replay = hashes.replay if hashes else None
+    replay = replay_against(logs, td.rtmrs) if logs else None
+    digests = _verified_digests(replay)
     result = policy.evaluate(report, replay)
     # evaluate() already counts a failed report as a violation; the CLI checks both anyway so
     # its verdict never rests on one comparison alone.
     accepted = report.ok and result.ok
     if args.json:
         _json_out(
-            _verify_json(quote, report, policy, args.policy, result, hashes, accepted), stdout
+            _verify_json(quote, report, policy, args.policy, result, replay, digests, accepted),
+            stdout,
         )
     else:
         _verify_human(_Out(stdout), quote, report, policy, args.policy, result, replay, accepted)
     return EXIT_ACCEPT if accepted else EXIT_REJECT
+
+
+def _verified_digests(replay: ReplayResult | None) -> ImageDigests | None:
+    """Image digests from a verified RTMR3 log; ``None`` when there is none or it is malformed
+    (the policy reports a malformed one as an ``event_log`` violation)."""
+    if replay is None or replay.verified_events(3) is None:
+        return None
+    try:
+        return image_digests(replay)
+    except EventLogError:
+        return None
 
 
 def _policy_checks(result: PolicyResult) -> list[dict[str, str]]:
@@ -350,7 +373,8 @@ def _verify_json(
     policy: Policy,
     policy_path: str | None,
     result: PolicyResult,
-    hashes: Any,
+    replay: ReplayResult | None,
+    digests: ImageDigests | None,
     accepted: bool,
 ) -> dict[str, Any]:
     checks = [{"name": c.name, "status": c.status.value, "detail": c.detail} for c in report.checks]
@@ -374,9 +398,9 @@ def _verify_json(
             "allow_unpinned_measurements": policy.allow_unpinned_measurements,
         },
     }
-    if hashes is not None and hashes.replay is not None:
-        obj["event_log"] = _replay_json(hashes.replay)
-        obj["image_digests"] = _digests_json(hashes.digests)
+    if replay is not None:
+        obj["event_log"] = _replay_json(replay)
+        obj["image_digests"] = _digests_json(digests)
     return obj
 
 

@@ -472,3 +472,38 @@ def test_example_script_verifies_a_vector(name: str, expected_code: int) -> None
     if name == "v4-dstack-eventlog":
         assert obj["policy"]["pins_measurements"] is True
         assert all(obj["event_log"][f"rtmr{i}"]["matches"] for i in range(4))
+
+
+def test_duplicate_image_digest_events_reject_without_crashing(tmp_path: Path) -> None:
+    outdir = tmp_path / "sim"
+    image = "shroud.image-digest=sha256:" + "cd" * 32
+    code, _, err = run(
+        "simulate", "-o", str(outdir), "--seed", "dup", "--at", "1760000000",
+        "--event", image, "--event", image,
+    )  # fmt: skip
+    assert code == 0, err
+    args = _sim_verify(outdir, "--trust-root", str(outdir / "root.pem"))
+    code, obj = run_json(*args, "--event-log", str(outdir / "runtime_log.json"))
+    assert code == 1
+    assert obj["event_log"]["rtmr3"]["matches"] is True
+    assert obj["image_digests"] is None
+    assert [v["field"] for v in obj["violations"]] == ["event_log"]
+    assert "more than one" in obj["violations"][0]["actual"]
+
+
+@pytest.mark.parametrize("offset", [0, 2, 4, 47, 48, 300, 631, 632, 700, 1000, 1500, 3000, 4900])
+def test_corrupted_quote_is_rejected_or_unreadable_never_a_crash(
+    offset: int, tmp_path: Path
+) -> None:
+    case = tdx_case("v4-uptodate")
+    data = bytearray(case.quote)
+    data[offset] ^= 0x41
+    path = tmp_path / "quote.bin"
+    path.write_bytes(bytes(data))
+    code, out, err = run(*verify_args(case, quote=path))
+    assert code in (1, 2), (offset, out)
+    assert ("Verdict: REJECT" in out) if code == 1 else ("shroud-attest:" in err)
+    path.write_bytes(case.quote[:offset])
+    code, _, err = run(*verify_args(case, quote=path))
+    assert code == 2
+    assert "Traceback" not in err
