@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -634,7 +635,8 @@ def _cmd_policy_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) 
         print(f"{args.file}: {exc}", file=stderr)
         return EXIT_REJECT
     if args.json:
-        dumped = policy.model_dump(mode="json")
+        # The normalised TOML is sorted and complete; its JSON twin is read back from it.
+        dumped = tomllib.loads(policy.to_toml())
         dumped["pins_measurements"] = policy.pins_measurements
         _json_out(dumped, stdout)
     else:

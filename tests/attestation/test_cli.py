@@ -507,3 +507,32 @@ def test_corrupted_quote_is_rejected_or_unreadable_never_a_crash(
     code, _, err = run(*verify_args(case, quote=path))
     assert code == 2
     assert "Traceback" not in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = verify_args(tdx_case("v4-uptodate"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    terminal = _Terminal()
+    assert main(args, stdout=terminal, stderr=io.StringIO()) == 0
+    assert "\x1b[32;1mACCEPT" in terminal.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    terminal = _Terminal()
+    assert main(args, stdout=terminal, stderr=io.StringIO()) == 0
+    assert "\x1b" not in terminal.getvalue()
+
+
+def test_policy_check_json_is_sorted_and_stable() -> None:
+    _, first = run_json("policy", "check", EXAMPLE_POLICY)
+    assert first["denied_advisory_ids"] == sorted(first["denied_advisory_ids"])
+    assert first["allow_unpinned_measurements"] is False
+    assert first["required_rtmr3_events"]["compose-hash"] == [
+        "b883bee0b216618b1ce0e7a1bb4a9379b486cef8aadf0c682cb6e80c083f7982"
+        "dbf104183c24a74693d860f4ffc8b72f"
+    ]
