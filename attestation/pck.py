@@ -440,12 +440,17 @@ def _split_pem_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
         if text[pos : match.start()].strip():
             raise CertificateError(f"PEM chain: unexpected data at byte {pos}")
         try:
-            certs.append(x509.load_pem_x509_certificate(match.group(0)))
+            cert = x509.load_pem_x509_certificate(match.group(0))
         # InvalidVersion is not a ValueError: a bad version field would otherwise escape.
         except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateError(
                 f"PEM chain: certificate {len(certs)} is malformed: {exc}"
             ) from None
+        # RFC 5280 4.1.2.2: serials are positive. cryptography still loads others (with a
+        # deprecation warning); refuse them here rather than wait for the library to.
+        if cert.serial_number <= 0:
+            raise CertificateError(f"PEM chain: certificate {len(certs)} has a non-positive serial")
+        certs.append(cert)
         pos = match.end()
     if text[pos:].strip():
         raise CertificateError(f"PEM chain: unexpected data at byte {pos}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 
 from attestation import _spec
@@ -297,6 +298,8 @@ def parse_quote(data: bytes) -> Quote:
     )
 
 
+# A quote starts with its u16 version, 4 or 5, little-endian.
+_QUOTE_MAGIC = (b"\x04\x00", b"\x05\x00")
 _HEX_TEXT = re.compile(rb"(?:0x)?[0-9a-fA-F\s]+")
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
@@ -305,23 +308,32 @@ def load_quote_bytes(data: bytes) -> bytes:
     """The binary quote from raw bytes, hex text or base64 text (as files and APIs give it).
 
     Binary is recognised by its first bytes (a little-endian version 4 or 5); text may have
-    surrounding whitespace and line breaks, and hex may carry a ``0x`` prefix. This only
+    surrounding whitespace and line breaks, and hex may carry a ``0x`` prefix. Text that is
+    both valid hex and valid base64 is read the way that yields a quote header. This only
     decodes: pass the result to ``parse_quote``. Raises ``QuoteFormatError``.
     """
-    if data[:2] in (b"\x04\x00", b"\x05\x00"):
-        return bytes(data)
-    text = bytes(data).strip()
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise QuoteFormatError(f"a quote is bytes, not {type(data).__name__}", field="input")
+    data = bytes(data)
+    if data[:2] in _QUOTE_MAGIC:
+        return data
+    text = data.strip()
     if not text:
         raise QuoteFormatError("no quote: the input is empty", field="input", offset=0)
+    decodings = []
     if _HEX_TEXT.fullmatch(text):
         digits = b"".join(text.removeprefix(b"0x").split())
         if len(digits) % 2 == 0:
-            return bytes.fromhex(digits.decode("ascii"))
+            decodings.append(bytes.fromhex(digits.decode("ascii")))
     if _BASE64_TEXT.fullmatch(text):
-        try:
-            return base64.b64decode(b"".join(text.split()), validate=True)
-        except binascii.Error:
-            pass
+        # Not base64 after all (bad padding): the hex reading, if any, is the only one.
+        with contextlib.suppress(binascii.Error):
+            decodings.append(base64.b64decode(b"".join(text.split()), validate=True))
+    for decoded in decodings:
+        if decoded[:2] in _QUOTE_MAGIC:
+            return decoded
+    if decodings:
+        return decodings[0]  # parse_quote will say precisely what is wrong with it
     raise QuoteFormatError(
         "input is neither a binary quote nor hex nor base64 text", field="input", offset=0
     )

@@ -420,3 +420,17 @@ def test_certificate_with_unknown_x509_version_is_a_certificate_error() -> None:
     bad = der.replace(version_v3, b"\xa0\x03\x02\x01\x06")
     with pytest.raises(CertificateError, match="certificate 0 is malformed"):
         split_pem_chain(_pem(bad))
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+def test_certificate_with_non_positive_serial_is_rejected() -> None:
+    der = _leaf("v4-uptodate").public_bytes(serialization.Encoding.DER)
+    # tbsCertificate: SEQUENCE hdr (4) SEQUENCE hdr (4), version [0] (5), then the serial.
+    serial_at = 4 + 4 + 5
+    assert der[serial_at] == 0x02
+    length = der[serial_at + 1]
+    bad = der[: serial_at + 2] + b"\x80" + der[serial_at + 3 : serial_at + 2 + length]
+    bad += der[serial_at + 2 + length :]
+    assert len(bad) == len(der)
+    with pytest.raises(CertificateError, match="non-positive serial"):
+        split_pem_chain(_pem(bad))

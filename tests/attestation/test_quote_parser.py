@@ -500,3 +500,15 @@ def test_pck_leaf_with_unknown_x509_version_is_a_quote_format_error() -> None:
     with pytest.raises(QuoteFormatError) as err:
         parse_quote(_pem_variant(bad_pem))
     assert err.value.field == "pck_cert_chain"
+
+
+def test_load_quote_bytes_prefers_the_reading_that_is_a_quote() -> None:
+    # "BAAC" is valid hex (BA AC) and valid base64 (04 00 02): only the latter is a quote start.
+    assert load_quote_bytes(b"BAAC") == b"\x04\x00\x02"
+    # "0400" is valid hex (04 00) and valid base64 (D3 8D 34): only the former is.
+    assert load_quote_bytes(b"0400") == b"\x04\x00"
+
+
+def test_load_quote_bytes_refuses_non_bytes() -> None:
+    with pytest.raises(QuoteFormatError):
+        load_quote_bytes("0400")  # type: ignore[arg-type]
