@@ -33,16 +33,38 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from attestation.collateral import Collateral
+from attestation.certs import (
+    Window,
+    describe,
+    first_invalid,
+    load_der_crl,
+    load_pem_chain,
+    revoked_by,
+    select_root,
+    verify_chain,
+    verify_crl_signature,
+    verify_root,
+)
+from attestation.collateral import (
+    ECDSA_P256_SIGNATURE_LEN,
+    QE_IDENTITY_ID_TD_QE,
+    TCB_INFO_ID_TDX,
+    Collateral,
+)
 from attestation.errors import AttestationError, CollateralError
 from attestation.pcs import (
     CaType,
@@ -52,9 +74,10 @@ from attestation.pcs import (
     normalize_fmspc,
 )
 from attestation.quote import Quote
-from attestation.verify import VerifiedCollateral
+from attestation.trust import resolve_trusted_roots
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Raises an AttestationError (normally a CollateralError) when the collateral is not
 # trustworthy at ``now``; returns None when it is.
@@ -79,7 +102,7 @@ class CollateralSource(Protocol):
 
 
 # The checks of ``attestation.verify.CHECK_NAMES`` that concern the collateral alone (the rest
-# need a quote). Each must have run and passed, with ``now`` inside all of its windows.
+# need a quote), in that order. ``IntelCollateralVerifier`` runs exactly these.
 COLLATERAL_CHECKS: Final = (
     "root_ca",
     "root_ca_crl",
@@ -95,29 +118,136 @@ COLLATERAL_CHECKS: Final = (
 
 
 class IntelCollateralVerifier:
-    """The default ``verify_fn``: ``attestation.verify``'s collateral checks at ``now``.
+    """The default ``verify_fn``: the collateral checks of ``attestation.verify``, at ``now``.
 
-    ``trusted_roots`` defaults to Intel's SGX root CA (as in ``verify_quote``); pass other
-    roots only deliberately (the simulated platform's, in development). Raises
-    ``CollateralError`` naming the first check that did not pass and why.
+    ``attestation.verify`` runs these inside ``verify_quote``, which needs a quote; a cache
+    holds collateral without one, so this runs the same checks (``COLLATERAL_CHECKS``, same
+    order, same ``attestation.certs`` primitives and time rules) on the collateral alone:
+    the root the TCB Info chain ends in is trusted and unrevoked; the TCB Info, QE identity and
+    PCK CRL issuer chains lead to it and are unrevoked; both signed bodies carry their
+    signer's signature and are TDX ones; both CRLs are signed by their issuers; and ``now`` is
+    inside every certificate's, CRL's and body's validity window. A test compares its verdict
+    with ``verify_quote``'s on real and damaged collateral.
+
+    ``trusted_roots`` defaults to Intel's SGX root CA, as in ``verify_quote``; pass other
+    roots only deliberately (a simulated platform's, in development). Raises
+    ``CollateralError`` naming the first check that failed and why.
     """
 
     def __init__(self, trusted_roots: Sequence[x509.Certificate] | None = None) -> None:
-        self._trusted_roots = tuple(trusted_roots) if trusted_roots is not None else None
+        self._roots = resolve_trusted_roots(trusted_roots)
 
     def __call__(self, collateral: Collateral, now: int) -> None:
-        verified = VerifiedCollateral.prepare(collateral, trusted_roots=self._trusted_roots)
+        _CollateralChecks(collateral, self._roots, now).run()
+
+
+class _CollateralChecks:
+    """One run of ``COLLATERAL_CHECKS``; each check raises or returns its validity windows."""
+
+    def __init__(
+        self, collateral: Collateral, roots: tuple[x509.Certificate, ...], now: int
+    ) -> None:
+        self.c = collateral
+        self.roots = roots
+        self.now = now
+        self.root: x509.Certificate | None = None
+        self.root_crl: x509.CertificateRevocationList | None = None
+
+    def run(self) -> None:
+        checks: dict[str, Callable[[], Sequence[Window]]] = {
+            "root_ca": self._root_ca,
+            "root_ca_crl": self._root_ca_crl,
+            "collateral_type": self._collateral_type,
+            "tcb_info_chain": lambda: self._chain(self.c.tcb_info_issuer_chain, "TCB Info"),
+            "tcb_info_signature": lambda: self._signature(
+                self.c.tcb_info_issuer_chain, self.c.tcb_info.raw, self.c.tcb_info_signature
+            ),
+            "tcb_info_validity": lambda: [
+                Window("TCB Info", self.c.tcb_info.issue_date, self.c.tcb_info.next_update)
+            ],
+            "qe_identity_chain": lambda: self._chain(
+                self.c.qe_identity_issuer_chain, "QE Identity"
+            ),
+            "qe_identity_signature": lambda: self._signature(
+                self.c.qe_identity_issuer_chain,
+                self.c.qe_identity.raw,
+                self.c.qe_identity_signature,
+            ),
+            "qe_identity_validity": lambda: [
+                Window("QE Identity", self.c.qe_identity.issue_date, self.c.qe_identity.next_update)
+            ],
+            "pck_crl": self._pck_crl,
+        }
         for name in COLLATERAL_CHECKS:
-            step = verified.steps.get(name)
-            if step is None:
-                raise CollateralError(f"collateral check {name} could not run")
-            if step.error is not None:
-                raise CollateralError(f"collateral check {name} failed: {step.error}")
-            for window in step.windows:
-                if not window.contains(now):
-                    raise CollateralError(
-                        f"collateral check {name} failed: {window.describe_failure(now)}"
-                    )
+            try:
+                windows = checks[name]()
+            except (AttestationError, ValueError, InvalidSignature) as exc:
+                raise CollateralError(f"collateral check {name} failed: {exc}") from exc
+            expired = first_invalid(windows, self.now)
+            if expired is not None:
+                raise CollateralError(f"collateral check {name} failed: {expired}")
+
+    def _root_ca(self) -> list[Window]:
+        chain = load_pem_chain(self.c.tcb_info_issuer_chain, "TCB Info issuer chain")
+        self.root = select_root(chain, self.roots)
+        return [verify_root(self.root)]
+
+    def _root_ca_crl(self) -> list[Window]:
+        root = _present(self.root)
+        crl = load_der_crl(self.c.root_ca_crl, "root CA CRL")
+        window = verify_crl_signature(crl, root, "root CA CRL")
+        reason = revoked_by(root, [(crl, "the root CA CRL")])
+        if reason:
+            raise CollateralError(reason)
+        self.root_crl = crl
+        return [window]
+
+    def _collateral_type(self) -> list[Window]:
+        if self.c.tcb_info.id != TCB_INFO_ID_TDX:
+            raise CollateralError(f"TCB Info id is {self.c.tcb_info.id!r}, not TDX")
+        if self.c.qe_identity.id != QE_IDENTITY_ID_TD_QE:
+            raise CollateralError(f"QE Identity id is {self.c.qe_identity.id!r}, not TD_QE")
+        return []
+
+    def _chain(self, pem: str, what: str) -> list[Window]:
+        root, root_crl = _present(self.root), _present(self.root_crl)
+        path, windows = verify_chain(load_pem_chain(pem, f"{what} issuer chain"), root)
+        for cert in path[:-1]:
+            reason = revoked_by(cert, [(root_crl, "the root CA CRL")])
+            if reason:
+                raise CollateralError(reason)
+        return windows
+
+    def _signature(self, chain_pem: str, text: str, signature: bytes) -> list[Window]:
+        signer = load_pem_chain(chain_pem, "issuer chain")[0]
+        key = signer.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise CollateralError(f"'{describe(signer)}' does not hold a P-256 key")
+        if len(signature) != ECDSA_P256_SIGNATURE_LEN:
+            raise CollateralError(f"signature is {len(signature)} bytes, expected 64")
+        half = ECDSA_P256_SIGNATURE_LEN // 2
+        der = encode_dss_signature(
+            int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+        )
+        try:
+            key.verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise CollateralError(f"signature does not verify with '{describe(signer)}'") from None
+        return []
+
+    def _pck_crl(self) -> list[Window]:
+        windows = self._chain(self.c.pck_crl_issuer_chain, "PCK CRL")
+        issuer = load_pem_chain(self.c.pck_crl_issuer_chain, "PCK CRL issuer chain")[0]
+        crl = load_der_crl(self.c.pck_crl, "PCK CRL")
+        return [*windows, verify_crl_signature(crl, issuer, "PCK CRL")]
+
+
+def _present(value: _T | None) -> _T:
+    if value is None:  # an earlier check that provides it would have raised
+        raise CollateralError("internal: a prerequisite check did not run")
+    return value
 
 
 def collateral_expiry(collateral: Collateral) -> int:
@@ -156,6 +286,23 @@ def _memo_valid_until(collateral: Collateral, expiry: int) -> int:
         for cert in certs:
             until = min(until, int(cert.not_valid_after_utc.timestamp()))
     return until
+
+
+class _NotAnEntryError(Exception):
+    """The cache path holds something no entry we wrote could be (too big, not a file)."""
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    # O_NONBLOCK: a FIFO planted at the entry's path must not block the open (a hang); the
+    # fstat then refuses anything but a regular file, and the read is bounded.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _NotAnEntryError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _NotAnEntryError(f"larger than {limit} bytes")
+    return data
 
 
 @dataclass(frozen=True)
@@ -242,11 +389,11 @@ class CollateralCache:
 
     def _load(self, path: Path, fmspc_hex: str, ca: CaType, now: int) -> Collateral | None:
         try:
-            if path.stat().st_size > MAX_ENTRY_BYTES:
-                self._discard(path, f"larger than {MAX_ENTRY_BYTES} bytes")
-                return None
-            data = path.read_bytes()
+            data = _read_regular_file(path, MAX_ENTRY_BYTES)
         except FileNotFoundError:
+            return None
+        except _NotAnEntryError as exc:
+            self._discard(path, str(exc))
             return None
         except OSError as exc:
             _log.warning("cannot read collateral cache entry %s: %s", path, exc)

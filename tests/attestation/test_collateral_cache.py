@@ -20,6 +20,7 @@ from cryptography import x509
 from attestation.collateral import Collateral
 from attestation.collateral_cache import (
     COLLATERAL_CHECKS,
+    MAX_ENTRY_BYTES,
     CollateralCache,
     IntelCollateralVerifier,
     collateral_expiry,
@@ -27,8 +28,9 @@ from attestation.collateral_cache import (
 from attestation.errors import CollateralError, CollateralFetchError
 from attestation.pcs import CaType, CollateralFetcher, ServiceKind
 from attestation.quote_parser import parse_quote
+from attestation.report import CheckStatus
 from attestation.simulated import SimulatedTdx
-from attestation.verify import CHECK_NAMES
+from attestation.verify import CHECK_NAMES, verify_quote
 from tests.data.pcs.server import (
     PATH_PCK_CRL,
     PATH_QE_IDENTITY,
@@ -281,6 +283,30 @@ def test_corrupt_cache_file_is_discarded_and_refetched(
     assert path.read_bytes() == good
 
 
+def test_fifo_planted_at_the_entry_path_does_not_hang(
+    cache: CollateralCache, pcs: RecordedPcs, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = cache.path_for(FMSPC, CaType.PLATFORM)
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)  # opening this for reading would block until a writer appears
+    with caplog.at_level(logging.WARNING, logger="attestation.collateral_cache"):
+        assert cache.get(FMSPC, CaType.PLATFORM, NOW) == vector_collateral()
+    assert "not a regular file" in caplog.text
+    assert path.is_file()
+
+
+def test_oversized_entry_is_discarded_unread(
+    cache: CollateralCache, pcs: RecordedPcs, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = cache.path_for(FMSPC, CaType.PLATFORM)
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as f:
+        f.truncate(MAX_ENTRY_BYTES + 1)  # sparse: costs no disk
+    with caplog.at_level(logging.WARNING, logger="attestation.collateral_cache"):
+        assert cache.get(FMSPC, CaType.PLATFORM, NOW) == vector_collateral()
+    assert f"larger than {MAX_ENTRY_BYTES} bytes" in caplog.text
+
+
 def test_entry_written_for_another_source_is_not_used(
     tmp_path: Path, cache: CollateralCache, pcs: RecordedPcs
 ) -> None:
@@ -464,6 +490,87 @@ def test_get_for_quote_uses_the_quotes_platform(cache: CollateralCache, pcs: Rec
 
 def test_collateral_checks_are_checks_of_verify() -> None:
     assert set(COLLATERAL_CHECKS) <= set(CHECK_NAMES)
+
+
+def _flip_bit(hex_text: str, byte: int = 5) -> str:
+    raw = bytearray(bytes.fromhex(hex_text))
+    raw[byte] ^= 0x01
+    return raw.hex()
+
+
+def _differential_cases() -> list[tuple[str, str, dict[str, str], int]]:
+    """(label, vector case whose quote to use, collateral JSON, now)."""
+    cases: list[tuple[str, str, dict[str, str], int]] = []
+    for name in TDX_CASES:
+        vector = tdx_case(name)
+        c = vector.collateral_json
+        col = Collateral.from_json(c)
+        pck_crl = x509.load_der_x509_crl(col.pck_crl)
+        assert pck_crl.next_update_utc is not None
+        cases += [
+            (f"{name}: genuine", name, c, vector.now),
+            (f"{name}: after nextUpdate", name, c, col.next_update + 1),
+            (f"{name}: before issueDate", name, c, col.issue_date - 1),
+            (
+                f"{name}: at the PCK CRL's nextUpdate",
+                name,
+                c,
+                int(pck_crl.next_update_utc.timestamp()),
+            ),
+        ]
+    c = tdx_case(CASE).collateral_json
+    damaged = {
+        "flipped TCB Info signature": {"tcb_info_signature": _flip_bit(c["tcb_info_signature"])},
+        "flipped QE identity signature": {
+            "qe_identity_signature": _flip_bit(c["qe_identity_signature"])
+        },
+        "TCB Info chain of another signer": {"tcb_info_issuer_chain": c["pck_crl_issuer_chain"]},
+        "PCK CRL as root CA CRL": {"root_ca_crl": c["pck_crl"]},
+        "root CA CRL as PCK CRL": {"pck_crl": c["root_ca_crl"]},
+        "flipped PCK CRL signature": {"pck_crl": _flip_bit(c["pck_crl"], -3)},
+        "flipped root CA CRL signature": {"root_ca_crl": _flip_bit(c["root_ca_crl"], -3)},
+    }
+    for label, edit in damaged.items():
+        cases.append((label, CASE, {**c, **edit}, NOW))
+    sim = SimulatedTdx.generate(b"differential", now=NOW, fmspc=bytes.fromhex(FMSPC))
+    cases.append(("simulated, under Intel's root", CASE, sim.collateral(), NOW))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("label", "quote_case", "collateral_json", "now"),
+    _differential_cases(),
+    ids=[case[0] for case in _differential_cases()],
+)
+def test_intel_verifier_agrees_with_verify_quote(
+    label: str, quote_case: str, collateral_json: dict[str, str], now: int
+) -> None:
+    collateral = Collateral.from_json(collateral_json)
+    report = verify_quote(tdx_case(quote_case).quote, collateral, now=now)
+    statuses = {name: report.check(name).status for name in COLLATERAL_CHECKS}
+    first_failure = next((n for n in COLLATERAL_CHECKS if statuses[n] is CheckStatus.FAIL), None)
+    refusal: str | None = None
+    try:
+        IntelCollateralVerifier()(collateral, now)
+    except CollateralError as exc:
+        refusal = str(exc)
+    if refusal is None:
+        assert all(s is CheckStatus.PASS for s in statuses.values()), f"{label}: {statuses}"
+    else:
+        assert first_failure is not None, f"{label}: we refused ({refusal}), verify_quote not"
+        assert refusal.startswith(f"collateral check {first_failure} failed"), label
+
+
+def test_intel_verifier_accepts_simulated_collateral_only_under_its_root() -> None:
+    sim = SimulatedTdx.generate(b"differential", now=NOW)
+    collateral = Collateral.from_json(sim.collateral())
+    IntelCollateralVerifier([sim.root_certificate])(collateral, NOW)
+    report = verify_quote(
+        sim.quote(bytes(64)), collateral, now=NOW, trusted_roots=[sim.root_certificate]
+    )
+    assert all(report.check(n).status is CheckStatus.PASS for n in COLLATERAL_CHECKS)
+    with pytest.raises(CollateralError, match="collateral check root_ca failed"):
+        IntelCollateralVerifier()(collateral, NOW)
 
 
 @pytest.mark.parametrize("case", TDX_CASES)
