@@ -1,1 +1,74 @@
-"""Shroud SDK: attested, end-to-end encrypted LLM inference behind the OpenAI client API."""
+"""Shroud SDK: attested, end-to-end encrypted LLM inference behind the OpenAI client API.
+
+Change one import (``from shroud_sdk import OpenAI``), give the client a bridge URL and an
+attestation policy, and every request travels only to a bridge whose TDX evidence satisfied
+that policy. See docs/migrating-from-openai.md.
+
+Exports load lazily (PEP 562), so the bridge, which shares the channel core in
+``shroud_sdk.channel``, does not import ``openai`` or the verifier.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shroud_sdk.channel.usage import Usage
+    from shroud_sdk.client import AsyncOpenAI, ConfigurationError, OpenAI, resolve_policy
+    from shroud_sdk.errors import AttestationFailedError, ShroudError
+    from shroud_sdk.transport import (
+        AsyncLegacyShroudTransport,
+        AsyncShroudTransport,
+        AttestationError,
+        LegacyShroudTransport,
+        RefusedDestinationError,
+        ShroudTransport,
+        StreamIntegrityError,
+    )
+    from shroud_sdk.verifier import AttestationReport, AttestationVerifier
+
+_EXPORTS = {
+    "AsyncLegacyShroudTransport": "shroud_sdk.transport",
+    "AsyncOpenAI": "shroud_sdk.client",
+    "AsyncShroudTransport": "shroud_sdk.transport",
+    "AttestationError": "shroud_sdk.transport",
+    "AttestationFailedError": "shroud_sdk.errors",
+    "AttestationReport": "shroud_sdk.verifier",
+    "AttestationVerifier": "shroud_sdk.verifier",
+    "ConfigurationError": "shroud_sdk.client",
+    "LegacyShroudTransport": "shroud_sdk.transport",
+    "OpenAI": "shroud_sdk.client",
+    "RefusedDestinationError": "shroud_sdk.transport",
+    "ShroudError": "shroud_sdk.errors",
+    "ShroudTransport": "shroud_sdk.transport",
+    "StreamIntegrityError": "shroud_sdk.transport",
+    "Usage": "shroud_sdk.channel.usage",
+    "resolve_policy": "shroud_sdk.client",
+}
+
+__all__ = [
+    "AsyncLegacyShroudTransport",
+    "AsyncOpenAI",
+    "AsyncShroudTransport",
+    "AttestationError",
+    "AttestationFailedError",
+    "AttestationReport",
+    "AttestationVerifier",
+    "ConfigurationError",
+    "LegacyShroudTransport",
+    "OpenAI",
+    "RefusedDestinationError",
+    "ShroudError",
+    "ShroudTransport",
+    "StreamIntegrityError",
+    "Usage",
+    "resolve_policy",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shroud_sdk' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -82,3 +82,17 @@ class ConnectionFailedError(ChannelError):
         )
         self.original = original
         self.ws_close_code = original.ws_close_code
+
+
+class AttestationFailedError(HandshakeError):
+    """The bridge's evidence was refused: not verified, or not what the policy allows.
+
+    Raised by ``shroud_sdk.verifier.AttestationVerifier`` during the handshake, so no request
+    byte has been sent. ``report`` is the ``shroud_sdk.verifier.AttestationReport`` when the
+    evidence got far enough to produce one (None when, e.g., the quote did not even parse).
+    The client surfaces it as ``shroud_sdk.AttestationError`` (an ``openai`` exception).
+    """
+
+    def __init__(self, check: str, message: str, report: object | None = None) -> None:
+        super().__init__(check, message)
+        self.report = report

@@ -1,0 +1,589 @@
+"""Attested sessions: the asyncio (and thread-backed sync) shell around ``ClientConnection``.
+
+An ``AsyncSession`` owns at most one live WebSocket to the bridge at a time. The first request
+opens it: the ClientHello goes out, the BridgeHello's evidence is verified (in a worker thread,
+since collateral may be fetched) and only then may request records be sealed; the channel core
+itself refuses to seal earlier. One connection carries many concurrent streams; a reader task
+dispatches the core's events to per-stream queues. A connection that closed or failed is
+replaced by a new handshake and a new verification on the next request.
+
+Retry rule: ``open_stream`` retries on a fresh connection only when the request provably never
+left this process (the connection was found dead before the request HEADERS were sealed).
+Once a request record has been sealed it is never re-sent here.
+
+``SyncSession`` runs an ``AsyncSession`` on a private event loop in a background thread (one
+per session), so synchronous callers need no event loop of their own and it works inside a
+running one (Jupyter). ``close()`` stops and joins that thread.
+
+Errors raised here are neutral (``SessionConnectError``, ``SessionTimeoutError``,
+``StreamAbortedError``, channel errors); ``shroud_sdk.transport`` maps them to httpx and
+``openai`` exceptions. Deliberately not here: HTTP semantics and the evidence checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection as WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed as WebSocketClosed
+from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.protocol import State
+
+from shroud_sdk.channel.connection import ClientConfig, ClientConnection, ConnectionState
+from shroud_sdk.channel.constants import (
+    DEFAULT_CLIENT_SUITES,
+    MAX_BRIDGE_HELLO_LEN,
+    RESET_CANCELLED,
+    Suite,
+)
+from shroud_sdk.channel.events import (
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    HandshakeComplete,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from shroud_sdk.channel.evidence import Evidence, EvidenceVerifier, VerifiedEvidence
+from shroud_sdk.channel.usage import SignedUsage
+from shroud_sdk.errors import (
+    ChannelError,
+    ConnectionFailedError,
+    HandshakeError,
+    LocalProtocolError,
+    RekeyRequiredError,
+    ShroudError,
+)
+
+_T = TypeVar("_T")
+
+# A BridgeHello carries a quote, event logs and collateral; records are far smaller.
+_MAX_MESSAGE: Final = MAX_BRIDGE_HELLO_LEN
+
+
+class SessionConnectError(ShroudError):
+    """The bridge could not be reached or the WebSocket opening failed; nothing was sent."""
+
+
+class SessionTimeoutError(ShroudError):
+    """A timeout expired; ``phase`` is ``connect`` (handshake + verification) or ``read``."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+class StreamAbortedError(ShroudError):
+    """The bridge reset the stream (authenticated RESET): the response is incomplete."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the bridge reset the stream (code {code}): {reason[:200]}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Where the bridge is and how to trust it.
+
+    ``url`` is ``wss://`` (or ``ws://`` to a loopback address, for development);
+    ``audience`` the deployment name the bridge must answer to (default: ``host:port`` of
+    the URL); ``verifier`` the evidence verifier; ``allow_simulated`` offers the simulated-TEE
+    suite; ``disclose`` the request fields shown to the operator in clear.
+    """
+
+    url: str
+    verifier: EvidenceVerifier = field(repr=False)
+    audience: str = ""
+    allow_simulated: bool = False
+    disclose: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        check_bridge_url(self.url)
+        if not self.audience:
+            object.__setattr__(self, "audience", default_audience(self.url))
+
+    def client_config(self, verifier: EvidenceVerifier) -> ClientConfig:
+        """The channel core's configuration for one connection."""
+        suites = set(DEFAULT_CLIENT_SUITES)
+        if self.allow_simulated:
+            suites.add(Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM)
+        return ClientConfig(
+            audience=self.audience,
+            verifier=verifier,
+            allowed_suites=frozenset(suites),
+            disclose=self.disclose,
+        )
+
+
+def check_bridge_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is ``wss://host[:port]/...`` or loopback ``ws://``.
+
+    Plain ``ws://`` is allowed only to loopback: the channel is encrypted either way, but the
+    bridge URL's host is also the audience, and a cleartext WebSocket to a remote host is
+    almost always a configuration mistake.
+    """
+    if not isinstance(url, str):
+        raise TypeError("the bridge URL must be a string")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"bridge URL must be wss://host[:port][/path], got {url[:200]!r}")
+    if parts.username or parts.password or parts.fragment:
+        raise ValueError("bridge URL must not hold credentials or a fragment")
+    if parts.scheme == "ws" and not is_loopback(parts.hostname):
+        raise ValueError("plain ws:// is only allowed to a loopback address; use wss://")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_audience(url: str) -> str:
+    """``host:port`` of the bridge URL (the bridge's default audience is its listen address)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _RecordingVerifier:
+    """Wraps the configured verifier to remember the report of the latest evidence.
+
+    The channel core compares REPORTDATA after the verifier returns; when that comparison
+    fails, the session still wants to show what the quote said.
+    """
+
+    def __init__(self, inner: EvidenceVerifier) -> None:
+        self._inner = inner
+        self.report: object | None = None
+
+    def __call__(self, evidence: Evidence, suite: int, /) -> VerifiedEvidence:
+        result = self._inner(evidence, suite)
+        self.report = result.report
+        return result
+
+
+class _Link:
+    """One WebSocket and its ``ClientConnection``: the unit replaced on failure."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        connection: ClientConnection,
+        report: object,
+        disclose: tuple[str, ...],
+    ) -> None:
+        self.websocket = websocket
+        self.connection = connection
+        self.report = report
+        self.disclose = disclose
+        self.streams: dict[int, asyncio.Queue[Event | BaseException]] = {}
+        self.error: BaseException | None = None
+        self.send_lock = asyncio.Lock()
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return (
+            self.error is None
+            and self.connection.state is ConnectionState.OPEN
+            and self.websocket.state is State.OPEN
+        )
+
+    async def flush(self) -> None:
+        for message in self.connection.data_to_send():
+            await self.websocket.send(message)
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        for queue in self.streams.values():
+            queue.put_nowait(error)
+        self.streams.clear()
+
+    async def read_loop(self) -> None:
+        try:
+            async for message in self.websocket:
+                if isinstance(message, str):
+                    raise HandshakeError("frame", "bridge sent a text frame")  # protocol: binary
+                self.connection.receive_data(message)
+                self._dispatch(self.connection.events_received())
+                async with self.send_lock:
+                    await self.flush()
+        except WebSocketClosed:
+            self.fail(self._eof_error())
+        except ChannelError as exc:
+            self.fail(exc)
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code=exc.ws_close_code, reason=exc.check[:100])
+            return
+        except Exception as exc:  # fail closed on anything unforeseen
+            self.fail(exc)
+        else:
+            self.fail(self._eof_error())
+        with contextlib.suppress(Exception):
+            await self.websocket.close()
+
+    def _eof_error(self) -> BaseException:
+        state = self.connection.state
+        if state is ConnectionState.CLOSED:
+            return SessionConnectError("the bridge closed the connection")
+        try:
+            self.connection.receive_eof()
+        except ConnectionFailedError as exc:
+            return exc.original
+        except ChannelError as exc:
+            return exc
+        return SessionConnectError("the connection ended")  # pragma: no cover
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ConnectionClosed):
+                error = SessionConnectError(f"the bridge closed the connection: {event.reason}")
+                self.error = self.error or error
+                for sid in event.unfinished_streams:
+                    queue = self.streams.pop(sid, None)
+                    if queue is not None:
+                        queue.put_nowait(
+                            StreamAbortedError(event.code, f"connection closed: {event.reason}")
+                        )
+                continue
+            if isinstance(event, HandshakeComplete):  # pragma: no cover - handled in connect
+                continue
+            queue = self.streams.get(event.stream_id)
+            if queue is None:
+                continue  # a stream we abandoned; the core already accounted for it
+            queue.put_nowait(event)
+            if isinstance(event, StreamEnded | StreamReset):
+                self.streams.pop(event.stream_id, None)
+
+
+@dataclass
+class ResponseHead:
+    """A response's status and headers, as the bridge sent them."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+
+
+class AsyncStream:
+    """One request/response exchange on an attested connection."""
+
+    def __init__(self, link: _Link, stream_id: int, queue: asyncio.Queue[Event | BaseException]):
+        self._link = link
+        self.stream_id = stream_id
+        self._queue = queue
+        self.finished = False
+        self.usage: SignedUsage | None = None
+        self.report = link.report
+
+    async def _next(self, read_timeout: float | None) -> Event:
+        try:
+            item = await asyncio.wait_for(self._queue.get(), read_timeout)
+        except TimeoutError:
+            raise SessionTimeoutError("read", "timed out waiting for the bridge") from None
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        return item
+
+    async def receive_head(self, read_timeout: float | None) -> ResponseHead:
+        """Wait for the response HEADERS."""
+        event = await self._next(read_timeout)
+        if isinstance(event, ResponseReceived):
+            return ResponseHead(event.status, event.headers)
+        if isinstance(event, StreamReset):
+            self.finished = True
+            raise StreamAbortedError(event.code, event.reason)
+        raise LocalProtocolError("stream", f"unexpected {type(event).__name__} before HEADERS")
+
+    async def receive_data(self, read_timeout: float | None) -> bytes | None:
+        """The next body chunk, or None after the bridge's authenticated END."""
+        if self.finished:
+            return None
+        event = await self._next(read_timeout)
+        if isinstance(event, DataReceived):
+            return event.data
+        if isinstance(event, StreamEnded):
+            self.finished = True
+            self.usage = event.usage
+            return None
+        if isinstance(event, StreamReset):
+            self.finished = True
+            raise StreamAbortedError(event.code, event.reason)
+        raise LocalProtocolError("stream", f"unexpected {type(event).__name__} in a body")
+
+    async def aclose(self) -> None:
+        """Abandon the stream if the response was not read to its END (sends RESET)."""
+        if self.finished:
+            return
+        self.finished = True
+        link = self._link
+        link.streams.pop(self.stream_id, None)
+        if not link.usable:
+            return
+        async with link.send_lock:
+            with contextlib.suppress(ChannelError):
+                link.connection.reset_stream(self.stream_id, RESET_CANCELLED, "client closed")
+            with contextlib.suppress(Exception):
+                await link.flush()
+
+
+class AsyncSession:
+    """Attested connections to one bridge, opened on demand and replaced after failure.
+
+    Bound to the event loop that first uses it; used from another loop, it starts over with
+    a new connection (the old one cannot be driven from there).
+    """
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self._link: _Link | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self.attestation: object | None = None  # the latest verification report
+        self.handshakes = 0
+
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        *,
+        disclosed: Mapping[str, object],
+        connect_timeout: float | None,
+    ) -> AsyncStream:
+        """Send a complete request on an attested connection; return its stream.
+
+        Retries once on a new connection only when the current one was already dead before
+        anything of this request was sealed.
+        """
+        for attempt in (0, 1):
+            link = await self._usable_link(connect_timeout)
+            async with link.send_lock:
+                if not link.usable:
+                    if attempt == 0:
+                        continue  # died while we waited for the lock: nothing sent yet
+                    raise SessionConnectError("the attested connection closed before sending")
+                try:
+                    stream_id = link.connection.send_request(
+                        method,
+                        path,
+                        headers,
+                        disclosed={k: disclosed.get(k) for k in link.disclose},
+                    )
+                except RekeyRequiredError:
+                    self._drop(link)
+                    if attempt == 0:
+                        continue
+                    raise
+                queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+                link.streams[stream_id] = queue
+                if body:
+                    link.connection.send_data(stream_id, body)
+                link.connection.end_stream(stream_id)
+                try:
+                    await link.flush()
+                except WebSocketClosed as exc:
+                    link.fail(SessionConnectError("connection lost while sending the request"))
+                    raise SessionConnectError(
+                        "connection lost while sending the request (not retried: it may "
+                        "have reached the bridge)"
+                    ) from exc
+            return AsyncStream(link, stream_id, queue)
+        raise SessionConnectError("no usable attested connection")  # pragma: no cover
+
+    async def _usable_link(self, connect_timeout: float | None) -> _Link:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._link = None
+            self._connect_lock = asyncio.Lock()
+        assert self._connect_lock is not None
+        async with self._connect_lock:
+            if self._link is not None and self._link.usable:
+                return self._link
+            if self._link is not None:
+                self._drop(self._link)
+            self._link = await self._connect(connect_timeout)
+            return self._link
+
+    async def _connect(self, connect_timeout: float | None) -> _Link:
+        try:
+            return await asyncio.wait_for(self._handshake(), connect_timeout)
+        except TimeoutError:
+            raise SessionTimeoutError(
+                "connect", "timed out connecting to and verifying the bridge"
+            ) from None
+
+    async def _handshake(self) -> _Link:
+        recorder = _RecordingVerifier(self.config.verifier)
+        connection = ClientConnection(self.config.client_config(recorder))
+        host = urlsplit(self.config.url).hostname or ""
+        try:
+            websocket = await connect(
+                self.config.url,
+                compression=None,  # DESIGN.md §3: no permessage-deflate
+                max_size=_MAX_MESSAGE,
+                open_timeout=None,  # the caller's connect timeout covers the whole handshake
+                proxy=None if is_loopback(host) else True,
+                user_agent_header="shroud-sdk",
+            )
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            raise SessionConnectError(f"cannot connect to the bridge: {exc}") from None
+        self.handshakes += 1
+        try:
+            for message in connection.data_to_send():
+                await websocket.send(message)
+            reply = await websocket.recv()
+            if isinstance(reply, str):
+                raise HandshakeError("frame", "bridge sent a text frame")
+            # Verification may fetch collateral and parse large logs: keep the loop free.
+            await asyncio.to_thread(connection.receive_data, reply)
+            events = connection.events_received()
+        except ChannelError as exc:
+            report = getattr(exc, "report", None) or recorder.report
+            if report is not None:
+                self.attestation = report
+            with contextlib.suppress(Exception):
+                await websocket.close(code=exc.ws_close_code, reason=exc.check[:100])
+            if report is not None and not hasattr(exc, "report"):
+                exc.report = report  # type: ignore[attr-defined]
+            raise
+        except WebSocketClosed as exc:
+            raise SessionConnectError(
+                "the bridge closed the connection during the handshake"
+            ) from exc
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await websocket.close()
+            raise
+        complete = next(e for e in events if isinstance(e, HandshakeComplete))
+        link = _Link(websocket, connection, complete.report, complete.disclose)
+        self.attestation = complete.report
+        link.reader = asyncio.get_running_loop().create_task(link.read_loop())
+        return link
+
+    def _drop(self, link: _Link) -> None:
+        link.fail(SessionConnectError("connection replaced"))
+        if link.reader is not None and not link.reader.done():
+            link.reader.cancel()
+        if self._link is link:
+            self._link = None
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().create_task(link.websocket.close())
+
+    async def aclose(self) -> None:
+        """Send the authenticated CLOSE and close the WebSocket."""
+        link, self._link = self._link, None
+        if link is None or self._loop is not asyncio.get_running_loop():
+            return
+        if link.usable:
+            async with link.send_lock:
+                with contextlib.suppress(ChannelError):
+                    link.connection.close()
+                with contextlib.suppress(Exception):
+                    await link.flush()
+        link.fail(SessionConnectError("session closed"))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(link.websocket.close(), 2)
+        if link.reader is not None:
+            link.reader.cancel()
+            with contextlib.suppress(BaseException):
+                await link.reader
+
+
+class SyncSession:
+    """An ``AsyncSession`` driven from synchronous code through a private loop thread."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self._async = AsyncSession(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="shroud-session", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def config(self) -> SessionConfig:
+        return self._async.config
+
+    @property
+    def attestation(self) -> object | None:
+        """The latest verification report (None before the first handshake)."""
+        return self._async.attestation
+
+    @property
+    def handshakes(self) -> int:
+        """How many handshakes were attempted (each with a fresh verification)."""
+        return self._async.handshakes
+
+    def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float | None = None) -> _T:
+        """Run ``coroutine`` on the session's loop and wait for its result."""
+        if self._closed:
+            coroutine.close()
+            raise SessionConnectError("the session is closed")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeoutError:
+            future.cancel()
+            raise SessionTimeoutError("read", "timed out") from None
+
+    def open_stream(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        *,
+        disclosed: Mapping[str, object],
+        connect_timeout: float | None,
+    ) -> AsyncStream:
+        """``AsyncSession.open_stream``, from synchronous code."""
+        return self.run(
+            self._async.open_stream(
+                method,
+                path,
+                headers,
+                body,
+                disclosed=disclosed,
+                connect_timeout=connect_timeout,
+            )
+        )
+
+    def close(self) -> None:
+        """Close the connection, stop the loop and join its thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._async.aclose(), self._loop).result(5)
+        with contextlib.suppress(Exception):  # the worker threads verification ran in
+            asyncio.run_coroutine_threadsafe(
+                self._loop.shutdown_default_executor(), self._loop
+            ).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()

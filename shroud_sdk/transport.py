@@ -1,0 +1,567 @@
+"""httpx transports that carry each HTTP request over an attested shroud/1 session.
+
+The seam between HTTP clients and the channel (STYLE.md, "httpx: transports as the seam"):
+``handle_request`` turns an ``httpx`` request into a shroud/1 stream (HEADERS, DATA, END) and
+the bridge's response back into an ``httpx`` response whose body streams record by record, so
+``openai``'s SSE parser, LangChain and any other httpx-based client work unchanged.
+
+Four classes, because clients differ in which httpx they pass: ``ShroudTransport`` and
+``AsyncShroudTransport`` for ``httpx2`` (what ``openai`` 3.x builds on), and
+``LegacyShroudTransport`` and ``AsyncLegacyShroudTransport`` for the legacy ``httpx`` package.
+
+Rules enforced here: a request to any origin other than the attested bridge is refused
+(``RefusedDestinationError``), and no redirect is ever followed (a 3xx is returned as is).
+Attestation failures raise ``AttestationError`` and integrity failures ``StreamIntegrityError``;
+both subclass ``openai.APIConnectionError`` (so generic handlers catch them, and ``openai``
+never retries them); reachability problems and timeouts raise the httpx exceptions clients
+already handle. Verified usage of the latest response is ``transport.last_usage`` and, once the
+body was read to its end, ``response.extensions["shroud.usage"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
+
+import httpx
+import httpx2
+import openai
+
+from shroud_sdk.channel.constants import DISCLOSABLE_FIELDS
+from shroud_sdk.channel.evidence import EvidenceVerifier
+from shroud_sdk.channel.usage import Usage
+from shroud_sdk.errors import (
+    ChannelError,
+    ConnectionFailedError,
+    HandshakeError,
+    LocalProtocolError,
+    ShroudError,
+)
+from shroud_sdk.session import (
+    AsyncSession,
+    AsyncStream,
+    ResponseHead,
+    SessionConfig,
+    SessionConnectError,
+    SessionTimeoutError,
+    StreamAbortedError,
+    SyncSession,
+)
+
+# Hop-by-hop and transport-level headers (RFC 9110 §7.6.1) and ones the channel replaces:
+# the bridge talks to its upstream itself; compression is not negotiated end to end.
+_DROPPED_REQUEST_HEADERS: Final = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "accept-encoding",
+        "content-length",
+    }
+)
+_DROPPED_RESPONSE_HEADERS: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length"}
+)
+USAGE_EXTENSION: Final = "shroud.usage"
+ATTESTATION_EXTENSION: Final = "shroud.attestation"
+
+
+class AttestationError(openai.APIConnectionError):
+    """The bridge could not prove it is what the policy requires; no request byte was sent.
+
+    ``report`` is the ``AttestationReport`` when verification produced one; ``check`` names
+    the failed step (e.g. ``verification``, ``policy``, ``report-data``, ``simulated-tee``).
+    """
+
+    def __init__(
+        self, *, check: str, reason: str, report: object | None, request: httpx2.Request
+    ) -> None:
+        super().__init__(message=f"bridge attestation failed ({check}): {reason}", request=request)
+        self.check = check
+        self.reason = reason
+        self.report = report
+
+
+class StreamIntegrityError(openai.APIConnectionError):
+    """A record failed authentication, or the response was truncated, reordered or cut.
+
+    Whatever was received of the response must be treated as incomplete and untrusted.
+    """
+
+    def __init__(self, *, check: str, reason: str, request: httpx2.Request) -> None:
+        super().__init__(message=f"channel integrity failure ({check}): {reason}", request=request)
+        self.check = check
+        self.reason = reason
+
+
+class RefusedDestinationError(ShroudError):
+    """The request was addressed to a host other than the attested bridge; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str  # the HTTP scheme the bridge URL maps to
+    host: str
+    port: int
+
+    @classmethod
+    def of_bridge(cls, bridge_url: str) -> _Origin:
+        parts = urlsplit(bridge_url)
+        scheme = "https" if parts.scheme == "wss" else "http"
+        return cls(scheme, (parts.hostname or "").lower(), parts.port or _default_port(scheme))
+
+    def base_url(self, path: str = "/v1") -> str:
+        """The HTTP base URL an ``openai`` client should use to reach the bridge."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    disclosed: Mapping[str, object]
+
+
+def _outgoing(
+    origin: _Origin,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int | None,
+    raw_path: bytes,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    disclose: Iterable[str],
+) -> _Outgoing:
+    where = (scheme, host.lower(), port or _default_port(scheme))
+    if where != (origin.scheme, origin.host, origin.port):
+        raise RefusedDestinationError(
+            f"refusing to send a request to {scheme}://{host}:{where[2]}: the only allowed "
+            f"destination is the attested bridge at {origin.base_url('')}"
+        )
+    kept = tuple(
+        (name.lower(), value)
+        for name, value in headers
+        if name.lower() not in _DROPPED_REQUEST_HEADERS
+    )
+    return _Outgoing(
+        method.upper(), raw_path.decode("ascii"), kept, _disclosed_values(body, disclose)
+    )
+
+
+def _disclosed_values(body: bytes, disclose: Iterable[str]) -> dict[str, object]:
+    """The negotiated fields' values from a JSON body (None when absent or not JSON)."""
+    names = tuple(disclose)
+    if not names or not body:
+        return dict.fromkeys(names)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return dict.fromkeys(names)
+    if not isinstance(document, dict):
+        return dict.fromkeys(names)
+    values: dict[str, object] = {}
+    for name in names:
+        value = document.get(name)
+        kind = DISCLOSABLE_FIELDS.get(name)
+        # A value of the wrong JSON type is sent as-is: the channel refuses it with a typed
+        # error rather than the SDK quietly disclosing nothing.
+        values[name] = value if kind is not None else None
+    return values
+
+
+def _timeouts(extensions: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    timeout = extensions.get("timeout") or {}
+    return timeout.get("connect"), timeout.get("read")
+
+
+def _response_headers(head: ResponseHead) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in head.headers if n not in _DROPPED_RESPONSE_HEADERS]
+
+
+def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> BaseException:
+    """The exception a caller of this transport should see for a session failure."""
+    req = cast(httpx2.Request, request)
+    if isinstance(exc, ConnectionFailedError):
+        exc = exc.original
+    if isinstance(exc, HandshakeError):
+        report = getattr(exc, "report", None)
+        return AttestationError(check=exc.check, reason=exc.reason, report=report, request=req)
+    if isinstance(exc, LocalProtocolError):
+        return exc  # the caller asked for something the protocol forbids: a bug to fix
+    if isinstance(exc, ChannelError):
+        return StreamIntegrityError(check=exc.check, reason=exc.reason, request=req)
+    if isinstance(exc, SessionTimeoutError):
+        kind = flavour.ConnectTimeout if exc.phase == "connect" else flavour.ReadTimeout
+        return cast(BaseException, kind(str(exc), request=request))
+    if isinstance(exc, StreamAbortedError):
+        return cast(BaseException, flavour.RemoteProtocolError(str(exc), request=request))
+    if isinstance(exc, SessionConnectError):
+        return cast(BaseException, flavour.ConnectError(str(exc), request=request))
+    return exc
+
+
+def _session_config(
+    bridge_url: str,
+    verifier: EvidenceVerifier,
+    *,
+    allow_simulated: bool,
+    disclose: Iterable[str],
+    audience: str | None,
+) -> SessionConfig:
+    return SessionConfig(
+        url=bridge_url,
+        verifier=verifier,
+        audience=audience or "",
+        allow_simulated=allow_simulated,
+        disclose=frozenset(disclose),
+    )
+
+
+class _SyncCore:
+    """What the two synchronous transports share (everything but the httpx flavour)."""
+
+    def __init__(self, session: SyncSession, flavour: ModuleType) -> None:
+        self.session = session
+        self.origin = _Origin.of_bridge(session.config.url)
+        self.flavour = flavour
+        self.last_usage: Usage | None = None
+
+    def exchange(
+        self, request: Any, outgoing: _Outgoing, body: bytes
+    ) -> tuple[ResponseHead, AsyncStream, float | None]:
+        connect_timeout, read_timeout = _timeouts(request.extensions)
+        try:
+            stream = self.session.open_stream(
+                outgoing.method,
+                outgoing.path,
+                outgoing.headers,
+                body,
+                disclosed=outgoing.disclosed,
+                connect_timeout=connect_timeout,
+            )
+            head = self.session.run(stream.receive_head(read_timeout))
+        except (ShroudError, OSError) as exc:
+            raise _map_error(exc, request, self.flavour) from exc
+        return head, stream, read_timeout
+
+    def body(
+        self, request: Any, stream: AsyncStream, read_timeout: float | None, extensions: Any
+    ) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self.session.run(stream.receive_data(read_timeout))
+            except (ShroudError, OSError) as exc:
+                raise _map_error(exc, request, self.flavour) from exc
+            if chunk is None:
+                if stream.usage is not None:
+                    self.last_usage = stream.usage.usage
+                    extensions[USAGE_EXTENSION] = stream.usage.usage
+                return
+            yield chunk
+
+    def close_stream(self, stream: AsyncStream) -> None:
+        if not stream.finished:
+            # A closed session has nothing left to abandon.
+            with contextlib.suppress(ShroudError):
+                self.session.run(stream.aclose(), timeout=5)
+
+
+class _SyncBody(httpx2.SyncByteStream, httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes], on_close: Any) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+
+    def close(self) -> None:
+        self._on_close()
+
+
+class _AsyncBody(httpx2.AsyncByteStream, httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes], on_close: Any) -> None:
+        self._chunks = chunks
+        self._on_close = on_close
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._on_close()
+
+
+class _SyncTransportMixin:
+    _core: _SyncCore
+    _disclose: frozenset[str]
+
+    @property
+    def session(self) -> SyncSession:
+        """The attested session requests travel on."""
+        return self._core.session
+
+    @property
+    def attestation(self) -> object | None:
+        """The latest ``AttestationReport`` (None before the first handshake)."""
+        return self._core.session.attestation
+
+    @property
+    def last_usage(self) -> Usage | None:
+        """Bridge-signed, verified token usage of the latest fully read response."""
+        return self._core.last_usage
+
+    @property
+    def base_url(self) -> str:
+        """The HTTP base URL (``.../v1``) whose requests this transport carries."""
+        return self._core.origin.base_url()
+
+    def _handle(self, request: Any, response_cls: Any) -> Any:
+        url = request.url
+        body = request.read()
+        outgoing = _outgoing(
+            self._core.origin,
+            request.method,
+            url.scheme,
+            url.host,
+            url.port,
+            url.raw_path,
+            request.headers.items(),
+            body,
+            self._core.session.config.disclose,
+        )
+        head, stream, read_timeout = self._core.exchange(request, outgoing, body)
+        extensions: dict[str, Any] = {ATTESTATION_EXTENSION: stream.report}
+        body_stream = _SyncBody(
+            self._core.body(request, stream, read_timeout, extensions),
+            lambda: self._core.close_stream(stream),
+        )
+        return response_cls(
+            head.status,
+            headers=_response_headers(head),
+            stream=body_stream,
+            request=request,
+            extensions=extensions,
+        )
+
+    def close(self) -> None:
+        """Close the attested connection and the session's thread."""
+        self._core.session.close()
+
+
+class ShroudTransport(_SyncTransportMixin, httpx2.BaseTransport):
+    """An ``httpx2`` transport to one attested bridge (for ``openai`` 3.x and httpx2 users).
+
+    ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
+    ``allow_simulated`` offers the simulated-TEE suite (set it from
+    ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
+    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``.
+    """
+
+    def __init__(
+        self,
+        bridge_url: str,
+        verifier: EvidenceVerifier,
+        *,
+        allow_simulated: bool = False,
+        disclose: Iterable[str] = (),
+        audience: str | None = None,
+    ) -> None:
+        config = _session_config(
+            bridge_url,
+            verifier,
+            allow_simulated=allow_simulated,
+            disclose=disclose,
+            audience=audience,
+        )
+        self._core = _SyncCore(SyncSession(config), httpx2)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx2.Response, self._handle(request, httpx2.Response))
+
+
+class LegacyShroudTransport(_SyncTransportMixin, httpx.BaseTransport):
+    """``ShroudTransport`` for the legacy ``httpx`` package (same arguments)."""
+
+    def __init__(
+        self,
+        bridge_url: str,
+        verifier: EvidenceVerifier,
+        *,
+        allow_simulated: bool = False,
+        disclose: Iterable[str] = (),
+        audience: str | None = None,
+    ) -> None:
+        config = _session_config(
+            bridge_url,
+            verifier,
+            allow_simulated=allow_simulated,
+            disclose=disclose,
+            audience=audience,
+        )
+        self._core = _SyncCore(SyncSession(config), httpx)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx.Response, self._handle(request, httpx.Response))
+
+
+class _AsyncTransportMixin:
+    _session: AsyncSession
+    _origin: _Origin
+    _flavour: ModuleType
+    _last_usage: Usage | None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The attested session requests travel on."""
+        return self._session
+
+    @property
+    def attestation(self) -> object | None:
+        """The latest ``AttestationReport`` (None before the first handshake)."""
+        return self._session.attestation
+
+    @property
+    def last_usage(self) -> Usage | None:
+        """Bridge-signed, verified token usage of the latest fully read response."""
+        return self._last_usage
+
+    @property
+    def base_url(self) -> str:
+        """The HTTP base URL (``.../v1``) whose requests this transport carries."""
+        return self._origin.base_url()
+
+    def _init(self, config: SessionConfig, flavour: ModuleType) -> None:
+        self._session = AsyncSession(config)
+        self._origin = _Origin.of_bridge(config.url)
+        self._flavour = flavour
+        self._last_usage = None
+
+    async def _handle(self, request: Any, response_cls: Any) -> Any:
+        url = request.url
+        body = await request.aread()
+        outgoing = _outgoing(
+            self._origin,
+            request.method,
+            url.scheme,
+            url.host,
+            url.port,
+            url.raw_path,
+            request.headers.items(),
+            body,
+            self._session.config.disclose,
+        )
+        connect_timeout, read_timeout = _timeouts(request.extensions)
+        try:
+            stream = await self._session.open_stream(
+                outgoing.method,
+                outgoing.path,
+                outgoing.headers,
+                body,
+                disclosed=outgoing.disclosed,
+                connect_timeout=connect_timeout,
+            )
+            head = await stream.receive_head(read_timeout)
+        except (ShroudError, OSError) as exc:
+            raise _map_error(exc, request, self._flavour) from exc
+        extensions: dict[str, Any] = {ATTESTATION_EXTENSION: stream.report}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                try:
+                    chunk = await stream.receive_data(read_timeout)
+                except (ShroudError, OSError) as exc:
+                    raise _map_error(exc, request, self._flavour) from exc
+                if chunk is None:
+                    if stream.usage is not None:
+                        self._last_usage = stream.usage.usage
+                        extensions[USAGE_EXTENSION] = stream.usage.usage
+                    return
+                yield chunk
+
+        return response_cls(
+            head.status,
+            headers=_response_headers(head),
+            stream=_AsyncBody(chunks(), stream.aclose),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Send the authenticated CLOSE and close the WebSocket."""
+        await self._session.aclose()
+
+
+class AsyncShroudTransport(_AsyncTransportMixin, httpx2.AsyncBaseTransport):
+    """The asyncio ``httpx2`` transport to one bridge (arguments as ``ShroudTransport``)."""
+
+    def __init__(
+        self,
+        bridge_url: str,
+        verifier: EvidenceVerifier,
+        *,
+        allow_simulated: bool = False,
+        disclose: Iterable[str] = (),
+        audience: str | None = None,
+    ) -> None:
+        self._init(
+            _session_config(
+                bridge_url,
+                verifier,
+                allow_simulated=allow_simulated,
+                disclose=disclose,
+                audience=audience,
+            ),
+            httpx2,
+        )
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx2.Response, await self._handle(request, httpx2.Response))
+
+
+class AsyncLegacyShroudTransport(_AsyncTransportMixin, httpx.AsyncBaseTransport):
+    """``AsyncShroudTransport`` for the legacy ``httpx`` package (same arguments)."""
+
+    def __init__(
+        self,
+        bridge_url: str,
+        verifier: EvidenceVerifier,
+        *,
+        allow_simulated: bool = False,
+        disclose: Iterable[str] = (),
+        audience: str | None = None,
+    ) -> None:
+        self._init(
+            _session_config(
+                bridge_url,
+                verifier,
+                allow_simulated=allow_simulated,
+                disclose=disclose,
+                audience=audience,
+            ),
+            httpx,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx.Response, await self._handle(request, httpx.Response))

@@ -1,0 +1,267 @@
+"""The production evidence verifier: a bridge's TDX evidence checked against a ``Policy``.
+
+``AttestationVerifier`` is the ``EvidenceVerifier`` the SDK hands to the channel core. For each
+handshake it parses the quote, obtains collateral (given, carried in the evidence, or from a
+cache/fetcher), runs the full DCAP verification at the current time against the policy's
+trusted roots, replays the event logs against the quote's RTMRs, evaluates the policy, and
+returns the REPORTDATA the quote proves together with an ``AttestationReport``. The channel core
+then compares that REPORTDATA with the one it computed for this handshake.
+
+Any refusal raises ``AttestationFailedError`` naming the failed step (``check``) and carrying
+the report when one exists. Simulated TEEs are refused unless ``policy.allow_simulated_tee``;
+even then the quote must chain to one of the policy's roots, and the suite must match the
+root: the simulated suite never with Intel's root, the real suite only with Intel's.
+
+What is cached: only collateral-level work (``VerifiedCollateral``: signatures, chains and
+CRLs of the collateral, keyed by its exact bytes and the trusted roots). Every quote is
+verified in full and every time window is compared with the current time: a verdict is never
+reused across quotes. Deliberately not here: I/O to the bridge (``shroud_sdk.session``) and
+the verification logic itself (``attestation``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from attestation.collateral import Collateral
+from attestation.errors import AttestationError
+from attestation.eventlog import ReplayResult, parse_event_log, replay_against
+from attestation.image_hash import aggregate_image_hash
+from attestation.policy import Policy, PolicyResult
+from attestation.quote import Quote
+from attestation.quote_parser import parse_quote
+from attestation.report import TcbStatus, VerificationReport
+from attestation.trust import certificate_sha256, intel_sgx_root_ca
+from attestation.verify import VerifiedCollateral, verify_quote
+from shroud_sdk.channel.constants import SIMULATED_SUITES
+from shroud_sdk.channel.evidence import Evidence
+from shroud_sdk.errors import AttestationFailedError
+
+# docs/protocol.md §3.3: the evidence type of an Intel TDX quote.
+EVIDENCE_TYPE_TDX: Final = "tdx"
+# Prepared collateral kept per verifier: one per (platform, roots) in practice.
+_PREPARED_CACHE_SIZE: Final = 8
+# The registers reported as "measurements", in the quote's order.
+_MEASUREMENT_FIELDS: Final = (
+    "mr_td",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mr_config_id",
+    "mr_owner",
+    "mr_owner_config",
+    "mr_seam",
+)
+
+
+class QuoteCollateralSource(Protocol):
+    """Where collateral comes from when neither given nor carried by the evidence.
+
+    ``attestation.collateral_cache.CollateralCache`` satisfies it (re-verifying its entries on
+    every use); so does any object answering for a parsed quote at a time.
+    """
+
+    def get_for_quote(self, quote: Quote, now: int) -> Collateral: ...
+
+
+@dataclass(frozen=True)
+class AttestationReport:
+    """Everything one verification of a bridge established, for users and for errors.
+
+    ``verification`` has one entry per DCAP check; ``policy_result`` every policy violation
+    (None when verification never got that far). ``image_hash`` is the aggregate image hash
+    (``attestation.image_hash``) of the quoted TD.
+    """
+
+    verification: VerificationReport
+    policy_result: PolicyResult | None
+    suite: int
+    simulated: bool
+    collateral_origin: str  # "given", "evidence" or "source"
+    image_hash: bytes | None = None
+    replay: ReplayResult | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True only when every verification check passed and the policy had no violation."""
+        return self.verification.ok and self.policy_result is not None and self.policy_result.ok
+
+    @property
+    def tcb_status(self) -> TcbStatus | None:
+        """Intel's combined TCB status of the platform, QE and TDX module."""
+        return self.verification.tcb_status
+
+    @property
+    def measurements(self) -> dict[str, str]:
+        """The quoted TD's measurement registers as lowercase hex (empty if unparsed)."""
+        quote = self.verification.quote
+        if quote is None:
+            return {}
+        td = quote.td_report
+        return {name: getattr(td, name).hex() for name in _MEASUREMENT_FIELDS}
+
+    def summary(self) -> str:
+        """A human-readable multi-line account: outcome, TCB, measurements, each check."""
+        lines = [
+            f"attestation: {'ACCEPTED' if self.ok else 'REJECTED'}"
+            f"{' (SIMULATED TEE: proves nothing about hardware)' if self.simulated else ''}",
+            f"tcb status: {self.tcb_status.value if self.tcb_status else 'unknown'}",
+        ]
+        if self.verification.advisory_ids:
+            lines.append("advisories: " + ", ".join(self.verification.advisory_ids))
+        if self.image_hash is not None:
+            lines.append(f"image hash: {self.image_hash.hex()}")
+        lines.extend(f"{name}: {value}" for name, value in self.measurements.items())
+        lines.extend(
+            f"check {c.name}: {c.status.value}" + (f" ({c.detail})" if c.detail else "")
+            for c in self.verification.checks
+        )
+        if self.policy_result is not None:
+            lines.extend(f"policy violation: {v}" for v in self.policy_result.violations)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class VerifiedAttestation:
+    """What ``AttestationVerifier`` returns to the channel core."""
+
+    report_data: bytes = field(repr=False)
+    report: AttestationReport
+
+
+class AttestationVerifier:
+    """Verify TDX evidence against ``policy``; an ``EvidenceVerifier`` for the channel core.
+
+    ``collateral`` pins one collateral set for every quote (tests, air-gapped use).
+    ``collateral_source`` (e.g. a ``CollateralCache``) is asked when the evidence carries no
+    collateral. ``clock`` returns UNIX seconds (a parameter so tests can pin time). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        collateral: Collateral | None = None,
+        collateral_source: QuoteCollateralSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policy must be an attestation.policy.Policy, not {type(policy)}")
+        self.policy = policy
+        self._collateral = collateral
+        self._source = collateral_source
+        self._clock = clock
+        self._roots = policy.trusted_root_certificates()
+        self._intel_root = certificate_sha256(intel_sgx_root_ca())
+        self._prepared: OrderedDict[bytes, VerifiedCollateral] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, evidence: Evidence, suite: int, /) -> VerifiedAttestation:
+        """Verify ``evidence`` for the negotiated ``suite``; raise ``AttestationFailedError``."""
+        simulated = suite in SIMULATED_SUITES
+        if simulated and not self.policy.allow_simulated_tee:
+            raise AttestationFailedError(
+                "simulated-tee",
+                "the bridge uses the simulated-TEE suite and the policy does not allow it",
+            )
+        if evidence.type != EVIDENCE_TYPE_TDX:
+            raise AttestationFailedError(
+                "evidence-type", f"evidence type {evidence.type[:32]!r} is not {'tdx'!r}"
+            )
+        try:
+            quote = parse_quote(evidence.quote)
+        except AttestationError as exc:
+            raise AttestationFailedError("quote-format", str(exc)) from None
+        now = int(self._clock())
+        collateral, origin = self._collateral_for(evidence, quote, now)
+        prepared = self._prepare(collateral)
+        report = verify_quote(
+            quote,
+            prepared,
+            now=now,
+            trusted_roots=self._roots,
+            allow_mr_service_td=self.policy.allow_mr_service_td_nonzero,
+        )
+        partial = AttestationReport(report, None, suite, simulated, origin)
+        if not report.ok:
+            failed = ", ".join(f"{c.name} ({c.detail})" for c in report.failed) or "checks skipped"
+            raise AttestationFailedError("verification", f"quote failed: {failed}", partial)
+        self._check_suite_matches_root(report, simulated, partial)
+        try:
+            logs = [parse_event_log(log.data) for log in evidence.event_logs]
+            replay = replay_against(logs, quote.td_report.rtmrs) if logs else None
+        except AttestationError as exc:
+            raise AttestationFailedError("event-log", str(exc), partial) from None
+        result = self.policy.evaluate(report, replay)
+        full = AttestationReport(
+            report,
+            result,
+            suite,
+            simulated,
+            origin,
+            aggregate_image_hash(quote.td_report),
+            replay,
+        )
+        if not result.ok:
+            summary = "; ".join(str(v) for v in result.violations)
+            raise AttestationFailedError("policy", f"policy rejected the bridge: {summary}", full)
+        return VerifiedAttestation(quote.td_report.report_data, full)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _collateral_for(self, evidence: Evidence, quote: Quote, now: int) -> tuple[Collateral, str]:
+        if self._collateral is not None:
+            return self._collateral, "given"
+        if evidence.collateral is not None:
+            try:
+                return Collateral.from_json_text(evidence.collateral), "evidence"
+            except (AttestationError, ValueError) as exc:
+                raise AttestationFailedError("collateral", f"evidence collateral: {exc}") from None
+        if self._source is None:
+            raise AttestationFailedError(
+                "collateral", "the evidence carries no collateral and no collateral source is set"
+            )
+        try:
+            return self._source.get_for_quote(quote, now), "source"
+        except AttestationError as exc:
+            raise AttestationFailedError("collateral", str(exc)) from None
+
+    def _prepare(self, collateral: Collateral) -> VerifiedCollateral:
+        # Keyed by the collateral's exact content: the roots are fixed per verifier.
+        key = hashlib.sha256(
+            json.dumps(collateral.to_json(), sort_keys=True).encode("utf-8")
+        ).digest()
+        with self._lock:
+            prepared = self._prepared.get(key)
+            if prepared is not None:
+                self._prepared.move_to_end(key)
+                return prepared
+        prepared = VerifiedCollateral.prepare(collateral, trusted_roots=self._roots)
+        with self._lock:
+            self._prepared[key] = prepared
+            while len(self._prepared) > _PREPARED_CACHE_SIZE:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    def _check_suite_matches_root(
+        self, report: VerificationReport, simulated: bool, partial: AttestationReport
+    ) -> None:
+        intel = report.trusted_root_sha256 == self._intel_root
+        if simulated and intel:
+            raise AttestationFailedError(
+                "simulated-tee", "an Intel-rooted quote was offered on the simulated suite", partial
+            )
+        if not simulated and not intel:
+            raise AttestationFailedError(
+                "simulated-tee",
+                "the quote does not chain to Intel's root but the bridge claims real hardware",
+                partial,
+            )
