@@ -20,11 +20,14 @@ bounds not yet reached). Anything else runs the verification function again.
 
 The default ``verify_fn`` is ``IntelCollateralVerifier``: the collateral checks of
 ``attestation.verify`` (root CA and its CRL, TCB Info and QE identity issuer chains, signatures
-and validity, PCK CRL) against Intel's root or the roots the caller trusts.
+and validity, PCK CRL) against Intel's root or the roots the caller trusts. ``verify_quote``
+needs a quote and a cache has none, so the verifier runs those same checks, in the same order
+and on the same ``attestation.certs`` primitives, on the collateral alone; a differential test
+holds the two to the same verdicts.
 
-Deliberately not here: the verification logic itself (``attestation.verify``), HTTP
-(``attestation.pcs``), and checking a quote against the collateral. Nothing here reads the
-clock: ``now`` is always the caller's.
+Deliberately not here: HTTP (``attestation.pcs``) and everything that needs a quote (PCK
+chain, QE report, TCB level matching: ``attestation.verify``). Nothing here reads the clock:
+``now`` is always the caller's.
 """
 
 from __future__ import annotations
