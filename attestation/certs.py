@@ -28,6 +28,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation.errors import CertificateError
 
+# What ``cryptography`` may raise while decoding (often lazily) a malformed certificate or CRL.
+# Only ValueError is documented for loading; a bad version field or a duplicated extension
+# surfaces as these other, non-ValueError exceptions and must not escape as a crash.
+X509_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
 # Upper bound on certificates in one PEM chain: DCAP chains have 2 or 3. A larger bundle is
 # malformed (and would let a sender make us do unbounded signature work).
 MAX_CHAIN_LENGTH = 8
@@ -102,7 +112,7 @@ def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
         raise CertificateError(f"{what} has more than {MAX_CHAIN_LENGTH} certificates")
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except X509_DECODE_ERRORS as exc:
         raise CertificateError(f"{what} is not a valid PEM certificate chain: {exc}") from None
     if not certs:
         raise CertificateError(f"{what} holds no certificate")
@@ -112,7 +122,7 @@ def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
 def load_der_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
     try:
         return x509.load_der_x509_crl(der)
-    except ValueError as exc:
+    except X509_DECODE_ERRORS as exc:
         raise CertificateError(f"{what} is not a valid DER CRL: {exc}") from None
 
 
@@ -132,7 +142,11 @@ def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
 def _check_ca(issuer: x509.Certificate, cas_below: int) -> None:
     """``issuer`` signs ``cas_below`` CA certificates below it (0 when it signs the leaf)."""
     try:
-        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+        extensions = issuer.extensions
+    except X509_DECODE_ERRORS as exc:
+        raise CertificateError(f"extensions of '{describe(issuer)}' are malformed: {exc}") from None
+    try:
+        bc = extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         raise CertificateError(f"issuer '{describe(issuer)}' has no basicConstraints") from None
     if not bc.ca:
@@ -140,7 +154,7 @@ def _check_ca(issuer: x509.Certificate, cas_below: int) -> None:
     if bc.path_length is not None and bc.path_length < cas_below:
         raise CertificateError(f"path length constraint of '{describe(issuer)}' is exceeded")
     try:
-        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        ku = extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
     if not ku.key_cert_sign:
@@ -232,7 +246,11 @@ def revoked_by(
     """
     for crl, what in crls:
         if crl.issuer == cert.issuer:
-            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            try:
+                entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            except X509_DECODE_ERRORS as exc:
+                raise CertificateError(f"{what} has malformed entries: {exc}") from None
+            if entry is not None:
                 return f"'{describe(cert)}' (serial {cert.serial_number:x}) is revoked by {what}"
             return None
     raise CertificateError(

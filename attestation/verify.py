@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from attestation.certs import (
+    X509_DECODE_ERRORS,
     Window,
     describe,
     first_invalid,
@@ -172,10 +173,20 @@ class _PckResult:
     extensions: PckExtensions | None
 
 
+# Everything a check may raise on bad input. A check that raises anything else has a bug, and
+# that is allowed to surface rather than be reported as a verdict.
+_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    _CheckError,
+    AttestationError,
+    InvalidSignature,
+    *X509_DECODE_ERRORS,
+)
+
+
 def _run(fn: Callable[[], _Step]) -> _Step:
     try:
         return fn()
-    except (_CheckError, AttestationError, ValueError, InvalidSignature) as exc:
+    except _INPUT_ERRORS as exc:
         return _Step(error=str(exc) or type(exc).__name__)
 
 
@@ -465,7 +476,7 @@ class _Run:
             return False
         try:
             detail = fn()
-        except (_CheckError, AttestationError, ValueError, InvalidSignature) as exc:
+        except _INPUT_ERRORS as exc:
             self.report.add(name, CheckStatus.FAIL, str(exc) or type(exc).__name__)
             return False
         self.report.add(name, CheckStatus.PASS, detail)

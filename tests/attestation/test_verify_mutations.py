@@ -1002,3 +1002,64 @@ def test_damaged_tcb_info_text_is_refused_or_fails_its_signature(offset: int, ch
     report = verify_quote(_V4.quote, collateral, now=_V4.now)
     if damaged != raw:
         assert _status(report, "tcb_info_signature") is CheckStatus.FAIL
+
+
+def _damage_pem_cert(pem: str, index: int, offset: int, mask: int) -> str:
+    def edit(der: bytes) -> bytes:
+        return _flip(der, offset % len(der), mask)
+
+    return _tamper_pem_cert(pem.encode(), index, edit).decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(
+        ["tcb_info_issuer_chain", "qe_identity_issuer_chain", "pck_crl_issuer_chain"]
+    ),
+    index=st.integers(min_value=0, max_value=1),
+    offset=st.integers(min_value=0, max_value=1000),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_damaged_collateral_certificate_never_escapes(
+    key: str, index: int, offset: int, mask: int
+) -> None:
+    damaged = _damage_pem_cert(_V4.collateral_json[key], index, offset, mask)
+    collateral = Collateral.from_json({**_V4.collateral_json, key: damaged})
+    report = verify_quote(_V4.quote, collateral, now=_V4.now)
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography, on bad names
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["root_ca_crl", "pck_crl"]),
+    offset=st.integers(min_value=0, max_value=4000),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_damaged_crl_never_escapes(key: str, offset: int, mask: int) -> None:
+    der = bytes.fromhex(_V4.collateral_json[key])
+    damaged = _flip(der, offset % len(der), mask).hex()
+    report = verify_quote(
+        _V4.quote, Collateral.from_json({**_V4.collateral_json, key: damaged}), now=_V4.now
+    )
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+    if damaged != _V4.collateral_json[key]:
+        assert not report.ok
+
+
+def test_certificate_with_unknown_version_in_collateral_is_a_failed_check() -> None:
+    # X.509 version field: the first INTEGER inside [0] EXPLICIT of TBSCertificate.
+    pem = _V4.collateral_json["tcb_info_issuer_chain"]
+
+    def bad_version(der: bytes) -> bytes:
+        at = der.index(bytes.fromhex("a003020102"))  # [0] { INTEGER 2 } = v3
+        return der[: at + 4] + b"\x07" + der[at + 5 :]
+
+    damaged = _tamper_pem_cert(pem.encode(), 0, bad_version).decode()
+    report = verify_quote(
+        _V4.quote,
+        Collateral.from_json({**_V4.collateral_json, "tcb_info_issuer_chain": damaged}),
+        now=_V4.now,
+    )
+    _assert_fails(report, "root_ca")
+    assert "not a valid PEM certificate chain" in report.check("root_ca").detail
