@@ -1063,3 +1063,18 @@ def test_certificate_with_unknown_version_in_collateral_is_a_failed_check() -> N
     )
     _assert_fails(report, "root_ca")
     assert "not a valid PEM certificate chain" in report.check("root_ca").detail
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography, on bad names
+@settings(max_examples=200, deadline=None)
+@given(
+    index=st.integers(min_value=0, max_value=1),
+    offset=st.integers(min_value=0, max_value=1500),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_damaged_pck_certificate_in_quote_never_escapes(index: int, offset: int, mask: int) -> None:
+    pem = parse_quote(_V4.quote).signature_data.certification.pck_chain_pem.rstrip(b"\x00")
+    damaged = _tamper_pem_cert(pem, index, lambda der: _flip(der, offset % len(der), mask))
+    report = verify_quote(_V4.quote.replace(pem, damaged), _V4_VERIFIED, now=_V4.now)
+    assert [c.name for c in report.checks] == list(CHECK_NAMES)
+    assert not report.ok
