@@ -300,9 +300,16 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
     # fstat then refuses anything but a regular file, and the read is bounded.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise _NotAnEntryError("not a regular file")
-        data = f.read(limit + 1)
+        if info.st_size > limit:
+            raise _NotAnEntryError(f"larger than {limit} bytes")
+        # Sized by fstat (a read sized by the limit allocates the limit); a file growing under
+        # us is still cut off at the limit.
+        data = f.read(info.st_size + 1)
+        if len(data) > info.st_size:
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise _NotAnEntryError(f"larger than {limit} bytes")
     return data

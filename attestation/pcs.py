@@ -248,12 +248,16 @@ class CollateralFetcher:
             raise ValueError("timeout and max_response_bytes must be positive")
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
+        source = "\n".join((self.base_url, self.root_ca_crl_url, self.update or ""))
+        self._source_id = hashlib.sha256(source.encode()).hexdigest()
 
     @property
     def source_id(self) -> str:
-        """A stable digest of where this fetcher's collateral comes from (for cache keys)."""
-        source = "\n".join((self.base_url, self.root_ca_crl_url, self.update or ""))
-        return hashlib.sha256(source.encode()).hexdigest()
+        """A stable digest of where this fetcher's collateral comes from (for cache keys).
+
+        Computed from the settings given to the constructor, which are not meant to change.
+        """
+        return self._source_id
 
     def __repr__(self) -> str:
         return f"CollateralFetcher(base_url={self.base_url!r}, service={self.service.value!r})"
