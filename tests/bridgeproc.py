@@ -1,0 +1,154 @@
+"""Start ``python -m bridge`` as a real subprocess on 127.0.0.1 for end-to-end tests.
+
+``running_bridge(workdir, ...)`` picks free ports, runs the bridge with the simulated TDX
+provider (platform kept in ``workdir/simulated``), writes the development policy to
+``workdir/policy.toml``, waits until ``GET /healthz`` answers, and yields a
+:class:`BridgeProcess`. On exit it sends SIGTERM and waits (then kills, if it must). The bridge's
+stderr goes to ``workdir/bridge.log``; a start failure raises with that log's tail.
+
+Reused by the SDK's end-to-end tests: keep the interface small and stable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+
+from attestation.policy import Policy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class BridgeProcess:
+    """A running bridge subprocess and where to reach it."""
+
+    url: str  # ws://127.0.0.1:PORT/
+    audience: str  # what ClientHello.aud must name
+    health_url: str
+    metrics_url: str
+    policy_path: Path  # the --dev-policy-out file
+    workdir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def policy(self) -> Policy:
+        """The development policy the bridge wrote."""
+        return Policy.load(self.policy_path)
+
+    @property
+    def root_pem(self) -> bytes:
+        """The simulated root CA the development policy trusts."""
+        roots = self.policy.trusted_roots
+        assert roots is not None
+        assert len(roots) == 1
+        return roots[0].encode("ascii")
+
+    def log_text(self) -> str:
+        """Everything the bridge logged so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait up to ``timeout`` (then SIGKILL); return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def _wait_healthy(bridge: BridgeProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if bridge.process.poll() is not None:
+            raise RuntimeError(
+                f"bridge exited with {bridge.process.returncode}:\n{bridge.log_text()[-4000:]}"
+            )
+        with contextlib.suppress(httpx2.HTTPError):
+            if httpx2.get(bridge.health_url, timeout=1.0, trust_env=False).status_code == 200:
+                return
+        time.sleep(0.05)
+    bridge.terminate()
+    raise RuntimeError(f"bridge not healthy after {timeout}s:\n{bridge.log_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_bridge(
+    workdir: Path,
+    *,
+    upstream: str = "demo",
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 30.0,
+) -> Iterator[BridgeProcess]:
+    """Run a simulated bridge in ``workdir`` in front of ``upstream``; see module docstring.
+
+    ``args`` are extra ``shroud-bridge`` flags; ``env`` extra environment variables.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, metrics_port = free_port(), free_port()
+    policy_path = workdir / "policy.toml"
+    command = [
+        sys.executable,
+        "-m",
+        "bridge",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--metrics-listen",
+        f"127.0.0.1:{metrics_port}",
+        "--quote-provider",
+        "simulated",
+        "--simulated-dir",
+        str(workdir / "simulated"),
+        "--dev-policy-out",
+        str(policy_path),
+        "--upstream",
+        upstream,
+        *args,
+    ]
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("SHROUD_BRIDGE_")
+    } | dict(env or {})
+    environment["PYTHONPATH"] = str(REPO_ROOT)
+    log_path = workdir / "bridge.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    bridge = BridgeProcess(
+        url=f"ws://127.0.0.1:{port}/",
+        audience=f"127.0.0.1:{port}",
+        health_url=f"http://127.0.0.1:{port}/healthz",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        policy_path=policy_path,
+        workdir=workdir,
+        log_path=log_path,
+        process=process,
+    )
+    try:
+        _wait_healthy(bridge, startup_timeout)
+        yield bridge
+    finally:
+        bridge.terminate()

@@ -1,0 +1,159 @@
+"""A scriptable OpenAI-shaped upstream on 127.0.0.1, running in its own thread and event loop.
+
+The request body's ``model`` picks the behaviour, so one server serves a whole test module:
+
+- ``echo``: JSON answer carrying the headers and body the upstream received, with usage;
+- ``stream``: an SSE chat stream (with a usage chunk only if ``stream_options.include_usage``);
+- ``slow``: waits ``SLOW_SECONDS`` before any response header (the bridge should answer 504);
+- ``fail-midstream``: starts an SSE stream, then drops the connection mid-body;
+- ``endless``: streams an event every 50 ms until the client goes away, and records that.
+
+``GET /v1/models`` lists the models. It speaks just enough HTTP/1.1 for the bridge's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from typing import Any
+
+SLOW_SECONDS = 5.0
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+class FakeUpstream:
+    """``with FakeUpstream() as up: up.base_url``; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self.endless_started = threading.Event()
+        self.endless_disconnected = threading.Event()
+        self.requests = 0
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        future.result(timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self._server.wait_closed()
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (ending in /v1)."""
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests += 1
+        if method == "GET" and path == "/v1/models":
+            models = ["echo", "stream", "slow", "fail-midstream", "endless"]
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in models]
+            await _json(writer, 200, {"object": "list", "data": data})
+            return True
+        request: dict[str, Any] = json.loads(body) if body else {}
+        model = request.get("model")
+        if model == "echo":
+            await _json(
+                writer,
+                200,
+                {"received_headers": headers, "received_body": request, "usage": USAGE},
+            )
+            return True
+        if model == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+            await _json(writer, 200, {"usage": USAGE})
+            return True
+        await _start_sse(writer)
+        if model == "stream":
+            for word in ("one", " two", " three"):
+                await _chunk(writer, _event({"choices": [{"delta": {"content": word}}]}))
+            options = request.get("stream_options") or {}
+            if options.get("include_usage"):
+                await _chunk(writer, _event({"choices": [], "usage": USAGE}))
+            await _chunk(writer, b"data: [DONE]\n\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        if model == "fail-midstream":
+            await _chunk(writer, _event({"choices": [{"delta": {"content": "partial"}}]}))
+            await asyncio.sleep(0.1)
+            transport = writer.transport
+            transport.abort()  # no terminating chunk: a truncated body
+            return False
+        if model == "endless":
+            self.endless_started.set()
+            try:
+                while True:
+                    await _chunk(writer, _event({"choices": [{"delta": {"content": "x"}}]}))
+                    await asyncio.sleep(0.05)
+            except (ConnectionError, RuntimeError):
+                self.endless_disconnected.set()
+                return False
+        await _json(writer, 404, {"error": {"message": "unknown model", "type": "x"}})
+        return True
+
+
+def _event(document: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(document).encode() + b"\n\n"
+
+
+async def _json(writer: asyncio.StreamWriter, status: int, document: dict[str, Any]) -> None:
+    payload = json.dumps(document).encode()
+    writer.write(
+        f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\nx-upstream: fake\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
+
+
+async def _start_sse(writer: asyncio.StreamWriter) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    await writer.drain()
+
+
+async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if writer.is_closing():
+        raise ConnectionError("client went away")
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+    await writer.drain()
