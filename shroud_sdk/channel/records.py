@@ -126,6 +126,8 @@ class RecordOpener(_Direction):
         if not RECORD_HEADER_LEN + AEAD_TAG_LEN <= len(message) <= MAX_RECORD_LEN:
             raise ProtocolError("record-size", f"record of {len(message)} bytes out of bounds")
         version, record_type, meta_len, stream_id = RECORD_HEADER.unpack_from(message)
+        if meta_len > MAX_METADATA_LEN:
+            raise ProtocolError("record-size", f"metadata length {meta_len} exceeds the limit")
         body_start = RECORD_HEADER_LEN + meta_len
         if len(message) - body_start < AEAD_TAG_LEN:
             raise ProtocolError("record-size", "metadata length runs past the record")

@@ -449,3 +449,12 @@ def test_metadata_on_bridge_headers_is_rejected() -> None:
     with pytest.raises(ProtocolError) as info:
         client.receive_data(bridge._sealer.seal(RecordType.HEADERS, sid, content, b"\xa0"))
     assert info.value.check == "metadata"
+
+
+def test_oversized_metadata_length_is_rejected_before_decryption() -> None:
+    wire = RecordSealer(KEY, IV, DIRECTION_C2B, Limits()).seal(RecordType.DATA, 1, b"x")
+    forged = wire[:2] + struct.pack(">H", 1025) + wire[4:8] + bytes(1025) + wire[8:]
+    with pytest.raises(ProtocolError) as info:
+        RecordOpener(KEY, IV, DIRECTION_C2B, Limits()).open(forged)
+    assert info.value.check == "record-size"
+    assert "metadata length" in str(info.value)
