@@ -2,7 +2,8 @@
 
 A ``CollateralFetcher`` makes the four requests a TDX quote needs (TDX TCB Info for the
 platform's FMSPC, the TDX QE identity, the PCK CRL of the quote's PCK CA, the root CA CRL) and
-assembles their answers into the QuoteCollateralV3 JSON shape of ``attestation.collateral``.
+assembles their answers into a ``Collateral`` (``attestation.collateral``), with ``httpx2``:
+``fetch`` blocks, ``fetch_async`` is the same for asyncio callers.
 
 What it checks: that each response is what it claims to be in form (status 200, bounded size,
 well-formed JSON with no duplicate members, parsable certificate chains and CRLs, a 64-byte
@@ -26,8 +27,6 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -267,14 +266,54 @@ class CollateralFetcher:
 
         The result is *unverified*: pass it to verification before trusting any of it.
         """
+        fmspc_hex, ca, urls = self._plan(fmspc, ca_type)
+        with httpx2.Client(**self._client_settings()) as client:
+            responses = [self._get(client, url) for url in urls]
+        return self._assemble(fmspc_hex, ca, *responses)
+
+    async def fetch_async(self, fmspc: bytes | str, ca_type: CaType | str) -> Collateral:
+        """``fetch`` for asyncio callers: the same requests, limits and checks."""
+        fmspc_hex, ca, urls = self._plan(fmspc, ca_type)
+        async with httpx2.AsyncClient(**self._client_settings()) as client:
+            responses = [await self._get_async(client, url) for url in urls]
+        return self._assemble(fmspc_hex, ca, *responses)
+
+    def fetch_for_quote(self, quote: Quote) -> Collateral:
+        """``fetch`` for the FMSPC and PCK CA type named by the quote's PCK chain."""
+        fmspc, ca_type = collateral_request_for_quote(quote)
+        return self.fetch(fmspc, ca_type)
+
+    # --- What to ask, and what the answers make ---
+
+    def _plan(
+        self, fmspc: bytes | str, ca_type: CaType | str
+    ) -> tuple[str, CaType, tuple[str, str, str, str]]:
         fmspc_hex = normalize_fmspc(fmspc)
         ca = CaType(ca_type)
-        with self._client() as client:
-            pck_crl_resp = self._get(client, self._url(_PATH_PCK_CRL, ca=ca.value, encoding="der"))
-            tcb_resp = self._get(client, self._url(_PATH_TDX_TCB, fmspc=fmspc_hex, **self._upd()))
-            qe_resp = self._get(client, self._url(_PATH_TDX_QE_IDENTITY, **self._upd()))
-            root_resp = self._get(client, self.root_ca_crl_url)
+        update = {"update": self.update} if self.update else {}
+        urls = (
+            self._url(_PATH_PCK_CRL, ca=ca.value, encoding="der"),
+            self._url(_PATH_TDX_TCB, fmspc=fmspc_hex, **update),
+            self._url(_PATH_TDX_QE_IDENTITY, **update),
+            self.root_ca_crl_url,
+        )
+        return fmspc_hex, ca, urls
 
+    def _url(self, path: str, **query: str) -> str:
+        url = self.base_url + path
+        if query:
+            url += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+        return url
+
+    def _assemble(
+        self,
+        fmspc_hex: str,
+        ca: CaType,
+        pck_crl_resp: _Response,
+        tcb_resp: _Response,
+        qe_resp: _Response,
+        root_resp: _Response,
+    ) -> Collateral:
         tcb_info, tcb_sig = _signed_member(tcb_resp, "tcbInfo")
         qe_identity, qe_sig = _signed_member(qe_resp, "enclaveIdentity")
         fields = {
@@ -297,87 +336,87 @@ class CollateralFetcher:
             ) from exc
         return collateral
 
-    def fetch_for_quote(self, quote: Quote) -> Collateral:
-        """``fetch`` for the FMSPC and PCK CA type named by the quote's PCK chain."""
-        fmspc, ca_type = collateral_request_for_quote(quote)
-        return self.fetch(fmspc, ca_type)
-
     # --- HTTP ---
 
-    def _upd(self) -> dict[str, str]:
-        return {"update": self.update} if self.update else {}
-
-    def _url(self, path: str, **query: str) -> str:
-        url = self.base_url + path
-        if query:
-            url += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
-        return url
-
-    @contextmanager
-    def _client(self) -> Iterator[httpx2.Client]:
+    def _client_settings(self) -> dict[str, Any]:
         # verify=True (the default) is spelled out: TLS is checked against the system trust
         # store and there is no parameter to weaken it.
-        with httpx2.Client(
-            verify=True,
-            timeout=httpx2.Timeout(self.timeout),
-            follow_redirects=False,
-            headers={"Accept-Encoding": "identity"},
-        ) as client:
-            yield client
+        return {
+            "verify": True,
+            "timeout": httpx2.Timeout(self.timeout),
+            "follow_redirects": False,
+            "headers": {"Accept-Encoding": "identity"},
+        }
 
     def _get(self, client: httpx2.Client, url: str) -> _Response:
-        # httpx's timeouts bound each network wait; this bounds the whole exchange, so a
-        # server dripping one byte per read timeout cannot hold us for hours.
-        deadline = time.monotonic() + self.timeout
+        body = _BoundedBody(url, self.max_response_bytes, self.timeout)
         try:
             with client.stream("GET", url) as response:
-                if response.status_code != httpx2.codes.OK:
-                    raise CollateralFetchError(
-                        f"GET {url} failed: HTTP {response.status_code}"
-                        f"{_pcs_error_detail(response.headers)}",
-                        url=url,
-                        status=response.status_code,
-                    )
-                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-                if encoding != "identity":
-                    # We asked for identity; a compressed body could expand past the size cap.
-                    raise CollateralFetchError(
-                        f"GET {url}: unrequested Content-Encoding {encoding!r}",
-                        url=url,
-                        status=response.status_code,
-                    )
-                body = self._read_bounded(response, url, deadline)
-                return _Response(url=url, headers=response.headers, body=body)
+                body.check_head(response)
+                for chunk in response.iter_raw():
+                    body.add(chunk)
+                return _Response(url=url, headers=response.headers, body=body.data())
         except httpx2.HTTPError as exc:
-            raise CollateralFetchError(
-                f"GET {url} failed: {type(exc).__name__}: {exc}", url=url
-            ) from exc
+            raise _transport_error(url, exc) from exc
 
-    def _read_bounded(self, response: httpx2.Response, url: str, deadline: float) -> bytes:
-        limit = self.max_response_bytes
-        declared = response.headers.get("Content-Length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            raise CollateralFetchError(
-                f"GET {url}: response too large (Content-Length {declared!r}, limit {limit})",
-                url=url,
-                status=response.status_code,
+    async def _get_async(self, client: httpx2.AsyncClient, url: str) -> _Response:
+        body = _BoundedBody(url, self.max_response_bytes, self.timeout)
+        try:
+            async with client.stream("GET", url) as response:
+                body.check_head(response)
+                async for chunk in response.aiter_raw():
+                    body.add(chunk)
+                return _Response(url=url, headers=response.headers, body=body.data())
+        except httpx2.HTTPError as exc:
+            raise _transport_error(url, exc) from exc
+
+
+def _transport_error(url: str, exc: httpx2.HTTPError) -> CollateralFetchError:
+    return CollateralFetchError(f"GET {url} failed: {type(exc).__name__}: {exc}", url=url)
+
+
+class _BoundedBody:
+    """One response's status and headers checked, and its body collected within the limits."""
+
+    def __init__(self, url: str, limit: int, timeout: float) -> None:
+        self.url = url
+        self.limit = limit
+        self.timeout = timeout
+        # httpx's timeouts bound each network wait; this bounds the whole exchange, so a
+        # server dripping one byte per read timeout cannot hold us for hours.
+        self.deadline = time.monotonic() + timeout
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def _error(self, what: str, status: int | None) -> CollateralFetchError:
+        return CollateralFetchError(f"GET {self.url}{what}", url=self.url, status=status)
+
+    def check_head(self, response: httpx2.Response) -> None:
+        status = response.status_code
+        if status != httpx2.codes.OK:
+            raise self._error(
+                f" failed: HTTP {status}{_pcs_error_detail(response.headers)}", status
             )
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_raw():
-            size += len(chunk)
-            if size > limit:
-                raise CollateralFetchError(
-                    f"GET {url}: response exceeds {limit} bytes", url=url, status=200
-                )
-            if time.monotonic() > deadline:
-                raise CollateralFetchError(
-                    f"GET {url}: response not complete within {self.timeout} s",
-                    url=url,
-                    status=200,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # We asked for identity; a compressed body could expand past the size limit.
+            raise self._error(f": unrequested Content-Encoding {encoding!r}", status)
+        declared = response.headers.get("Content-Length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            raise self._error(
+                f": response too large (Content-Length {declared!r}, limit {self.limit})", status
+            )
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise self._error(f": response exceeds {self.limit} bytes", httpx2.codes.OK)
+        if time.monotonic() > self.deadline:
+            raise self._error(f": response not complete within {self.timeout} s", httpx2.codes.OK)
+        self.chunks.append(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 # --- Response decoding ---

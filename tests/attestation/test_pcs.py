@@ -403,3 +403,56 @@ def test_chain_without_a_pck_ca_has_no_ca_type() -> None:
 def test_fetch_errors_are_attestation_errors() -> None:
     # Callers catch AttestationError; nothing else may escape a fetch.
     assert issubclass(CollateralFetchError, AttestationError)
+
+
+# --- The asyncio variant: same requests, same limits, same checks ------------------------------
+
+
+@pytest.mark.parametrize("case", RECORDED_CASES)
+async def test_fetch_async_reproduces_the_vector_collateral(pcs: RecordedPcs, case: str) -> None:
+    pcs.case = case
+    collateral = await pcs_fetcher(pcs).fetch_async(pcs.fmspc(), CaType.PLATFORM)
+    assert collateral.to_json() == tdx_case(case).collateral_json
+    assert pcs.requests == [
+        PATH_PCK_CRL + "?ca=platform&encoding=der",
+        PATH_TCB + f"?fmspc={pcs.fmspc()}",
+        PATH_QE_IDENTITY,
+        PATH_ROOT_CA_CRL_DER,
+    ]
+
+
+async def test_fetch_async_error_status_names_url_and_status(pcs: RecordedPcs) -> None:
+    pcs.overrides[PATH_QE_IDENTITY] = Reply(500)
+    with pytest.raises(CollateralFetchError, match="HTTP 500") as info:
+        await pcs_fetcher(pcs).fetch_async(pcs.fmspc(), CaType.PLATFORM)
+    assert info.value.status == 500
+    assert info.value.url is not None
+    assert PATH_QE_IDENTITY in info.value.url
+
+
+async def test_fetch_async_cuts_off_oversized_response(pcs: RecordedPcs) -> None:
+    pcs.overrides[PATH_PCK_CRL] = Reply(
+        body=b"0" * 300_000, headers=pcs.recorded_headers("pckcrl"), content_length=False
+    )
+    with pytest.raises(CollateralFetchError, match="exceeds 65536 bytes"):
+        await pcs_fetcher(pcs, max_response_bytes=65_536).fetch_async(pcs.fmspc(), CaType.PLATFORM)
+
+
+async def test_fetch_async_cuts_off_a_dripping_server_at_the_deadline(pcs: RecordedPcs) -> None:
+    pcs.overrides[PATH_TCB] = Reply(
+        body=tcb_body(pcs)[:100], headers=pcs.recorded_headers("tcb"), drip=0.02
+    )
+    fetcher = CollateralFetcher(
+        pcs.url, service="pcs", root_ca_crl_url=pcs.root_ca_crl_url, timeout=0.5
+    )
+    with pytest.raises(CollateralFetchError, match=r"not complete within 0\.5 s"):
+        await fetcher.fetch_async(pcs.fmspc(), CaType.PLATFORM)
+
+
+async def test_fetch_async_refuses_tcb_info_for_another_fmspc(pcs: RecordedPcs) -> None:
+    pcs.case = "v5-uptodate"
+    other, other_headers = tcb_body(pcs), pcs.recorded_headers("tcb")
+    pcs.case = "v4-uptodate"
+    pcs.overrides[PATH_TCB] = Reply(body=other, headers=other_headers)
+    with pytest.raises(CollateralFetchError, match="FMSPC 90C06F000000"):
+        await pcs_fetcher(pcs).fetch_async(pcs.fmspc(), CaType.PLATFORM)
