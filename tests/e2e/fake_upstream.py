@@ -33,6 +33,7 @@ class FakeUpstream:
         self.endless_started = threading.Event()
         self.endless_disconnected = threading.Event()
         self.requests = 0
+        self._connections: set[asyncio.Task[None]] = set()
 
     def __enter__(self) -> FakeUpstream:
         self._thread.start()
@@ -52,6 +53,9 @@ class FakeUpstream:
     async def _stop(self) -> None:
         assert self._server is not None
         self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 await self._server.wait_closed()
@@ -64,12 +68,16 @@ class FakeUpstream:
         return f"http://127.0.0.1:{port}/v1"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             while await self._one(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._connections.discard(task)
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
