@@ -372,6 +372,9 @@ class CollateralCache:
         Raises ``CollateralFetchError`` when fetching fails, and whatever ``verify_fn`` raises
         when freshly fetched collateral is rejected (nothing is stored then).
         """
+        if isinstance(now, bool) or not isinstance(now, int):
+            # As in verify_quote: a float from time.time() or a datetime is a caller's slip.
+            raise TypeError(f"now must be an int (UNIX seconds), not {type(now).__name__}")
         fmspc_hex = normalize_fmspc(fmspc)
         ca = CaType(ca_type)
         path = self.path_for(fmspc_hex, ca)

@@ -432,6 +432,12 @@ def test_verifier_returning_a_verdict_instead_of_raising_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("now", [float(NOW), True, str(NOW)])
+def test_now_that_is_not_int_seconds_is_refused(cache: CollateralCache, now: object) -> None:
+    with pytest.raises(TypeError, match="now must be an int"):
+        cache.get(FMSPC, CaType.PLATFORM, now)  # type: ignore[arg-type]
+
+
 # --- Files ---------------------------------------------------------------------------------------
 
 
