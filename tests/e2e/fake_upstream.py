@@ -6,6 +6,7 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``stream``: an SSE chat stream (with a usage chunk only if ``stream_options.include_usage``);
 - ``slow``: waits ``SLOW_SECONDS`` before any response header (the bridge should answer 504);
 - ``fail-midstream``: starts an SSE stream, then drops the connection mid-body;
+- ``slow-stream``: ten SSE events 100 ms apart, then ``[DONE]`` (an in-flight stream);
 - ``endless``: streams an event every 50 ms until the client goes away, and records that.
 
 ``GET /v1/models`` lists the models. It speaks just enough HTTP/1.1 for the bridge's client.
@@ -92,7 +93,7 @@ class FakeUpstream:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests += 1
         if method == "GET" and path == "/v1/models":
-            models = ["echo", "stream", "slow", "fail-midstream", "endless"]
+            models = ["echo", "stream", "slow", "slow-stream", "fail-midstream", "endless"]
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in models]
             await _json(writer, 200, {"object": "list", "data": data})
             return True
@@ -116,6 +117,14 @@ class FakeUpstream:
             options = request.get("stream_options") or {}
             if options.get("include_usage"):
                 await _chunk(writer, _event({"choices": [], "usage": USAGE}))
+            await _chunk(writer, b"data: [DONE]\n\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        if model == "slow-stream":
+            for i in range(10):
+                await asyncio.sleep(0.1)
+                await _chunk(writer, _event({"choices": [{"delta": {"content": f"{i} "}}]}))
             await _chunk(writer, b"data: [DONE]\n\n")
             writer.write(b"0\r\n\r\n")
             await writer.drain()
