@@ -132,6 +132,7 @@ class OpenAI(openai.OpenAI):
             http_client = _AttestedClient(transport, timeout_value)
         key = _api_key(api_key)
         kwargs.pop("base_url", None)  # always the bridge's
+        kwargs.pop("_enforce_credentials", None)  # a bridge may accept no key at all
         super().__init__(
             api_key=key,
             base_url=transport.base_url,
@@ -212,7 +213,8 @@ class AsyncOpenAI(openai.AsyncOpenAI):
                 raise ConfigurationError(str(exc)) from None
             timeout_value = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
             http_client = _AsyncAttestedClient(transport, timeout_value)
-        kwargs.pop("base_url", None)
+        kwargs.pop("base_url", None)  # always the bridge's
+        kwargs.pop("_enforce_credentials", None)  # a bridge may accept no key at all
         super().__init__(
             api_key=_api_key(api_key),
             base_url=transport.base_url,

@@ -187,6 +187,16 @@ def _disclosed_values(body: bytes, disclose: Iterable[str]) -> dict[str, object]
     return values
 
 
+def _ends_event_stream(chunk: bytes) -> bool:
+    """Whether ``chunk`` ends with OpenAI's SSE terminator ``data: [DONE]``.
+
+    SSE clients stop reading at that event and close the response, so the record after it,
+    the authenticated END (and its signed usage), would go unread: a truncation just before
+    END would pass unnoticed. The transport therefore holds such a chunk back until END.
+    """
+    return chunk.rstrip(b"\r\n").endswith(b"data: [DONE]")
+
+
 def _timeouts(extensions: Mapping[str, Any]) -> tuple[float | None, float | None]:
     timeout = extensions.get("timeout") or {}
     return timeout.get("connect"), timeout.get("read")
@@ -265,6 +275,7 @@ class _SyncCore:
     def body(
         self, request: Any, stream: AsyncStream, read_timeout: float | None, extensions: Any
     ) -> Iterator[bytes]:
+        held: bytes | None = None
         while True:
             try:
                 chunk = self.session.run(stream.receive_data(read_timeout))
@@ -274,7 +285,15 @@ class _SyncCore:
                 if stream.usage is not None:
                     self.last_usage = stream.usage.usage
                     extensions[USAGE_EXTENSION] = stream.usage.usage
+                if held is not None:
+                    yield held
                 return
+            if held is not None:
+                yield held
+                held = None
+            if _ends_event_stream(chunk):
+                held = chunk  # delivered only once the authenticated END has arrived
+                continue
             yield chunk
 
     def close_stream(self, stream: AsyncStream) -> None:
@@ -486,6 +505,7 @@ class _AsyncTransportMixin:
         extensions: dict[str, Any] = {ATTESTATION_EXTENSION: stream.report}
 
         async def chunks() -> AsyncIterator[bytes]:
+            held: bytes | None = None
             while True:
                 try:
                     chunk = await stream.receive_data(read_timeout)
@@ -495,7 +515,15 @@ class _AsyncTransportMixin:
                     if stream.usage is not None:
                         self._last_usage = stream.usage.usage
                         extensions[USAGE_EXTENSION] = stream.usage.usage
+                    if held is not None:
+                        yield held
                     return
+                if held is not None:
+                    yield held
+                    held = None
+                if _ends_event_stream(chunk):
+                    held = chunk  # delivered only once the authenticated END has arrived
+                    continue
                 yield chunk
 
         return response_cls(

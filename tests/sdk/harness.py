@@ -1,0 +1,143 @@
+"""The real ``BridgeServer`` on a private event-loop thread, with injectable quote providers.
+
+End-to-end tests of normal operation use a bridge subprocess (``tests.bridgeproc``). Attack
+scenarios need a bridge whose quote provider misbehaves (replays an old quote, quotes another
+REPORTDATA, runs a debug TD), which only an in-process bridge can be given; it is still the
+production server, session and evidence code, on real sockets on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from attestation.policy import Policy
+from attestation.simulated import DEFAULT_TD_ATTRIBUTES, Measurements, SimulatedTd, SimulatedTdx
+from bridge.config import parse_args
+from bridge.providers.simulated import SimulatedQuoteProvider
+from bridge.server import BridgeServer
+
+_T = TypeVar("_T")
+
+AUDIENCE = "shroud-sdk-tests"
+# A debuggable TD: the simulator's sane attributes with DEBUG (bit 0) set.
+DEBUG_TD_ATTRIBUTES = bytes([DEFAULT_TD_ATTRIBUTES[0] | 0x01]) + DEFAULT_TD_ATTRIBUTES[1:]
+
+
+def platform(seed: bytes = b"sdk-tests") -> SimulatedTdx:
+    """A deterministic simulated platform valid now."""
+    return SimulatedTdx.generate(seed, now=int(time.time()))
+
+
+class ReplayingProvider(SimulatedQuoteProvider):
+    """Answers every handshake after the first with the first handshake's quote."""
+
+    def __init__(self, td: SimulatedTd) -> None:
+        super().__init__(td)
+        self.first: bytes | None = None
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        if self.first is None:
+            self.first = super().get_quote(report_data)
+        return self.first
+
+
+class OtherSessionProvider(SimulatedQuoteProvider):
+    """Quotes REPORTDATA that belongs to some other handshake (one bit differs)."""
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        other = bytes([report_data[0] ^ 0x01]) + report_data[1:]
+        return self._td.quote(other)
+
+
+class ThreadBridge:
+    """A started ``BridgeServer`` on its own loop thread; ``url``, ``policy``, ``restart()``."""
+
+    def __init__(self, provider: SimulatedQuoteProvider, workdir: Path, args: Sequence[str]):
+        self.provider = provider
+        self.workdir = workdir
+        self.args = tuple(args)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server: BridgeServer | None = None
+        self.port = 0
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.workdir / "policy.toml"
+
+    @property
+    def policy(self) -> Policy:
+        """The development policy this bridge wrote for itself."""
+        return Policy.load(self.policy_path)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        config = parse_args(
+            [
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--audience",
+                AUDIENCE,
+                "--upstream",
+                "demo",
+                "--quote-provider",
+                "simulated",
+                "--collateral",
+                "simulated",
+                "--metrics-listen",
+                "off",
+                "--dev-policy-out",
+                str(self.policy_path),
+                "--shutdown-grace",
+                "0.5",
+                *self.args,
+            ],
+            {},
+        )
+        self.server = BridgeServer(config, quote_provider=self.provider)
+        self._run(self.server.start())
+        self.port = self.server.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self._run(self.server.shutdown(grace=0.5))
+            self.server = None
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+@contextmanager
+def thread_bridge(
+    workdir: Path,
+    *,
+    provider_cls: type[SimulatedQuoteProvider] = SimulatedQuoteProvider,
+    measurements: Measurements | None = None,
+    seed: bytes = b"sdk-tests",
+    args: Sequence[str] = (),
+) -> Iterator[ThreadBridge]:
+    """A running in-process bridge over a simulated TD; stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    provider = provider_cls(platform(seed).td(measurements))
+    bridge = ThreadBridge(provider, workdir, args)
+    try:
+        bridge.start()
+        yield bridge
+    finally:
+        bridge.close()
