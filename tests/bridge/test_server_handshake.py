@@ -1,0 +1,187 @@
+"""The bridge server in-process on 127.0.0.1 with an instrumented simulated quote provider:
+the concurrent-handshake cap, and the "no oracle" rule (only the core's REPORTDATA is quoted)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from attestation.simulated import SimulatedTdx
+from bridge.config import parse_args
+from bridge.evidence import BridgeEvidence
+from bridge.providers.simulated import SimulatedQuoteProvider
+from bridge.server import BridgeServer
+from shroud_sdk.channel.constants import PROTOCOL_VERSION, Suite
+from shroud_sdk.channel.handshake import ClientHello
+from tests.e2e.client import ChannelClient
+
+AUDIENCE = "bridge.test.local"
+CAP = 2
+
+
+class InstrumentedProvider(SimulatedQuoteProvider):
+    """A simulated provider that records every REPORTDATA and can be slow."""
+
+    def __init__(self, delay: float) -> None:
+        platform = SimulatedTdx.generate(b"server handshake tests", now=int(time.time()))
+        super().__init__(platform.td())
+        self.delay = delay
+        self.requests: list[bytes] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def get_quote(self, report_data: bytes) -> bytes:
+        with self._lock:
+            self.requests.append(report_data)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            time.sleep(self.delay)
+            return super().get_quote(report_data)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+async def _server(provider: InstrumentedProvider) -> BridgeServer:
+    config = parse_args(
+        [
+            "--quote-provider",
+            "simulated",
+            "--listen",
+            "127.0.0.1:0",
+            "--audience",
+            AUDIENCE,
+            "--metrics-listen",
+            "off",
+            "--max-concurrent-handshakes",
+            str(CAP),
+        ],
+        environ={},
+    )
+    server = BridgeServer(config, quote_provider=provider)
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def slow() -> AsyncIterator[tuple[BridgeServer, InstrumentedProvider]]:
+    provider = InstrumentedProvider(delay=0.5)
+    server = await _server(provider)
+    yield server, provider
+    await server.shutdown(grace=1)
+
+
+@pytest.fixture
+async def fast() -> AsyncIterator[tuple[BridgeServer, InstrumentedProvider]]:
+    provider = InstrumentedProvider(delay=0.0)
+    server = await _server(provider)
+    yield server, provider
+    await server.shutdown(grace=1)
+
+
+async def test_handshake_flood_is_bounded_by_the_cap(
+    slow: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, provider = slow
+    root = provider.platform.root_pem
+
+    async def attempt() -> ChannelClient | int:
+        try:
+            return await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else -1
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(8)))
+    clients = [o for o in outcomes if isinstance(o, ChannelClient)]
+    refused = [o for o in outcomes if isinstance(o, int)]
+    try:
+        assert len(clients) == CAP
+        assert refused == [1013] * (8 - CAP)  # "try again later", not a hang
+        assert provider.max_in_flight <= CAP
+        assert len(provider.requests) == CAP  # refused clients never cost a quote
+    finally:
+        for client in clients:
+            await client.close()
+    # Once the flood is over, the slots are free again.
+    again = await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+    await again.close()
+
+
+async def test_provider_quotes_only_reportdata_the_core_computed(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, provider = fast
+    chosen = bytes(range(64))
+    # A hostile ClientHello carrying the bytes it would like quoted, in every field it controls.
+    hello = ClientHello(
+        version=PROTOCOL_VERSION,
+        suites=(Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM,),
+        nonce=chosen[:32],
+        kx=ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint),
+        audience=AUDIENCE,
+        disclose=(),
+    )
+    async with connect(server.url, compression=None) as ws:
+        await ws.send(hello.encode())
+        bridge_hello = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(bridge_hello, bytes)
+    honest = await ChannelClient.connect(
+        server.url, audience=AUDIENCE, root_pem=provider.platform.root_pem
+    )
+    await honest.close()
+    assert len(provider.requests) == 2  # the hostile hello was quoted, but not as it chose
+    for report_data in provider.requests:
+        assert report_data != chosen
+        assert chosen[:32] not in report_data
+    verifier_saw = honest.conn._config.verifier.report_data_seen  # type: ignore[attr-defined]
+    assert provider.requests[-1] == verifier_saw[-1]
+
+
+async def test_only_the_evidence_provider_holds_the_quote_provider(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, _ = fast
+    holders = [
+        name for name, value in vars(server).items() if isinstance(value, SimulatedQuoteProvider)
+    ]
+    context = server._context
+    holders += [
+        f"context.{name}"
+        for name, value in vars(context).items()
+        if isinstance(value, SimulatedQuoteProvider)
+    ]
+    assert holders == []
+    assert isinstance(context.channel.evidence_provider, BridgeEvidence)
+    assert not any(
+        isinstance(getattr(context.channel.evidence_provider, name), SimulatedQuoteProvider)
+        for name in dir(context.channel.evidence_provider)
+        if not name.startswith("_BridgeEvidence__") and not name.startswith("__")
+    )
+
+
+async def test_text_frame_after_handshake_closes_the_connection(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, provider = fast
+    client = await ChannelClient.connect(
+        server.url, audience=AUDIENCE, root_pem=provider.platform.root_pem
+    )
+    try:
+        await client.ws.send("not binary")
+        async with asyncio.timeout(10):
+            await client.connection_done.wait()
+        assert client.ws.close_code == 1003
+    finally:
+        await client.close()
