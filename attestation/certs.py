@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation.errors import CertificateError
@@ -33,10 +33,13 @@ from attestation.errors import CertificateError
 # surfaces as these other, non-ValueError exceptions and must not escape as a crash.
 X509_DECODE_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
+    UnsupportedAlgorithm,  # e.g. a damaged public key algorithm or curve parameter
     x509.InvalidVersion,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
 )
+
+_DECODE_OR_TYPE_ERRORS: tuple[type[Exception], ...] = (*X509_DECODE_ERRORS, TypeError)
 
 # Upper bound on certificates in one PEM chain: DCAP chains have 2 or 3. A larger bundle is
 # malformed (and would let a sender make us do unbounded signature work).
@@ -105,6 +108,30 @@ def crl_window(crl: x509.CertificateRevocationList, what: str) -> Window:
     )
 
 
+def check_decodable(cert: x509.Certificate, what: str) -> None:
+    """Decode every field this module reads, once, so a malformed one is a CertificateError.
+
+    ``cryptography`` decodes names, extensions and keys lazily and, for some malformed
+    encodings, raises TypeError or UnsupportedAlgorithm on first access instead of failing at
+    load; touching them here keeps that out of the checks that use them.
+    """
+    try:
+        _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
+        _ = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except _DECODE_OR_TYPE_ERRORS as exc:
+        raise CertificateError(f"{what}: a certificate is malformed: {exc}") from None
+
+
+def _check_crl_decodable(crl: x509.CertificateRevocationList, what: str) -> None:
+    try:
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc)
+        for entry in crl:
+            _ = entry.serial_number
+    except _DECODE_OR_TYPE_ERRORS as exc:
+        raise CertificateError(f"{what} is malformed: {exc}") from None
+
+
 def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
     """Parse a PEM bundle (leaf first). CertificateError if empty, malformed or oversized."""
     data = pem.encode() if isinstance(pem, str) else pem
@@ -116,14 +143,18 @@ def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
         raise CertificateError(f"{what} is not a valid PEM certificate chain: {exc}") from None
     if not certs:
         raise CertificateError(f"{what} holds no certificate")
+    for cert in certs:
+        check_decodable(cert, what)
     return certs
 
 
 def load_der_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
     try:
-        return x509.load_der_x509_crl(der)
+        crl = x509.load_der_x509_crl(der)
     except X509_DECODE_ERRORS as exc:
         raise CertificateError(f"{what} is not a valid DER CRL: {exc}") from None
+    _check_crl_decodable(crl, what)
+    return crl
 
 
 def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -133,7 +164,7 @@ def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
         raise CertificateError(
             f"signature of '{describe(cert)}' does not verify with the key of '{describe(issuer)}'"
         ) from None
-    except (ValueError, TypeError) as exc:
+    except _DECODE_OR_TYPE_ERRORS as exc:
         raise CertificateError(
             f"'{describe(cert)}' is not issued by '{describe(issuer)}': {exc}"
         ) from None
@@ -173,6 +204,8 @@ def select_root(
     A self-issued last certificate must be byte-identical to a trusted root; a look-alike
     with Intel's name but another key is exactly the attack this check stops.
     """
+    for cert in (*chain, *roots):
+        check_decodable(cert, "certificate chain or trusted root")
     last = chain[-1]
     if last.subject == last.issuer:
         for root in roots:
@@ -204,6 +237,8 @@ def verify_chain(
         raise CertificateError("empty certificate chain")
     if len(chain) > MAX_CHAIN_LENGTH:
         raise CertificateError(f"chain has more than {MAX_CHAIN_LENGTH} certificates")
+    for cert in (*chain, root):
+        check_decodable(cert, "certificate chain")
     path = list(chain)
     if _same_cert(path[-1], root):
         pass
@@ -229,7 +264,7 @@ def verify_crl_signature(
         )
     try:
         valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except TypeError as exc:
+    except _DECODE_OR_TYPE_ERRORS as exc:
         raise CertificateError(f"{what}: unsupported issuer key: {exc}") from None
     if not valid:
         raise CertificateError(f"{what} signature does not verify with '{describe(issuer)}'")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from attestation.certs import (
@@ -1011,6 +1011,7 @@ def _damage_pem_cert(pem: str, index: int, offset: int, mask: int) -> str:
     return _tamper_pem_cert(pem.encode(), index, edit).decode()
 
 
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography, on bad names
 @settings(max_examples=200, deadline=None)
 @given(
     key=st.sampled_from(
@@ -1036,6 +1037,8 @@ def test_damaged_collateral_certificate_never_escapes(
     offset=st.integers(min_value=0, max_value=4000),
     mask=st.integers(min_value=1, max_value=255),
 )
+# Found by this test: a damaged name in a CRL made cryptography raise TypeError on access.
+@example(key="root_ca_crl", offset=2447, mask=15)
 def test_damaged_crl_never_escapes(key: str, offset: int, mask: int) -> None:
     der = bytes.fromhex(_V4.collateral_json[key])
     damaged = _flip(der, offset % len(der), mask).hex()
@@ -1066,12 +1069,15 @@ def test_certificate_with_unknown_version_in_collateral_is_a_failed_check() -> N
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography, on bad names
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")  # cryptography, on bad serials
 @settings(max_examples=200, deadline=None)
 @given(
     index=st.integers(min_value=0, max_value=1),
     offset=st.integers(min_value=0, max_value=1500),
     mask=st.integers(min_value=1, max_value=255),
 )
+# Found by this test: a damaged curve OID made cryptography raise UnsupportedAlgorithm.
+@example(index=1, offset=306, mask=1)
 def test_damaged_pck_certificate_in_quote_never_escapes(index: int, offset: int, mask: int) -> None:
     pem = parse_quote(_V4.quote).signature_data.certification.pck_chain_pem.rstrip(b"\x00")
     damaged = _tamper_pem_cert(pem, index, lambda der: _flip(der, offset % len(der), mask))
