@@ -408,3 +408,18 @@ def test_response_flow_events() -> None:
     ]
     assert client._streams.streams == {}
     assert bridge._streams.streams == {}
+
+
+def test_crossing_resets_are_tolerated_on_both_sides() -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("POST", CHAT, [], disclosed={})
+    deliver(client, bridge)
+    client.reset_stream(sid, 0, "cancelled")
+    bridge.reset_stream(sid, 2, "upstream failed")
+    assert deliver(client, bridge) == []  # the bridge had already reset it
+    assert deliver(bridge, client) == []
+    assert client.state is bridge.state
+    # The ids stay used: a new request gets a fresh id and works.
+    new = client.send_request("GET", "/v1/models", [], disclosed={})
+    assert new == sid + 1
+    assert [type(e) for e in deliver(client, bridge)] == [RequestReceived]
