@@ -1,0 +1,249 @@
+"""The bridge's per-request decisions, without sockets: API keys, disclosed metadata against
+the body, token caps, usage metering over SSE and JSON, upstream URL and header hygiene, and
+the OpenAI shape of the bridge's own errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge import errors
+from bridge.session import PreparedBody, UsageMeter, authorized, prepare_body, usage_from
+from bridge.upstream import forward_request_headers, forward_response_headers, upstream_url
+from shroud_sdk.channel.usage import Usage
+
+KEYS = (b"sk-test-0123456789abcdef", b"sk-test-fedcba9876543210")
+
+
+def _body(**fields: object) -> bytes:
+    return json.dumps({"model": "m", "messages": [], **fields}).encode()
+
+
+def _prepared(result: PreparedBody | errors.ErrorResponse) -> PreparedBody:
+    assert isinstance(result, PreparedBody)
+    return result
+
+
+def _refused(result: PreparedBody | errors.ErrorResponse) -> errors.ErrorResponse:
+    assert isinstance(result, errors.ErrorResponse)
+    return result
+
+
+# -- API keys ---------------------------------------------------------------------------------
+
+
+def test_request_without_a_key_is_unauthorized() -> None:
+    assert not authorized((), KEYS)
+
+
+def test_request_with_an_unknown_or_truncated_key_is_unauthorized() -> None:
+    assert not authorized((("authorization", "Bearer sk-test-nope"),), KEYS)
+    assert not authorized((("authorization", "Bearer sk-test-0123456789abcde"),), KEYS)
+
+
+def test_key_under_another_scheme_is_unauthorized() -> None:
+    assert not authorized((("authorization", "Basic sk-test-0123456789abcdef"),), KEYS)
+
+
+def test_any_configured_key_is_accepted() -> None:
+    assert authorized((("authorization", "Bearer sk-test-fedcba9876543210"),), KEYS)
+    assert authorized((("authorization", "bearer sk-test-0123456789abcdef"),), KEYS)
+
+
+def test_no_configured_keys_accepts_anything() -> None:
+    assert authorized((), ())
+
+
+# -- disclosed metadata -----------------------------------------------------------------------
+
+
+def test_disclosed_model_differing_from_body_is_rejected() -> None:
+    refused = _refused(prepare_body("/v1/chat/completions", _body(), {"model": "other"}))
+    assert refused.status == 400
+    assert refused.code == "disclosure_mismatch"
+
+
+def test_disclosed_true_does_not_match_body_integer_one() -> None:
+    # JSON true == 1 in Python: the comparison must be by JSON type too.
+    refused = _refused(prepare_body("/v1/completions", _body(stream=1), {"stream": True}))
+    assert json.loads(refused.body)["error"]["param"] == "stream"
+
+
+def test_disclosed_none_requires_the_field_to_be_absent() -> None:
+    body = _body(max_tokens=9)
+    refused = _refused(prepare_body("/v1/chat/completions", body, {"max_tokens": None}))
+    assert refused.code == "disclosure_mismatch"
+    assert _prepared(prepare_body("/v1/chat/completions", _body(), {"max_tokens": None}))
+
+
+def test_disclosed_value_against_a_non_json_body_is_rejected() -> None:
+    refused = _refused(prepare_body("/v1/chat/completions", b"not json", {"model": "m"}))
+    assert refused.code == "disclosure_mismatch"
+
+
+def test_matching_disclosure_forwards_the_body_unchanged() -> None:
+    body = _body(max_tokens=7)
+    prepared = _prepared(
+        prepare_body("/v1/chat/completions", body, {"model": "m", "max_tokens": 7})
+    )
+    assert prepared.body == body
+    assert not prepared.usage_injected
+
+
+def test_disclosed_max_tokens_caps_max_completion_tokens() -> None:
+    prepared = _prepared(
+        prepare_body(
+            "/v1/chat/completions",
+            _body(max_tokens=7, max_completion_tokens=700),
+            {"max_tokens": 7},
+        )
+    )
+    document = json.loads(prepared.body)
+    assert document["max_completion_tokens"] == 7
+    assert document["max_tokens"] == 7
+
+
+def test_stream_without_usage_gets_include_usage_injected() -> None:
+    prepared = _prepared(prepare_body("/v1/chat/completions", _body(stream=True), {}))
+    assert prepared.usage_injected
+    assert json.loads(prepared.body)["stream_options"] == {"include_usage": True}
+
+
+def test_client_choices_about_stream_usage_are_respected() -> None:
+    for options in ({"include_usage": True}, {"include_usage": False}):
+        body = _body(stream=True, stream_options=options)
+        prepared = _prepared(prepare_body("/v1/chat/completions", body, {}))
+        assert prepared.body == body
+        assert not prepared.usage_injected
+
+
+def test_usage_is_not_injected_outside_chat_and_completions() -> None:
+    body = _body(stream=True)
+    prepared = _prepared(prepare_body("/v1/responses", body, {}))
+    assert prepared.body == body
+
+
+# -- usage metering ---------------------------------------------------------------------------
+
+_USAGE = {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+
+
+def _sse(document: object) -> bytes:
+    return b"data: " + json.dumps(document).encode() + b"\n\n"
+
+
+def test_sse_usage_is_read_across_chunk_boundaries() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=False)
+    stream = (
+        _sse({"choices": [{"delta": {"content": "a"}}]})
+        + _sse({"choices": [], "usage": _USAGE})
+        + b"data: [DONE]\n\n"
+    )
+    out = b"".join(meter.feed(stream[i : i + 7]) for i in range(0, len(stream), 7))
+    out += meter.finish()
+    assert out == stream  # passed through byte for byte
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_injected_usage_chunk_is_stripped_and_nothing_else() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=True)
+    content = _sse({"choices": [{"delta": {"content": "a"}}], "usage": None})
+    out = meter.feed(content + _sse({"choices": [], "usage": _USAGE}) + b"data: [DONE]\n\n")
+    out += meter.finish()
+    assert out == content + b"data: [DONE]\n\n"
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_crlf_separated_sse_events_are_recognised() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=False)
+    event = b"data: " + json.dumps({"choices": [], "usage": _USAGE}).encode() + b"\r\n\r\n"
+    assert meter.feed(event) == event
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_json_usage_is_read_at_the_end() -> None:
+    meter = UsageMeter(sse=False, strip_usage_chunk=False)
+    body = json.dumps({"choices": [], "usage": _USAGE}).encode()
+    assert meter.feed(body[:10]) + meter.feed(body[10:]) == body
+    assert meter.finish() == b""
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_malformed_usage_yields_no_usage() -> None:
+    assert usage_from({"prompt_tokens": -1, "completion_tokens": 0, "total_tokens": 0}) is None
+    assert usage_from({"prompt_tokens": True, "total_tokens": 1}) is None
+    assert usage_from("lots") is None
+    assert usage_from({"prompt_tokens": 3, "total_tokens": 3}) == Usage(3, 0, 3)  # embeddings
+
+
+# -- upstream URL and headers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "url"),
+    [
+        ("http://vllm:8000/v1", "/v1/chat/completions", "http://vllm:8000/v1/chat/completions"),
+        ("http://vllm:8000/v1", "/v1/models?x=1", "http://vllm:8000/v1/models?x=1"),
+        ("http://vllm:8000", "/v1/models", "http://vllm:8000/v1/models"),
+        ("https://gw/openai/v1", "/v1/embeddings", "https://gw/openai/v1/embeddings"),
+    ],
+)
+def test_openai_paths_map_onto_the_base_url(base: str, path: str, url: str) -> None:
+    assert upstream_url(base, path) == url
+
+
+def test_client_authorization_and_hop_by_hop_headers_are_dropped() -> None:
+    forwarded = forward_request_headers(
+        [
+            ("authorization", "Bearer client-key"),
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("accept-encoding", "gzip, br"),
+            ("cookie", "session=1"),
+            ("content-type", "application/json"),
+        ],
+        upstream_api_key="upstream-key",
+    )
+    assert forwarded == [
+        ("content-type", "application/json"),
+        ("accept-encoding", "identity"),
+        ("authorization", "Bearer upstream-key"),
+    ]
+
+
+def test_response_framing_headers_are_dropped_and_names_lowercased() -> None:
+    assert forward_response_headers(
+        [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"), ("X-Id", "1")]
+    ) == [("content-type", "text/event-stream"), ("x-id", "1")]
+
+
+# -- error shapes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "status"),
+    [
+        (errors.unauthorized(), 401),
+        (errors.path_not_allowed(), 404),
+        (errors.body_too_large(10), 413),
+        (errors.too_many_streams(3, 1), 429),
+        (errors.upstream_unavailable(), 502),
+        (errors.shutting_down(), 503),
+        (errors.upstream_timeout(), 504),
+        (errors.disclosure_mismatch("model"), 400),
+    ],
+)
+def test_bridge_errors_have_the_openai_shape(response: errors.ErrorResponse, status: int) -> None:
+    assert response.status == status
+    document = json.loads(response.body)
+    assert set(document) == {"error"}
+    assert set(document["error"]) == {"message", "type", "param", "code"}
+    assert document["error"]["code"] == response.code
+    headers = dict(response.headers)
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(response.body))
+
+
+def test_rate_limit_error_says_when_to_retry() -> None:
+    assert dict(errors.too_many_streams(3, 2).headers)["retry-after"] == "2"
