@@ -30,6 +30,7 @@ from shroud_sdk.channel.handshake import (
 )
 from shroud_sdk.channel.keyschedule import derive_session_keys, finished_mac
 from shroud_sdk.errors import (
+    ChannelError,
     ConnectionFailedError,
     HandshakeError,
     LocalProtocolError,
@@ -545,3 +546,20 @@ def test_audience_is_required() -> None:
         make_client(audience="")
     assert make_client().client_hello  # sanity: default AUDIENCE is valid
     assert AUDIENCE
+
+
+def test_misbehaving_verifier_result_fails_closed() -> None:
+    class Exploding:
+        @property
+        def report_data(self) -> bytes:
+            raise RuntimeError("broken verifier result")
+
+        report = None
+
+    client = make_client(verifier=lambda evidence, suite: Exploding())
+    (client_hello,) = client.data_to_send()
+    with pytest.raises(ChannelError) as info:
+        client.receive_data(_genuine_bridge_hello(client_hello))
+    assert info.value.check == "unexpected"
+    with pytest.raises(ConnectionFailedError):
+        client.send_request("GET", "/v1/models", [], disclosed={})

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from shroud_sdk.channel.events import DataReceived
 from shroud_sdk.errors import ChannelError, IntegrityError, ProtocolError
-from tests.channel.doubles import connected_pair, deliver
+from tests.channel.doubles import connected_pair, deliver, make_client
 
 
 def _recording_aesgcm(log: list[tuple[bytes, bytes]]) -> type:
@@ -99,3 +99,21 @@ def test_random_messages_never_crash_a_connection(message: bytes) -> None:
     _client, bridge = connected_pair()
     with pytest.raises(ChannelError):
         bridge.receive_data(message)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bridge_hello_never_crashes_a_client(message: bytes) -> None:
+    client = make_client()
+    client.data_to_send()
+    with pytest.raises(ChannelError):
+        client.receive_data(message)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=24, max_size=300))
+def test_random_records_never_crash_an_open_connection(message: bytes) -> None:
+    client, bridge = connected_pair()
+    for conn in (client, bridge):
+        with pytest.raises(ChannelError):
+            conn.receive_data(message)
