@@ -468,6 +468,14 @@ class AsyncSession:
                 exc.report = report  # type: ignore[attr-defined]
             raise
         except WebSocketClosed as exc:
+            received = exc.rcvd
+            if received is not None and received.code == HandshakeError.ws_close_code:
+                # The bridge refused our hello (no common suite, other audience): it cannot
+                # attest on terms this client accepts. Its reason is shown, never trusted.
+                reason = "".join(c for c in received.reason[:120] if c.isprintable())
+                raise HandshakeError(
+                    "bridge-refused", f"the bridge refused the handshake ({reason})"
+                ) from None
             raise SessionConnectError(
                 "the bridge closed the connection during the handshake"
             ) from exc

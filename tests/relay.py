@@ -45,12 +45,24 @@ class FaultKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Fault:
-    """Damage binary frame number ``frame`` (1-based) of ``direction`` on connection ``conn``."""
+    """Damage binary frame number ``frame`` (1-based) of ``direction`` on connection ``conn``.
+
+    With ``record_type`` set, ``frame`` is ignored and the first binary frame whose shroud/1
+    record header (sent in clear as AEAD associated data) has that type is damaged instead.
+    """
 
     kind: FaultKind
     direction: Direction
-    frame: int
+    frame: int = 0
     conn: int = 1
+    record_type: int | None = None
+
+    def hits(self, direction: Direction, conn: int, count: int, payload: bytes) -> bool:
+        if direction is not self.direction or conn != self.conn:
+            return False
+        if self.record_type is not None:
+            return len(payload) > 1 and payload[1] == self.record_type
+        return count == self.frame
 
 
 @dataclass
@@ -143,6 +155,21 @@ class Relay:
         directions = [direction] if direction else list(Direction)
         return b"".join(bytes(c.raw[d]) for c in self.connections for d in directions)
 
+    def payloads(self, direction: Direction | None = None) -> bytes:
+        """Every binary frame's payload, unmasked (what a network observer can read).
+
+        Client frames are masked on the wire, so searching ``recorded()`` alone for a secret
+        would prove nothing: masking is not encryption. Search this.
+        """
+        directions = [direction] if direction else list(Direction)
+        return b"".join(
+            payload for c in self.connections for d in directions for payload in c.binary_frames[d]
+        )
+
+    def seen(self, needle: bytes) -> bool:
+        """Whether ``needle`` appears in the raw bytes or in any unmasked frame payload."""
+        return needle in self.recorded() or needle in self.payloads()
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -212,13 +239,11 @@ class Relay:
                         binary_count += 1
                         log.binary_frames[direction].append(frame.payload)
                         fault = self.fault
-                        hit = (
-                            fault is not None
-                            and fault.direction is direction
-                            and fault.conn == number
-                            and fault.frame == binary_count
+                        hit = fault is not None and fault.hits(
+                            direction, number, binary_count, frame.payload
                         )
                         if hit and fault is not None:
+                            self.fault = None  # one fault per arming
                             if fault.kind is FaultKind.FLIP:
                                 damaged = bytearray(frame.payload)
                                 damaged[len(damaged) // 2] ^= 0x01

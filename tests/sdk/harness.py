@@ -58,8 +58,15 @@ class OtherSessionProvider(SimulatedQuoteProvider):
 class ThreadBridge:
     """A started ``BridgeServer`` on its own loop thread; ``url``, ``policy``, ``restart()``."""
 
-    def __init__(self, provider: SimulatedQuoteProvider, workdir: Path, args: Sequence[str]):
+    def __init__(
+        self,
+        provider: SimulatedQuoteProvider,
+        workdir: Path,
+        args: Sequence[str],
+        boot_measurements: Measurements | None = None,
+    ) -> None:
         self.provider = provider
+        self.boot_measurements = boot_measurements
         self.workdir = workdir
         self.args = tuple(args)
         self._loop = asyncio.new_event_loop()
@@ -116,6 +123,17 @@ class ThreadBridge:
             self._run(self.server.shutdown(grace=0.5))
             self.server = None
 
+    def reboot(self) -> None:
+        """Stop, then start on the same port as a freshly booted TD of the same platform.
+
+        A new TD starts with RTMR3 at zero; restarting the bridge process inside the *same* TD
+        would extend RTMR3 a second time, which the served log would not replay to.
+        """
+        self.stop()
+        fresh = self.provider.platform.td(self.boot_measurements)
+        self.provider = type(self.provider)(fresh)
+        self.start()
+
     def close(self) -> None:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -135,7 +153,7 @@ def thread_bridge(
     """A running in-process bridge over a simulated TD; stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     provider = provider_cls(platform(seed).td(measurements))
-    bridge = ThreadBridge(provider, workdir, args)
+    bridge = ThreadBridge(provider, workdir, args, measurements)
     try:
         bridge.start()
         yield bridge
