@@ -42,32 +42,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from attestation.certs import (
-    Window,
-    describe,
-    first_invalid,
-    load_der_crl,
-    load_pem_chain,
-    revoked_by,
-    select_root,
-    verify_chain,
-    verify_crl_signature,
-    verify_root,
-)
-from attestation.collateral import (
-    ECDSA_P256_SIGNATURE_LEN,
-    QE_IDENTITY_ID_TD_QE,
-    TCB_INFO_ID_TDX,
-    Collateral,
-)
+from attestation.collateral import Collateral
 from attestation.errors import AttestationError, CollateralError
 from attestation.pcs import (
     CaType,
@@ -77,10 +56,11 @@ from attestation.pcs import (
     normalize_fmspc,
 )
 from attestation.quote import Quote
+from attestation.report import CheckStatus
 from attestation.trust import resolve_trusted_roots
+from attestation.verify import COLLATERAL_CHECK_NAMES, verify_collateral
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 # Raises an AttestationError (normally a CollateralError) when the collateral is not
 # trustworthy at ``now``; returns None when it is.
@@ -106,31 +86,17 @@ class CollateralSource(Protocol):
 
 # The checks of ``attestation.verify.CHECK_NAMES`` that concern the collateral alone (the rest
 # need a quote), in that order. ``IntelCollateralVerifier`` runs exactly these.
-COLLATERAL_CHECKS: Final = (
-    "root_ca",
-    "root_ca_crl",
-    "collateral_type",
-    "tcb_info_chain",
-    "tcb_info_signature",
-    "tcb_info_validity",
-    "qe_identity_chain",
-    "qe_identity_signature",
-    "qe_identity_validity",
-    "pck_crl",
-)
+COLLATERAL_CHECKS: Final = COLLATERAL_CHECK_NAMES
 
 
 class IntelCollateralVerifier:
-    """The default ``verify_fn``: the collateral checks of ``attestation.verify``, at ``now``.
+    """The default ``verify_fn``: ``attestation.verify.verify_collateral`` at ``now``.
 
-    ``attestation.verify`` runs these inside ``verify_quote``, which needs a quote; a cache
-    holds collateral without one, so this runs the same checks (``COLLATERAL_CHECKS``, same
-    order, same ``attestation.certs`` primitives and time rules) on the collateral alone:
-    the root the TCB Info chain ends in is trusted and unrevoked; the TCB Info, QE identity and
-    PCK CRL issuer chains lead to it and are unrevoked; both signed bodies carry their
-    signer's signature and are TDX ones; both CRLs are signed by their issuers; and ``now`` is
-    inside every certificate's, CRL's and body's validity window. A test compares its verdict
-    with ``verify_quote``'s on real and damaged collateral.
+    The same code ``verify_quote`` runs on collateral: the root the TCB Info chain ends in is
+    trusted and unrevoked; the TCB Info, QE identity and PCK CRL issuer chains lead to it and
+    are unrevoked; both signed bodies carry their signer's signature and are TDX ones; both
+    CRLs are signed by their issuers; and ``now`` is inside every certificate's, CRL's and
+    body's validity window.
 
     ``trusted_roots`` defaults to Intel's SGX root CA, as in ``verify_quote``; pass other
     roots only deliberately (a simulated platform's, in development). Raises
@@ -141,116 +107,10 @@ class IntelCollateralVerifier:
         self._roots = resolve_trusted_roots(trusted_roots)
 
     def __call__(self, collateral: Collateral, now: int) -> None:
-        _CollateralChecks(collateral, self._roots, now).run()
-
-
-class _CollateralChecks:
-    """One run of ``COLLATERAL_CHECKS``; each check raises or returns its validity windows."""
-
-    def __init__(
-        self, collateral: Collateral, roots: tuple[x509.Certificate, ...], now: int
-    ) -> None:
-        self.c = collateral
-        self.roots = roots
-        self.now = now
-        self.root: x509.Certificate | None = None
-        self.root_crl: x509.CertificateRevocationList | None = None
-
-    def run(self) -> None:
-        checks: dict[str, Callable[[], Sequence[Window]]] = {
-            "root_ca": self._root_ca,
-            "root_ca_crl": self._root_ca_crl,
-            "collateral_type": self._collateral_type,
-            "tcb_info_chain": lambda: self._chain(self.c.tcb_info_issuer_chain, "TCB Info"),
-            "tcb_info_signature": lambda: self._signature(
-                self.c.tcb_info_issuer_chain, self.c.tcb_info.raw, self.c.tcb_info_signature
-            ),
-            "tcb_info_validity": lambda: [
-                Window("TCB Info", self.c.tcb_info.issue_date, self.c.tcb_info.next_update)
-            ],
-            "qe_identity_chain": lambda: self._chain(
-                self.c.qe_identity_issuer_chain, "QE Identity"
-            ),
-            "qe_identity_signature": lambda: self._signature(
-                self.c.qe_identity_issuer_chain,
-                self.c.qe_identity.raw,
-                self.c.qe_identity_signature,
-            ),
-            "qe_identity_validity": lambda: [
-                Window("QE Identity", self.c.qe_identity.issue_date, self.c.qe_identity.next_update)
-            ],
-            "pck_crl": self._pck_crl,
-        }
-        for name in COLLATERAL_CHECKS:
-            try:
-                windows = checks[name]()
-            except (AttestationError, ValueError, InvalidSignature) as exc:
-                raise CollateralError(f"collateral check {name} failed: {exc}") from exc
-            expired = first_invalid(windows, self.now)
-            if expired is not None:
-                raise CollateralError(f"collateral check {name} failed: {expired}")
-
-    def _root_ca(self) -> list[Window]:
-        chain = load_pem_chain(self.c.tcb_info_issuer_chain, "TCB Info issuer chain")
-        self.root = select_root(chain, self.roots)
-        return [verify_root(self.root)]
-
-    def _root_ca_crl(self) -> list[Window]:
-        root = _present(self.root)
-        crl = load_der_crl(self.c.root_ca_crl, "root CA CRL")
-        window = verify_crl_signature(crl, root, "root CA CRL")
-        reason = revoked_by(root, [(crl, "the root CA CRL")])
-        if reason:
-            raise CollateralError(reason)
-        self.root_crl = crl
-        return [window]
-
-    def _collateral_type(self) -> list[Window]:
-        if self.c.tcb_info.id != TCB_INFO_ID_TDX:
-            raise CollateralError(f"TCB Info id is {self.c.tcb_info.id!r}, not TDX")
-        if self.c.qe_identity.id != QE_IDENTITY_ID_TD_QE:
-            raise CollateralError(f"QE Identity id is {self.c.qe_identity.id!r}, not TD_QE")
-        return []
-
-    def _chain(self, pem: str, what: str) -> list[Window]:
-        root, root_crl = _present(self.root), _present(self.root_crl)
-        path, windows = verify_chain(load_pem_chain(pem, f"{what} issuer chain"), root)
-        for cert in path[:-1]:
-            reason = revoked_by(cert, [(root_crl, "the root CA CRL")])
-            if reason:
-                raise CollateralError(reason)
-        return windows
-
-    def _signature(self, chain_pem: str, text: str, signature: bytes) -> list[Window]:
-        signer = load_pem_chain(chain_pem, "issuer chain")[0]
-        key = signer.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-            key.curve, ec.SECP256R1
-        ):
-            raise CollateralError(f"'{describe(signer)}' does not hold a P-256 key")
-        if len(signature) != ECDSA_P256_SIGNATURE_LEN:
-            raise CollateralError(f"signature is {len(signature)} bytes, expected 64")
-        half = ECDSA_P256_SIGNATURE_LEN // 2
-        der = encode_dss_signature(
-            int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
-        )
-        try:
-            key.verify(der, text.encode(), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise CollateralError(f"signature does not verify with '{describe(signer)}'") from None
-        return []
-
-    def _pck_crl(self) -> list[Window]:
-        windows = self._chain(self.c.pck_crl_issuer_chain, "PCK CRL")
-        issuer = load_pem_chain(self.c.pck_crl_issuer_chain, "PCK CRL issuer chain")[0]
-        crl = load_der_crl(self.c.pck_crl, "PCK CRL")
-        return [*windows, verify_crl_signature(crl, issuer, "PCK CRL")]
-
-
-def _present(value: _T | None) -> _T:
-    if value is None:  # an earlier check that provides it would have raised
-        raise CollateralError("internal: a prerequisite check did not run")
-    return value
+        report = verify_collateral(collateral, now=now, trusted_roots=self._roots)
+        for check in report.checks:
+            if check.status is not CheckStatus.PASS:
+                raise CollateralError(f"collateral check {check.name} failed: {check.detail}")
 
 
 def collateral_expiry(collateral: Collateral) -> int:

@@ -123,6 +123,20 @@ CHECK_NAMES = (
     "mr_service_td",
 )
 
+# The checks that concern the collateral alone (no quote), in ``CHECK_NAMES`` order.
+COLLATERAL_CHECK_NAMES = (
+    "root_ca",
+    "root_ca_crl",
+    "collateral_type",
+    "tcb_info_chain",
+    "tcb_info_signature",
+    "tcb_info_validity",
+    "qe_identity_chain",
+    "qe_identity_signature",
+    "qe_identity_validity",
+    "pck_crl",
+)
+
 # A check runs only when the checks that establish its trusted inputs passed; otherwise it is
 # recorded as SKIP naming them.
 _DEPENDS: dict[str, tuple[str, ...]] = {
@@ -484,6 +498,49 @@ class _Run:
         return True
 
 
+def _resolve_collateral(
+    collateral: Collateral | VerifiedCollateral, roots: tuple[x509.Certificate, ...]
+) -> VerifiedCollateral:
+    if isinstance(collateral, VerifiedCollateral):
+        if not collateral.trusts_exactly(roots):
+            raise ValueError(
+                "the VerifiedCollateral was prepared for other trusted roots than these"
+            )
+        return collateral
+    if isinstance(collateral, Collateral):
+        return VerifiedCollateral(collateral, roots)
+    raise TypeError(f"collateral must be a Collateral, not {type(collateral).__name__}")
+
+
+def _check_now(now: object) -> None:
+    if isinstance(now, bool) or not isinstance(now, int):
+        raise TypeError(f"now must be an int (UNIX seconds), not {type(now).__name__}")
+
+
+def verify_collateral(
+    collateral: Collateral | VerifiedCollateral,
+    *,
+    now: int,
+    trusted_roots: Sequence[x509.Certificate] | None = None,
+) -> VerificationReport:
+    """Run only the collateral checks (``COLLATERAL_CHECK_NAMES``) at time ``now``.
+
+    These are exactly the checks ``verify_quote`` runs on the collateral, by the same code;
+    a collateral cache uses this to re-verify an entry on every use without a quote at hand.
+    The report's ``ok`` says whether all of them passed.
+    """
+    _check_now(now)
+    verified = _resolve_collateral(collateral, resolve_trusted_roots(trusted_roots))
+    report = VerificationReport(
+        verified_at=now, collateral_issue_date=verified.collateral.issue_date
+    )
+    run = _Run(report, now)
+    for name in COLLATERAL_CHECK_NAMES:
+        if run.step(name, verified._steps.get(name)) and name == "root_ca":
+            report.trusted_root_sha256 = verified.root_sha256
+    return report
+
+
 def verify_quote(
     quote: bytes | Quote,
     collateral: Collateral | VerifiedCollateral,
@@ -502,21 +559,10 @@ def verify_quote(
     Returns a report with one entry per check in ``CHECK_NAMES`` order; never raises for bad
     input. Raises TypeError/ValueError for wrong argument types or an empty root list.
     """
-    if isinstance(now, bool) or not isinstance(now, int):
-        raise TypeError(f"now must be an int (UNIX seconds), not {type(now).__name__}")
+    _check_now(now)
     if not isinstance(quote, (bytes, bytearray, memoryview, Quote)):
         raise TypeError(f"quote must be bytes or a Quote, not {type(quote).__name__}")
-    roots = resolve_trusted_roots(trusted_roots)
-    if isinstance(collateral, VerifiedCollateral):
-        if not collateral.trusts_exactly(roots):
-            raise ValueError(
-                "the VerifiedCollateral was prepared for other trusted roots than these"
-            )
-        verified = collateral
-    elif isinstance(collateral, Collateral):
-        verified = VerifiedCollateral(collateral, roots)
-    else:
-        raise TypeError(f"collateral must be a Collateral, not {type(collateral).__name__}")
+    verified = _resolve_collateral(collateral, resolve_trusted_roots(trusted_roots))
 
     report = VerificationReport(
         verified_at=now, collateral_issue_date=verified.collateral.issue_date

@@ -19,7 +19,13 @@ from attestation.collateral import Collateral
 from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.simulated import SimulatedTdx
 from attestation.trust import INTEL_SGX_ROOT_CA_SHA256, intel_sgx_root_ca
-from attestation.verify import CHECK_NAMES, VerifiedCollateral, verify_quote
+from attestation.verify import (
+    CHECK_NAMES,
+    COLLATERAL_CHECK_NAMES,
+    VerifiedCollateral,
+    verify_collateral,
+    verify_quote,
+)
 from tests.vectors import TDX_CASES, TdxCase, intel_root_pem, tdx_case
 
 
@@ -346,3 +352,16 @@ def test_altered_shipped_root_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_trusted_roots_must_be_certificates(v4_case: TdxCase, v4_collateral: Collateral) -> None:
     with pytest.raises(TypeError, match="not a Certificate"):
         verify_quote(v4_case.quote, v4_collateral, now=0, trusted_roots=[b"pem"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("name", TDX_CASES)
+@pytest.mark.parametrize("offset", [0, 10**8], ids=["at-now", "long-after-next-update"])
+def test_verify_collateral_is_verify_quotes_collateral_checks(name: str, offset: int) -> None:
+    """The collateral-only verification (used by the cache) is the same code as the full one."""
+    case = tdx_case(name)
+    collateral = Collateral.from_json(case.collateral_json)
+    full = verify_quote(case.quote, collateral, now=case.now + offset)
+    alone = verify_collateral(collateral, now=case.now + offset)
+    assert [c.name for c in alone.checks] == list(COLLATERAL_CHECK_NAMES)
+    assert alone.checks == [full.check(n) for n in COLLATERAL_CHECK_NAMES]
+    assert alone.ok is (offset == 0)
