@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final, cast
@@ -273,7 +273,11 @@ class _SyncCore:
         return head, stream, read_timeout
 
     def body(
-        self, request: Any, stream: AsyncStream, read_timeout: float | None, extensions: Any
+        self,
+        request: Any,
+        stream: AsyncStream,
+        read_timeout: float | None,
+        response_extensions: Callable[[], dict[str, Any]],
     ) -> Iterator[bytes]:
         held: bytes | None = None
         while True:
@@ -284,7 +288,7 @@ class _SyncCore:
             if chunk is None:
                 if stream.usage is not None:
                     self.last_usage = stream.usage.usage
-                    extensions[USAGE_EXTENSION] = stream.usage.usage
+                    response_extensions()[USAGE_EXTENSION] = stream.usage.usage
                 if held is not None:
                     yield held
                 return
@@ -367,18 +371,20 @@ class _SyncTransportMixin:
             self._core.session.config.disclose,
         )
         head, stream, read_timeout = self._core.exchange(request, outgoing, body)
-        extensions: dict[str, Any] = {ATTESTATION_EXTENSION: stream.report}
+        # httpx copies the extensions mapping: usage is added to the response's own copy.
+        response: Any = None
         body_stream = _SyncBody(
-            self._core.body(request, stream, read_timeout, extensions),
+            self._core.body(request, stream, read_timeout, lambda: response.extensions),
             lambda: self._core.close_stream(stream),
         )
-        return response_cls(
+        response = response_cls(
             head.status,
             headers=_response_headers(head),
             stream=body_stream,
             request=request,
-            extensions=extensions,
+            extensions={ATTESTATION_EXTENSION: stream.report},
         )
+        return response
 
     def close(self) -> None:
         """Close the attested connection and the session's thread."""
@@ -502,7 +508,7 @@ class _AsyncTransportMixin:
             head = await stream.receive_head(read_timeout)
         except (ShroudError, OSError) as exc:
             raise _map_error(exc, request, self._flavour) from exc
-        extensions: dict[str, Any] = {ATTESTATION_EXTENSION: stream.report}
+        response: Any = None  # httpx copies the extensions mapping: usage goes into its copy
 
         async def chunks() -> AsyncIterator[bytes]:
             held: bytes | None = None
@@ -514,7 +520,7 @@ class _AsyncTransportMixin:
                 if chunk is None:
                     if stream.usage is not None:
                         self._last_usage = stream.usage.usage
-                        extensions[USAGE_EXTENSION] = stream.usage.usage
+                        response.extensions[USAGE_EXTENSION] = stream.usage.usage
                     if held is not None:
                         yield held
                     return
@@ -526,13 +532,14 @@ class _AsyncTransportMixin:
                     continue
                 yield chunk
 
-        return response_cls(
+        response = response_cls(
             head.status,
             headers=_response_headers(head),
             stream=_AsyncBody(chunks(), stream.aclose),
             request=request,
-            extensions=extensions,
+            extensions={ATTESTATION_EXTENSION: stream.report},
         )
+        return response
 
     async def aclose(self) -> None:
         """Send the authenticated CLOSE and close the WebSocket."""
