@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation.errors import CertificateError
+from attestation.pck import split_pem_chain
 
 # What ``cryptography`` may raise while decoding (often lazily) a malformed certificate or CRL.
 # Only ValueError is documented for loading; a bad version field or a duplicated extension
@@ -137,12 +138,11 @@ def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
     data = pem.encode() if isinstance(pem, str) else pem
     if data.count(b"-----BEGIN CERTIFICATE-----") > MAX_CHAIN_LENGTH:
         raise CertificateError(f"{what} has more than {MAX_CHAIN_LENGTH} certificates")
+    # One strict PEM reader for quotes and collateral alike (no stray text, positive serials).
     try:
-        certs = x509.load_pem_x509_certificates(data)
-    except X509_DECODE_ERRORS as exc:
-        raise CertificateError(f"{what} is not a valid PEM certificate chain: {exc}") from None
-    if not certs:
-        raise CertificateError(f"{what} holds no certificate")
+        certs = split_pem_chain(data)
+    except CertificateError as exc:
+        raise CertificateError(f"{what}: {exc}") from None
     for cert in certs:
         check_decodable(cert, what)
     return certs
