@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shroud_sdk.channel import cbor
@@ -31,6 +31,7 @@ from shroud_sdk.channel.constants import (
     DIRECTION_B2C,
     DIRECTION_C2B,
     DISCLOSABLE_FIELDS,
+    HYBRID_SUITES,
     IMPLEMENTED_SUITES,
     MAX_AUDIENCE_LEN,
     MAX_CONCURRENT_STREAMS,
@@ -67,6 +68,7 @@ from shroud_sdk.channel.handshake import (
     compute_transcript_hash,
     decode_bridge_hello,
     encode_bridge_hello,
+    load_mlkem_key,
     load_p256_point,
 )
 from shroud_sdk.channel.keyschedule import (
@@ -403,8 +405,16 @@ class ClientConnection(_Connection):
         super().__init__(config.limits, config.max_concurrent_streams)
         self._config = config
         self._ephemeral: ec.EllipticCurvePrivateKey | None = ec.generate_private_key(ec.SECP256R1())
-        # Offer the real-TEE suite first; a simulated suite only if explicitly allowed.
-        suites = tuple(sorted(config.allowed_suites, key=lambda s: (s in SIMULATED_SUITES, s)))
+        # Preference: hybrid, then classic, then simulated (only ever offered if allowed).
+        suites = tuple(
+            sorted(
+                config.allowed_suites,
+                key=lambda s: (s in SIMULATED_SUITES, s not in HYBRID_SUITES, s),
+            )
+        )
+        self._kem_key: mlkem.MLKEM768PrivateKey | None = None
+        if config.allowed_suites & HYBRID_SUITES:
+            self._kem_key = mlkem.MLKEM768PrivateKey.generate()
         self._hello = ClientHello(
             version=PROTOCOL_VERSION,
             suites=suites,
@@ -412,6 +422,7 @@ class ClientConnection(_Connection):
             kx=_public_bytes(self._ephemeral),
             audience=config.audience,
             disclose=tuple(sorted(config.disclose)),
+            kem=None if self._kem_key is None else self._kem_key.public_key().public_bytes_raw(),
         )
         self._hello_bytes = self._hello.encode()
         self._outgoing.append(self._hello_bytes)
@@ -458,7 +469,9 @@ class ClientConnection(_Connection):
             raise HandshakeError("suite", f"bridge chose suite {core.suite}, which was not offered")
         if core.disclose != self._hello.disclose:
             raise HandshakeError("disclose", "bridge confirmed a different disclosure set")
-        expected = compute_report_data(self._hello_bytes, core.suite, core.kx, core.usage_key)
+        expected = compute_report_data(
+            self._hello_bytes, core.suite, core.kx, core.usage_key, core.kem_ct or b""
+        )
         verified = self._verify(core.evidence, core.suite)
         proven = verified.report_data
         if not isinstance(proven, bytes) or len(proven) != REPORT_DATA_LEN:
@@ -470,7 +483,12 @@ class ClientConnection(_Connection):
         assert self._ephemeral is not None
         peer = load_p256_point(core.kx, "bridge key share")
         shared = self._ephemeral.exchange(ec.ECDH(), peer)
-        self._ephemeral = None  # forward secrecy: the private key is not kept
+        if core.kem_ct is not None:
+            assert self._kem_key is not None  # the suite was offered, so the key exists
+            shared += self._kem_key.decapsulate(core.kem_ct)
+        # Forward secrecy: neither private key is kept.
+        self._ephemeral = None
+        self._kem_key = None
         transcript_hash = compute_transcript_hash(self._hello_bytes, core_bytes)
         keys = derive_session_keys(shared, transcript_hash)
         if not hmac.compare_digest(fin, finished_mac(keys.finished_key, transcript_hash)):
@@ -563,7 +581,11 @@ class BridgeConnection(_Connection):
             raise HandshakeError("suite", f"no common suite in offer {list(hello.suites)}")
         ephemeral = ec.generate_private_key(ec.SECP256R1())
         kx = _public_bytes(ephemeral)
-        report_data = compute_report_data(message, suite, kx, self._usage_key)
+        kem_secret, kem_ct = b"", None
+        if suite in HYBRID_SUITES:
+            assert hello.kem is not None  # ClientHello.decode requires it when hybrid is offered
+            kem_secret, kem_ct = load_mlkem_key(hello.kem).encapsulate()
+        report_data = compute_report_data(message, suite, kx, self._usage_key, kem_ct or b"")
         try:
             evidence = self._config.evidence_provider(report_data)
         except Exception as exc:
@@ -571,9 +593,10 @@ class BridgeConnection(_Connection):
         if not isinstance(evidence, Evidence):
             raise HandshakeError("evidence-provider", "provider did not return Evidence")
         core_bytes = BridgeHelloCore(
-            PROTOCOL_VERSION, suite, kx, self._usage_key, hello.disclose, evidence
+            PROTOCOL_VERSION, suite, kx, self._usage_key, hello.disclose, evidence, kem_ct
         ).encode()
         shared = ephemeral.exchange(ec.ECDH(), load_p256_point(hello.kx, "client key share"))
+        shared += kem_secret
         del ephemeral  # forward secrecy: the private key is not kept
         transcript_hash = compute_transcript_hash(message, core_bytes)
         keys = derive_session_keys(shared, transcript_hash)

@@ -17,7 +17,7 @@ class Suite(enum.IntEnum):
     """Suite identifiers (protocol.md §1). Only implemented suites can be negotiated."""
 
     P256_HKDF_SHA256_AES256GCM = 1
-    # Reserved: hybrid P-256 + ML-KEM-768 key agreement. Not implemented; treated as unknown.
+    # Hybrid key agreement: P-256 ECDH and ML-KEM-768 (FIPS 203), both secrets into HKDF.
     HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM = 2
     # Same cryptography as suite 1, but the evidence comes from a simulated TEE. A client only
     # offers it when its allowed-suites set names it explicitly.
@@ -25,9 +25,14 @@ class Suite(enum.IntEnum):
 
 
 IMPLEMENTED_SUITES: Final = frozenset(
-    {Suite.P256_HKDF_SHA256_AES256GCM, Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM}
+    {
+        Suite.P256_HKDF_SHA256_AES256GCM,
+        Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM,
+        Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM,
+    }
 )
 SIMULATED_SUITES: Final = frozenset({Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM})
+HYBRID_SUITES: Final = frozenset({Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM})
 DEFAULT_CLIENT_SUITES: Final = frozenset({Suite.P256_HKDF_SHA256_AES256GCM})
 MAX_OFFERED_SUITES: Final = 8
 
@@ -35,6 +40,8 @@ MAX_OFFERED_SUITES: Final = 8
 NONCE_LEN: Final = 32
 P256_POINT_LEN: Final = 65  # SEC 1 §2.3.3 uncompressed: 0x04 || X || Y
 P256_UNCOMPRESSED_PREFIX: Final = 0x04
+MLKEM768_ENCAPSULATION_KEY_LEN: Final = 1184  # FIPS 203 §8, ML-KEM-768 ek
+MLKEM768_CIPHERTEXT_LEN: Final = 1088  # FIPS 203 §8, ML-KEM-768 ciphertext
 FIN_LEN: Final = 32
 REPORT_DATA_LEN: Final = 64  # TDX REPORTDATA field size
 MAX_AUDIENCE_LEN: Final = 255

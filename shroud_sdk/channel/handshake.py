@@ -13,18 +13,21 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem
 
 from shroud_sdk.channel import cbor
 from shroud_sdk.channel.constants import (
     DISCLOSABLE_FIELDS,
     FIN_LEN,
+    HYBRID_SUITES,
     LABEL_REPORT_DATA,
     LABEL_TRANSCRIPT,
     MAX_AUDIENCE_LEN,
     MAX_BRIDGE_HELLO_LEN,
     MAX_CLIENT_HELLO_LEN,
     MAX_OFFERED_SUITES,
+    MLKEM768_CIPHERTEXT_LEN,
+    MLKEM768_ENCAPSULATION_KEY_LEN,
     NONCE_LEN,
     P256_POINT_LEN,
     P256_UNCOMPRESSED_PREFIX,
@@ -36,7 +39,10 @@ from shroud_sdk.errors import HandshakeError
 
 @dataclass(frozen=True)
 class ClientHello:
-    """protocol.md §3.1. ``suites`` in preference order; ``disclose`` sorted, unique."""
+    """protocol.md §3.2. ``suites`` in preference order; ``disclose`` sorted, unique.
+
+    ``kem`` (an ML-KEM-768 encapsulation key) is present exactly when a hybrid suite is offered.
+    """
 
     version: int
     suites: tuple[int, ...]
@@ -44,25 +50,29 @@ class ClientHello:
     kx: bytes = field(repr=False)
     audience: str
     disclose: tuple[str, ...]
+    kem: bytes | None = field(default=None, repr=False)
 
     def encode(self) -> bytes:
         """Deterministic CBOR of the ClientHello map."""
-        return cbor.encode(
-            {
-                "v": self.version,
-                "suites": list(self.suites),
-                "nonce": self.nonce,
-                "kx": self.kx,
-                "aud": self.audience,
-                "disclose": list(self.disclose),
-            }
-        )
+        value: dict[str, Any] = {
+            "v": self.version,
+            "suites": list(self.suites),
+            "nonce": self.nonce,
+            "kx": self.kx,
+            "aud": self.audience,
+            "disclose": list(self.disclose),
+        }
+        if self.kem is not None:
+            value["kem"] = self.kem
+        return cbor.encode(value)
 
     @classmethod
     def decode(cls, data: bytes) -> ClientHello:
         """Strictly parse ClientHello bytes; raise ``HandshakeError``/``MalformedCborError``."""
         value = cbor.decode(data, max_len=MAX_CLIENT_HELLO_LEN)
-        _require_map(value, {"v", "suites", "nonce", "kx", "aud", "disclose"}, "ClientHello")
+        _require_map(
+            value, {"v", "suites", "nonce", "kx", "aud", "disclose"}, "ClientHello", {"kem"}
+        )
         version = _version(value["v"])
         suites = value["suites"]
         if (
@@ -78,6 +88,9 @@ class ClientHello:
         audience = value["aud"]
         if not isinstance(audience, str) or not 0 < len(audience) <= MAX_AUDIENCE_LEN:
             raise HandshakeError("client-hello", "aud must be a 1-255 character text string")
+        kem = value.get("kem")
+        if (kem is not None) != any(s in HYBRID_SUITES for s in suites):
+            raise HandshakeError("client-hello", "kem must be present exactly when offering hybrid")
         return cls(
             version,
             tuple(suites),
@@ -85,12 +98,16 @@ class ClientHello:
             check_p256_point(value["kx"], "client key share"),
             audience,
             check_disclose(value["disclose"]),
+            None if kem is None else check_mlkem_key(kem),
         )
 
 
 @dataclass(frozen=True)
 class BridgeHelloCore:
-    """protocol.md §3.2: everything in BridgeHello except ``fin``."""
+    """protocol.md §3.3: everything in BridgeHello except ``fin``.
+
+    ``kem_ct`` (an ML-KEM-768 ciphertext) is present exactly when the suite is hybrid.
+    """
 
     version: int
     suite: int
@@ -98,31 +115,43 @@ class BridgeHelloCore:
     usage_key: bytes = field(repr=False)
     disclose: tuple[str, ...]
     evidence: Evidence
+    kem_ct: bytes | None = field(default=None, repr=False)
 
     def encode(self) -> bytes:
         """Deterministic CBOR of the core map; these bytes are hashed into the transcript."""
-        return cbor.encode(
-            {
-                "v": self.version,
-                "suite": self.suite,
-                "kx": self.kx,
-                "usage_key": self.usage_key,
-                "disclose": list(self.disclose),
-                "evidence": self.evidence.to_cbor_value(),
-            }
-        )
+        value: dict[str, Any] = {
+            "v": self.version,
+            "suite": self.suite,
+            "kx": self.kx,
+            "usage_key": self.usage_key,
+            "disclose": list(self.disclose),
+            "evidence": self.evidence.to_cbor_value(),
+        }
+        if self.kem_ct is not None:
+            value["kem_ct"] = self.kem_ct
+        return cbor.encode(value)
 
     @classmethod
     def decode(cls, data: bytes) -> BridgeHelloCore:
         """Strictly parse the core bytes taken from a BridgeHello."""
         value = cbor.decode(data, max_len=MAX_BRIDGE_HELLO_LEN)
         _require_map(
-            value, {"v", "suite", "kx", "usage_key", "disclose", "evidence"}, "BridgeHello"
+            value,
+            {"v", "suite", "kx", "usage_key", "disclose", "evidence"},
+            "BridgeHello",
+            {"kem_ct"},
         )
         version = _version(value["v"])
         suite = value["suite"]
         if not _is_uint(suite, 0xFFFF):
             raise HandshakeError("bridge-hello", "suite must be a uint16")
+        kem_ct = value.get("kem_ct")
+        if (kem_ct is not None) != (suite in HYBRID_SUITES):
+            raise HandshakeError("bridge-hello", "kem_ct must be present exactly for hybrid")
+        if kem_ct is not None and (
+            not isinstance(kem_ct, bytes) or len(kem_ct) != MLKEM768_CIPHERTEXT_LEN
+        ):
+            raise HandshakeError("key-share", "kem_ct is not an ML-KEM-768 ciphertext")
         return cls(
             version,
             suite,
@@ -130,6 +159,7 @@ class BridgeHelloCore:
             check_p256_point(value["usage_key"], "usage key"),
             check_disclose(value["disclose"]),
             Evidence.from_cbor_value(value["evidence"]),
+            kem_ct,
         )
 
 
@@ -155,9 +185,10 @@ def decode_bridge_hello(data: bytes) -> tuple[bytes, bytes]:
 
 
 def compute_report_data(
-    client_hello: bytes, suite: int, bridge_kx: bytes, usage_key: bytes
+    client_hello: bytes, suite: int, bridge_kx: bytes, usage_key: bytes, kem_ct: bytes = b""
 ) -> bytes:
-    """REPORTDATA = SHA-512(label || u32 len(CH) || CH || u16 suite || kx || usage key)."""
+    """REPORTDATA = SHA-512(label || u32 len(CH) || CH || u16 suite || kx || usage key
+    || kem_ct), where ``kem_ct`` is empty except for the hybrid suite (protocol.md §4.1)."""
     return hashlib.sha512(
         LABEL_REPORT_DATA
         + struct.pack(">I", len(client_hello))
@@ -165,6 +196,7 @@ def compute_report_data(
         + struct.pack(">H", suite)
         + bridge_kx
         + usage_key
+        + kem_ct
     ).digest()
 
 
@@ -199,6 +231,22 @@ def load_p256_point(value: bytes, what: str) -> ec.EllipticCurvePublicKey:
         raise HandshakeError("key-share", f"{what} is not a point on P-256") from None
 
 
+def check_mlkem_key(value: object) -> bytes:
+    """Accept only a well-formed ML-KEM-768 encapsulation key (FIPS 203 §7.2 input checks)."""
+    if not isinstance(value, bytes) or len(value) != MLKEM768_ENCAPSULATION_KEY_LEN:
+        raise HandshakeError("key-share", "kem is not an ML-KEM-768 encapsulation key")
+    load_mlkem_key(value)
+    return value
+
+
+def load_mlkem_key(value: bytes) -> mlkem.MLKEM768PublicKey:
+    """Load an encapsulation key already checked by ``check_mlkem_key``."""
+    try:
+        return mlkem.MLKEM768PublicKey.from_public_bytes(value)
+    except ValueError:
+        raise HandshakeError("key-share", "kem is not a valid ML-KEM-768 key") from None
+
+
 def check_disclose(value: object) -> tuple[str, ...]:
     """A disclose list: allowlisted field names, strictly sorted (so unique)."""
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
@@ -221,7 +269,9 @@ def _version(value: object) -> int:
     return PROTOCOL_VERSION
 
 
-def _require_map(value: Any, keys: set[str], what: str) -> None:
-    if not isinstance(value, dict) or set(value) != keys:
+def _require_map(
+    value: Any, keys: set[str], what: str, optional: frozenset[str] | set[str] = frozenset()
+) -> None:
+    if not isinstance(value, dict) or not keys <= set(value) <= keys | optional:
         found = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
         raise HandshakeError("hello-format", f"{what} needs exactly {sorted(keys)}, got {found}")
