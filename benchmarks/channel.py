@@ -18,7 +18,7 @@ from shroud_sdk.channel.connection import (
     ClientConfig,
     ClientConnection,
 )
-from shroud_sdk.channel.constants import DIRECTION_C2B, RecordType
+from shroud_sdk.channel.constants import DIRECTION_C2B, RecordType, Suite
 from shroud_sdk.channel.evidence import Evidence
 from shroud_sdk.channel.records import Limits, RecordOpener, RecordSealer
 
@@ -92,13 +92,19 @@ def bench_connection_records() -> None:
     print(f"send+receive chunk via connections: {cost * 1e6:8.2f} us/record  ({n} records)")
 
 
-def _handshake() -> tuple[ClientConnection, BridgeConnection]:
-    client = ClientConnection(ClientConfig(audience=AUDIENCE, verifier=_echo_verifier))
+def _handshake(
+    suite: int = Suite.P256_HKDF_SHA256_AES256GCM,
+) -> tuple[ClientConnection, BridgeConnection]:
+    suites = frozenset({suite})
+    client = ClientConnection(
+        ClientConfig(audience=AUDIENCE, verifier=_echo_verifier, allowed_suites=suites)
+    )
     bridge = BridgeConnection(
         BridgeConfig(
             audience=AUDIENCE,
             evidence_provider=_echo_provider,
             usage_signing_key=_USAGE_KEY,
+            suites=suites,
         )
     )
     for message in client.data_to_send():
@@ -115,6 +121,9 @@ def bench_handshake() -> None:
     """One full handshake (both sides, both ECDH, key schedule, fin), no quote work."""
     cost, n = _per_call(_handshake, min_seconds=1.0)
     print(f"full handshake (no quote work):     {cost * 1e3:8.3f} ms        ({n} handshakes)")
+    hybrid = Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM
+    cost, n = _per_call(lambda: _handshake(hybrid), min_seconds=1.0)
+    print(f"  same, hybrid suite 2 (+ML-KEM):   {cost * 1e3:8.3f} ms        ({n} handshakes)")
 
 
 def main() -> None:
