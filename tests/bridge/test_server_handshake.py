@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -185,3 +186,25 @@ async def test_text_frame_after_handshake_closes_the_connection(
         assert client.ws.close_code == 1003
     finally:
         await client.close()
+
+
+async def test_permessage_deflate_is_refused_even_when_offered(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, _ = fast
+    async with connect(server.url, compression="deflate") as ws:
+        assert ws.response is not None
+        # Compression before encryption would leak content through record lengths.
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+
+
+async def test_healthz_is_plain_http_and_reports_shutdown(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, _ = fast
+    health = f"http://127.0.0.1:{server.port}/healthz"
+    async with httpx2.AsyncClient(trust_env=False) as http:
+        assert (await http.get(health)).status_code == 200
+        server._closing = True  # what shutdown() sets first
+        assert (await http.get(health)).status_code == 503
+        server._closing = False

@@ -7,6 +7,7 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``slow``: waits ``SLOW_SECONDS`` before any response header (the bridge should answer 504);
 - ``fail-midstream``: starts an SSE stream, then drops the connection mid-body;
 - ``slow-stream``: ten SSE events 100 ms apart, then ``[DONE]`` (an in-flight stream);
+- ``stall``: sends one SSE event, then nothing, and records when the client closes;
 - ``endless``: streams an event every 50 ms until the client goes away, and records that.
 
 ``GET /v1/models`` lists the models. It speaks just enough HTTP/1.1 for the bridge's client.
@@ -33,6 +34,7 @@ class FakeUpstream:
         self._server: asyncio.Server | None = None
         self.endless_started = threading.Event()
         self.endless_disconnected = threading.Event()
+        self.stall_disconnected = threading.Event()
         self.requests = 0
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -93,7 +95,7 @@ class FakeUpstream:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests += 1
         if method == "GET" and path == "/v1/models":
-            models = ["echo", "stream", "slow", "slow-stream", "fail-midstream", "endless"]
+            models = ["echo", "stream", "slow", "slow-stream", "fail-midstream", "stall", "endless"]
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in models]
             await _json(writer, 200, {"object": "list", "data": data})
             return True
@@ -134,6 +136,13 @@ class FakeUpstream:
             await asyncio.sleep(0.1)
             transport = writer.transport
             transport.abort()  # no terminating chunk: a truncated body
+            return False
+        if model == "stall":
+            await _chunk(writer, _event({"choices": [{"delta": {"content": "wait"}}]}))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    if not await reader.read(1):  # EOF: the bridge closed the request
+                        self.stall_disconnected.set()
             return False
         if model == "endless":
             self.endless_started.set()

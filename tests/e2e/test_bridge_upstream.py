@@ -241,18 +241,36 @@ async def test_client_reset_cancels_the_upstream_request(
         await client.close()
 
 
+async def test_client_reset_cancels_a_silent_upstream_request(
+    bridge: BridgeProcess, upstream: FakeUpstream
+) -> None:
+    # The upstream sends nothing after its first event: only an explicit cancellation (not a
+    # failed write) ends the upstream request, and well before the 1 s upstream read timeout.
+    upstream.stall_disconnected.clear()
+    client = await _client(bridge)
+    try:
+        sid = await client.start(
+            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="stall")
+        )
+        await client.first_chunk(sid)
+        await client.reset(sid)
+        assert await asyncio.to_thread(upstream.stall_disconnected.wait, 0.6)
+    finally:
+        await client.close()
+
+
 async def test_client_disconnect_cancels_the_upstream_request(
     bridge: BridgeProcess, upstream: FakeUpstream
 ) -> None:
-    upstream.endless_started.clear()
-    upstream.endless_disconnected.clear()
+    upstream.stall_disconnected.clear()
     client = await _client(bridge)
     sid = await client.start(
-        "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="endless")
+        "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="stall")
     )
     await client.first_chunk(sid)
     client.ws.transport.abort()  # the client vanishes: no CLOSE, no WebSocket close
-    assert await asyncio.to_thread(upstream.endless_disconnected.wait, 10)
+    # Well before the 1 s upstream read timeout, with no write that could fail first.
+    assert await asyncio.to_thread(upstream.stall_disconnected.wait, 0.6)
     await client.close()
 
 
