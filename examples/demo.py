@@ -1,120 +1,134 @@
-"""Loopback demo of the shroud/1 channel core: a client and a bridge in one process.
+"""``make demo``: a real attested, end-to-end encrypted request, on this machine.
 
-WARNING: this demo does NOT attest anything. Its "evidence" just echoes REPORTDATA, so it
-shows the handshake, records, streams, disclosure and signed usage, not the TDX security.
-A later version of this demo runs the real attested end-to-end path.
+1. Starts ``shroud-bridge`` (``python -m bridge``) on a free loopback port with the SIMULATED
+   TDX quote provider, the built-in demo model as upstream and a demo image digest measured
+   into RTMR3; it writes a development policy that trusts its simulated root CA and pins its
+   MRTD, image digest and configuration hash (``--dev-policy-out``).
+2. Runs ``examples/quickstart.py``, an ordinary OpenAI program with one import changed, with
+   ``SHROUD_BRIDGE_URL``, ``SHROUD_API_KEY`` and ``SHROUD_POLICY`` pointing at that bridge.
+   It verifies the bridge's quote before sending anything, streams the answer and prints what
+   it verified.
+3. Stops the bridge.
 
-Run with ``make demo``.
+Nothing here is hidden from the real path: the same verifier, channel and bridge code run as
+in production. Only the quotes are simulated (signed by a CA generated on this machine), which
+is why the policy must say ``allow_simulated_tee = true`` and a default client refuses them.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
+import httpx2
 
-from shroud_sdk.channel.connection import (
-    BridgeConfig,
-    BridgeConnection,
-    ClientConfig,
-    ClientConnection,
-)
-from shroud_sdk.channel.events import (
-    DataReceived,
-    Event,
-    HandshakeComplete,
-    RequestReceived,
-    StreamEnded,
-)
-from shroud_sdk.channel.evidence import Evidence
-from shroud_sdk.channel.usage import Usage
-
-AUDIENCE = "demo.shroud.invalid"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = REPO_ROOT / "examples" / "quickstart.py"
+# The image digest the demo bridge measures into RTMR3 and the policy pins.
+DEMO_IMAGE_DIGEST = "sha256:" + hashlib.sha256(b"shroud demo bridge image").hexdigest()
+DEMO_API_KEY = "demo-key-0123456789abcdef"  # the bridge's minimum length is 16 characters
+STARTUP_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class _DemoVerified:
-    report_data: bytes
-    report: str
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def demo_provider(report_data: bytes, /) -> Evidence:
-    """NOT attestation: puts REPORTDATA where a quote would go."""
-    return Evidence("demo-not-attested", report_data)
+def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the bridge exited early:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(httpx2.HTTPError):
+            if httpx2.get(url, timeout=1.0, trust_env=False).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the bridge did not come up:\n{log.read_text(errors='replace')}")
 
 
-def demo_verifier(evidence: Evidence, suite: int, /) -> _DemoVerified:
-    """NOT attestation: believes whatever REPORTDATA the 'evidence' claims."""
-    print("  !! demo verifier: NOT attesting anything (no TDX quote is checked)")
-    return _DemoVerified(evidence.quote, "demo: not attested")
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
-def pump(
-    sender: ClientConnection | BridgeConnection, receiver: ClientConnection | BridgeConnection
-) -> list[Event]:
-    """Carry every pending message across, as a WebSocket would; return receiver's events."""
-    messages = sender.data_to_send()
-    for message in messages:
-        receiver.receive_data(message)
-    print(f"  {len(messages)} message(s), {sum(map(len, messages))} bytes on the wire")
-    return receiver.events_received()
-
-
-def main() -> None:
-    """Run one attested-shaped (but not attested) chat request through the channel."""
-    print("shroud/1 channel loopback demo -- NOT ATTESTED: no TDX quote is produced or checked")
-    client = ClientConnection(
-        ClientConfig(audience=AUDIENCE, verifier=demo_verifier, disclose=frozenset({"model"}))
-    )
-    bridge = BridgeConnection(
-        BridgeConfig(
-            audience=AUDIENCE,
-            evidence_provider=demo_provider,
-            usage_signing_key=ec.generate_private_key(ec.SECP256R1()),
-        )
-    )
-    print("handshake: ClientHello ->")
-    pump(client, bridge)
-    print("handshake: <- BridgeHello")
-    (done,) = pump(bridge, client)
-    assert isinstance(done, HandshakeComplete)
-    print(f"  suite {done.suite}, disclosed {list(done.disclose)}, report: {done.report}")
-
-    body = {"model": "demo-model", "messages": [{"role": "user", "content": "Hello?"}]}
-    print("request: HEADERS + DATA + END ->")
-    sid = client.send_request(
-        "POST",
-        "/v1/chat/completions",
-        [("content-type", "application/json")],
-        disclosed={"model": body["model"]},
-    )
-    client.send_data(sid, json.dumps(body).encode())
-    client.end_stream(sid)
-    for event in pump(client, bridge):
-        if isinstance(event, RequestReceived):
-            print(f"  bridge sees {event.method} {event.path}, disclosed {dict(event.disclosed)}")
-
-    print("response: streamed SSE chunks + signed usage <-")
-    bridge.send_response(sid, 200, [("content-type", "text/event-stream")])
-    for token in ("Hi", " there", "!"):
-        chunk = {"choices": [{"delta": {"content": token}}]}
-        bridge.send_data(sid, f"data: {json.dumps(chunk)}\n\n".encode())
-    bridge.send_data(sid, b"data: [DONE]\n\n")
-    bridge.end_stream(sid, Usage(prompt_tokens=9, completion_tokens=3, total_tokens=12))
-    text = b""
-    for event in pump(bridge, client):
-        if isinstance(event, DataReceived):
-            text += event.data
-        elif isinstance(event, StreamEnded) and event.usage is not None:
-            print(f"  usage (signature verified): {event.usage.usage}")
-    print("  body:", text.decode().replace("\n\n", " | "))
-
-    client.close()
-    pump(client, bridge)
-    pump(bridge, client)
-    print(f"closed: client {client.state.value}, bridge {bridge.state.value}")
+def main() -> int:
+    """Run the demo; return the quickstart's exit status."""
+    with tempfile.TemporaryDirectory(prefix="shroud-demo-") as tmp:
+        workdir = Path(tmp)
+        port = _free_port()
+        policy = workdir / "policy.toml"
+        log = workdir / "bridge.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SHROUD_")}
+        environment["PYTHONPATH"] = str(REPO_ROOT)
+        command = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            "demo",
+            "--quote-provider",
+            "simulated",
+            "--collateral",
+            "simulated",
+            "--simulated-dir",
+            str(workdir / "simulated"),
+            "--dev-policy-out",
+            str(policy),
+            "--image-digest",
+            DEMO_IMAGE_DIGEST,
+            "--metrics-listen",
+            "off",
+        ]
+        print(f"== starting shroud-bridge (simulated TDX, demo model) on 127.0.0.1:{port}")
+        with log.open("wb") as sink:
+            bridge = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                command,
+                cwd=REPO_ROOT,
+                env=environment | {"SHROUD_BRIDGE_API_KEYS": DEMO_API_KEY},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_healthy(bridge, f"http://127.0.0.1:{port}/healthz", log)
+            print(f"== the bridge wrote its development policy to {policy.name}:")
+            print("   trusts its simulated root, pins its MRTD, image digest and config hash")
+            print("== running examples/quickstart.py (from shroud_sdk import OpenAI)")
+            print()
+            client_env = environment | {
+                "SHROUD_BRIDGE_URL": f"ws://127.0.0.1:{port}/",
+                "SHROUD_API_KEY": DEMO_API_KEY,
+                "SHROUD_POLICY": str(policy),
+            }
+            result = subprocess.run(  # noqa: S603 (our own interpreter and example)
+                [sys.executable, str(QUICKSTART)], cwd=REPO_ROOT, env=client_env, check=False
+            )
+        finally:
+            print()
+            print("== stopping the bridge")
+            _stop(bridge)
+        if result.returncode != 0:
+            print(f"quickstart failed ({result.returncode}); bridge log:", file=sys.stderr)
+            print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+        return result.returncode
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -52,6 +52,7 @@ from shroud_sdk.session import (
     StreamAbortedError,
     SyncSession,
 )
+from shroud_sdk.verifier import AttestationReport
 
 # Hop-by-hop and transport-level headers (RFC 9110 §7.6.1) and ones the channel replaces:
 # the bridge talks to its upstream itself; compression is not negotiated end to end.
@@ -85,7 +86,12 @@ class AttestationError(openai.APIConnectionError):
     """
 
     def __init__(
-        self, *, check: str, reason: str, report: object | None, request: httpx2.Request
+        self,
+        *,
+        check: str,
+        reason: str,
+        report: AttestationReport | None,
+        request: httpx2.Request,
     ) -> None:
         super().__init__(message=f"bridge attestation failed ({check}): {reason}", request=request)
         self.check = check
@@ -213,6 +219,8 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
         exc = exc.original
     if isinstance(exc, HandshakeError):
         report = getattr(exc, "report", None)
+        if not isinstance(report, AttestationReport):
+            report = None  # a custom verifier's report type is not ours to promise
         return AttestationError(check=exc.check, reason=exc.reason, report=report, request=req)
     if isinstance(exc, LocalProtocolError):
         return exc  # the caller asked for something the protocol forbids: a bug to fix

@@ -33,7 +33,7 @@ from typing import Final, Protocol
 from attestation.collateral import Collateral
 from attestation.errors import AttestationError
 from attestation.eventlog import ReplayResult, parse_event_log, replay_against
-from attestation.image_hash import aggregate_image_hash
+from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
 from attestation.policy import Policy, PolicyResult
 from attestation.quote import Quote
 from attestation.quote_parser import parse_quote
@@ -88,6 +88,7 @@ class AttestationReport:
     collateral_origin: str  # "given", "evidence" or "source"
     image_hash: bytes | None = None
     replay: ReplayResult | None = field(default=None, repr=False)
+    image_digests: ImageDigests | None = None  # from a verified RTMR3 log, when there is one
 
     @property
     def ok(self) -> bool:
@@ -119,6 +120,11 @@ class AttestationReport:
             lines.append("advisories: " + ", ".join(self.verification.advisory_ids))
         if self.image_hash is not None:
             lines.append(f"image hash: {self.image_hash.hex()}")
+        digests = self.image_digests
+        if digests is not None and digests.image_digest is not None:
+            lines.append(f"image digest (RTMR3): {digests.image_digest}")
+        if digests is not None and digests.config_hash is not None:
+            lines.append(f"bridge config hash (RTMR3): {digests.config_hash.hex()}")
         lines.extend(f"{name}: {value}" for name, value in self.measurements.items())
         lines.extend(
             f"check {c.name}: {c.status.value}" + (f" ({c.detail})" if c.detail else "")
@@ -209,6 +215,7 @@ class AttestationVerifier:
             origin,
             aggregate_image_hash(quote.td_report),
             replay,
+            _digests_of(replay),
         )
         if not result.ok:
             summary = "; ".join(str(v) for v in result.violations)
@@ -265,3 +272,14 @@ class AttestationVerifier:
                 "the quote does not chain to Intel's root but the bridge claims real hardware",
                 partial,
             )
+
+
+def _digests_of(replay: ReplayResult | None) -> ImageDigests | None:
+    # For display only: the policy already judged the same events (a malformed one is a
+    # violation there), so an unreadable log here just means "nothing to show".
+    if replay is None or replay.verified_events(3) is None:
+        return None
+    try:
+        return image_digests(replay)
+    except AttestationError:
+        return None
