@@ -10,6 +10,7 @@ Specified in docs/protocol.md. Modules, one concept each:
 - ``records``: AEAD records (header, AAD, nonce, padding, per-direction limits).
 - ``streams``: the per-stream transition table and the stream-id rules.
 - ``usage``: signing and verifying token usage carried in END metadata.
+- ``fields``: validation of HTTP fields, disclosure maps and RESET/CLOSE contents.
 - ``cbor``: deterministic encoding and the strict decoder.
 - ``events``, ``constants``: event dataclasses and every spec constant.
 

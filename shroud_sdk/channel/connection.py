@@ -16,14 +16,14 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shroud_sdk.channel import cbor
+from shroud_sdk.channel import cbor, fields
 from shroud_sdk.channel.constants import (
     CLOSE_NORMAL,
     CONNECTION_STREAM_ID,
@@ -36,14 +36,7 @@ from shroud_sdk.channel.constants import (
     MAX_AUDIENCE_LEN,
     MAX_CONCURRENT_STREAMS,
     MAX_CONTENT_LEN,
-    MAX_DISCLOSED_STRING_LEN,
-    MAX_HEADER_NAME_LEN,
-    MAX_HEADER_VALUE_LEN,
-    MAX_HEADERS,
     MAX_METADATA_LEN,
-    MAX_METHOD_LEN,
-    MAX_PATH_LEN,
-    MAX_REASON_LEN,
     NONCE_LEN,
     PROTOCOL_VERSION,
     REPORT_DATA_LEN,
@@ -61,6 +54,7 @@ from shroud_sdk.channel.events import (
     StreamReset,
 )
 from shroud_sdk.channel.evidence import Evidence, EvidenceProvider, EvidenceVerifier
+from shroud_sdk.channel.fields import Headers
 from shroud_sdk.channel.handshake import (
     BridgeHelloCore,
     ClientHello,
@@ -89,11 +83,6 @@ from shroud_sdk.errors import (
     ProtocolError,
     RekeyRequiredError,
 )
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_FORBIDDEN_VALUE_CHARS = frozenset("\r\n\x00")
-
-Headers = Iterable[tuple[str, str]]
 
 
 class ConnectionState(enum.Enum):
@@ -248,7 +237,9 @@ class _Connection:
     def reset_stream(self, stream_id: int, code: int, reason: str = "") -> None:
         """Abandon a stream in both directions (RESET)."""
         stream = self._stream_for_send(stream_id)
-        content = cbor.encode({"code": _check_code(code), "reason": _check_reason(reason)})
+        content = cbor.encode(
+            {"code": fields.check_code(code), "reason": fields.check_reason(reason)}
+        )
         self._seal(RecordType.RESET, stream_id, content)
         stream.reset = True
         self._streams.retire(stream, locally_reset=True)
@@ -314,7 +305,9 @@ class _Connection:
 
     def _send_close(self, code: int, reason: str) -> None:
         assert self._sealer is not None
-        content = cbor.encode({"code": _check_code(code), "reason": _check_reason(reason)})
+        content = cbor.encode(
+            {"code": fields.check_code(code), "reason": fields.check_reason(reason)}
+        )
         self._outgoing.append(self._sealer.seal(RecordType.CLOSE, CONNECTION_STREAM_ID, content))
         self._close_sent = True
         if self._state is ConnectionState.OPEN:
@@ -355,7 +348,7 @@ class _Connection:
                 self._streams.forget_reset(record.stream_id)
             return
         if record_type is RecordType.RESET:
-            code, reason = _parse_code_reason(record.content, "RESET")
+            code, reason = fields.parse_code_reason(record.content, "RESET")
             stream.reset = True
             self._streams.retire(stream)
             self._events.append(StreamReset(stream.stream_id, code, reason))
@@ -377,7 +370,7 @@ class _Connection:
     def _receive_close(self, record: Record) -> None:
         if record.stream_id != CONNECTION_STREAM_ID or record.metadata:
             raise ProtocolError("close-format", "CLOSE must be on stream 0 without metadata")
-        code, reason = _parse_code_reason(record.content, "CLOSE")
+        code, reason = fields.parse_code_reason(record.content, "CLOSE")
         unfinished = tuple(sorted(self._streams.streams))
         self._events.append(ConnectionClosed(code, reason, unfinished))
         if not self._close_sent:
@@ -445,12 +438,14 @@ class ClientConnection(_Connection):
         self._check_can_send()
         content = cbor.encode(
             {
-                "method": _check_method(method, LocalProtocolError),
-                "path": _check_path(path, LocalProtocolError),
-                "headers": _check_headers(headers, LocalProtocolError),
+                "method": fields.check_method(method, LocalProtocolError),
+                "path": fields.check_path(path, LocalProtocolError),
+                "headers": fields.check_headers(headers, LocalProtocolError),
             }
         )
-        metadata = cbor.encode(_check_disclosed(disclosed, self._disclose, LocalProtocolError))
+        metadata = cbor.encode(
+            fields.check_disclosed(disclosed, self._disclose, LocalProtocolError)
+        )
         if len(metadata) > MAX_METADATA_LEN:
             raise LocalProtocolError("metadata-size", "disclosed metadata too large")
         self._require_room([content])
@@ -523,11 +518,11 @@ class ClientConnection(_Connection):
             raise ProtocolError("metadata", f"{record_type.name} from the bridge has metadata")
 
     def _parse_headers(self, record: Record) -> Event:
-        value = _decode_map(record.content, {"status", "headers"}, "response HEADERS")
+        value = fields.decode_map(record.content, {"status", "headers"}, "response HEADERS")
         status = value["status"]
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise ProtocolError("headers", "status must be an integer in 100..599")
-        headers = _check_headers(_pairs(value["headers"]), ProtocolError)
+        headers = fields.check_headers(fields.pairs(value["headers"]), ProtocolError)
         return ResponseReceived(record.stream_id, status, tuple((n, v) for n, v in headers))
 
     def _parse_end_metadata(self, record: Record) -> SignedUsage | None:
@@ -557,7 +552,7 @@ class BridgeConnection(_Connection):
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise LocalProtocolError("headers", "status must be an integer in 100..599")
         content = cbor.encode(
-            {"status": status, "headers": _check_headers(headers, LocalProtocolError)}
+            {"status": status, "headers": fields.check_headers(headers, LocalProtocolError)}
         )
         self._seal(RecordType.HEADERS, stream_id, content)
 
@@ -621,13 +616,13 @@ class BridgeConnection(_Connection):
             raise ProtocolError("metadata", f"{record_type.name} from the client has metadata")
 
     def _parse_headers(self, record: Record) -> Event:
-        value = _decode_map(record.content, {"method", "path", "headers"}, "request HEADERS")
-        method = _check_method(value["method"], ProtocolError)
-        path = _check_path(value["path"], ProtocolError)
-        headers = _check_headers(_pairs(value["headers"]), ProtocolError)
+        value = fields.decode_map(record.content, {"method", "path", "headers"}, "request HEADERS")
+        method = fields.check_method(value["method"], ProtocolError)
+        path = fields.check_path(value["path"], ProtocolError)
+        headers = fields.check_headers(fields.pairs(value["headers"]), ProtocolError)
         if not record.metadata:
             raise ProtocolError("metadata", "request HEADERS lacks the disclosure map")
-        disclosed = _check_disclosed(
+        disclosed = fields.check_disclosed(
             cbor.decode(record.metadata, max_len=MAX_METADATA_LEN), self._disclose, ProtocolError
         )
         return RequestReceived(
@@ -642,7 +637,7 @@ class BridgeConnection(_Connection):
         return None  # _check_metadata_allowed already refused END metadata from the client
 
 
-# -- field validation shared by both sides (protocol.md §6.3) -----------------------------------
+# -- helpers -----------------------------------------------------------------------------------
 
 
 def _public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -652,102 +647,3 @@ def _public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _check_audience(audience: str) -> None:
     if not isinstance(audience, str) or not 0 < len(audience) <= MAX_AUDIENCE_LEN:
         raise ValueError("audience must be a 1-255 character string")
-
-
-def _check_method(value: object, error: type[ChannelError]) -> str:
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= MAX_METHOD_LEN
-        or not all("A" <= c <= "Z" for c in value)
-    ):
-        raise error("headers", "method must be 1-16 uppercase letters")
-    return value
-
-
-def _check_path(value: object, error: type[ChannelError]) -> str:
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= MAX_PATH_LEN
-        or not value.startswith("/")
-        or any(not "\x21" <= c <= "\x7e" for c in value)
-    ):
-        raise error("headers", "path must start with '/' and be visible ASCII, max 2048")
-    return value
-
-
-def _pairs(value: object) -> Headers:
-    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
-        raise ProtocolError("headers", "headers must be an array of [name, value] pairs")
-    return [(p[0], p[1]) for p in value]
-
-
-def _check_headers(headers: Headers, error: type[ChannelError]) -> list[list[str]]:
-    result: list[list[str]] = []
-    for name, value in headers:
-        if (
-            not isinstance(name, str)
-            or not 0 < len(name) <= MAX_HEADER_NAME_LEN
-            or not set(name) <= _TOKEN_CHARS
-        ):
-            raise error("headers", "header names must be lowercase HTTP tokens")
-        if (
-            not isinstance(value, str)
-            or len(value) > MAX_HEADER_VALUE_LEN
-            or not _FORBIDDEN_VALUE_CHARS.isdisjoint(value)
-        ):
-            raise error("headers", f"value of header {name!r} is invalid (CR, LF, NUL or size)")
-        result.append([name, value])
-        if len(result) > MAX_HEADERS:
-            raise error("headers", f"more than {MAX_HEADERS} headers")
-    return result
-
-
-def _check_disclosed(
-    disclosed: object, negotiated: tuple[str, ...], error: type[ChannelError]
-) -> dict[str, object]:
-    if not isinstance(disclosed, Mapping) or set(disclosed) != set(negotiated):
-        raise error("disclosure", f"disclosed fields must be exactly {list(negotiated)}")
-    result: dict[str, object] = {}
-    for name in negotiated:
-        value = disclosed[name]
-        kind = DISCLOSABLE_FIELDS[name]
-        ok = value is None or (
-            isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        )
-        if ok and isinstance(value, int) and not isinstance(value, bool):
-            ok = 0 <= value < (1 << 63)
-        if ok and isinstance(value, str):
-            ok = len(value) <= MAX_DISCLOSED_STRING_LEN
-        if not ok:
-            raise error("disclosure", f"disclosed {name!r} has the wrong type or size")
-        result[name] = value
-    return result
-
-
-def _check_code(code: int) -> int:
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 0xFFFF:
-        raise LocalProtocolError("code", "codes are integers in 0..65535")
-    return code
-
-
-def _check_reason(reason: str) -> str:
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_LEN:
-        raise LocalProtocolError("reason", f"reason must be a string of at most {MAX_REASON_LEN}")
-    return reason
-
-
-def _decode_map(content: bytes, keys: set[str], what: str) -> dict[str, Any]:
-    value = cbor.decode(content, max_len=MAX_CONTENT_LEN)
-    if not isinstance(value, dict) or set(value) != keys:
-        raise ProtocolError("content-format", f"{what} must have exactly {sorted(keys)}")
-    return value
-
-
-def _parse_code_reason(content: bytes, what: str) -> tuple[int, str]:
-    value = _decode_map(content, {"code", "reason"}, what)
-    code, reason = value["code"], value["reason"]
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 0xFFFF:
-        raise ProtocolError("content-format", f"{what} code must be in 0..65535")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_LEN:
-        raise ProtocolError("content-format", f"{what} reason must be short text")
-    return code, reason
