@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -141,8 +141,10 @@ def _default_port(scheme: str) -> int:
 class _Outgoing:
     method: str
     path: str
-    headers: tuple[tuple[str, str], ...]
-    disclosed: Mapping[str, object]
+    # Headers carry the API key and disclosed values come from the prompt's request: neither
+    # may show up in a repr (tracebacks, debuggers, logs).
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    disclosed: Mapping[str, object] = field(repr=False)
 
 
 def _outgoing(

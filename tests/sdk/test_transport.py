@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 import shroud_sdk
 from attestation.policy import Policy
+from shroud_sdk.transport import _Origin, _outgoing
 from tests.bridgeproc import BridgeProcess, running_bridge
 
 MODEL = "shroud-demo-echo"
@@ -239,3 +240,23 @@ def test_handshake_that_never_answers_hits_the_connect_timeout(
         pytest.raises(openai.APITimeoutError),
     ):
         client.models.list()
+
+
+def test_api_key_never_appears_in_reprs(bridge: BridgeProcess) -> None:
+    secret = "sk-shroud-secret-0123456789"
+    outgoing = _outgoing(
+        _Origin.of_bridge(bridge.url),
+        "POST",
+        "http",
+        "127.0.0.1",
+        int(bridge.url.rsplit(":", 1)[1].strip("/")),
+        b"/v1/chat/completions",
+        [("Authorization", f"Bearer {secret}")],
+        b'{"model": "m"}',
+        ["model"],
+    )
+    assert secret not in repr(outgoing)
+    with shroud_sdk.OpenAI(bridge_url=bridge.url, api_key=secret, policy=bridge.policy_path) as c:
+        c.models.list()
+        for thing in (c.transport, c.transport.session, c.transport.session.config, c.attestation):
+            assert secret not in repr(thing)
