@@ -319,7 +319,8 @@ class Session:
         except Exception:
             _log.exception("session failed unexpectedly")
             self._metrics.error(ErrorKind.INTERNAL)
-            await self._ws.close(1011, "internal error")
+            with contextlib.suppress(Exception):
+                await self._ws.close(1011, "internal error")
         finally:
             await self._cancel_streams()
             self.finished.set()
@@ -358,21 +359,23 @@ class Session:
             return await self._refuse(
                 HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, "handshake capacity reached"
             )
-        async with slots:
-            self._metrics.handshakes_in_progress.inc()
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    # The core calls the evidence provider (the quote) from here: blocking.
-                    await asyncio.to_thread(self._conn.receive_data, message)
-            except TimeoutError:
-                return await self._refuse(HandshakeFailure.TIMEOUT, WS_POLICY_VIOLATION, "timeout")
-            except ChannelError as exc:
-                _log.info("handshake refused: %s", exc)
-                reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
-                return await self._refuse(reason, exc.ws_close_code, exc.check)
-            finally:
-                self._metrics.handshakes_in_progress.dec()
+        await slots.acquire()  # cannot block: checked just above, no await in between
+        self._metrics.handshakes_in_progress.inc()
+        started = time.perf_counter()
+        # The core calls the evidence provider (the quote) from here: blocking, so a thread.
+        # A thread cannot be cancelled; the slot is held until it really ends, even when the
+        # client is dropped at the deadline, so the cap bounds the quotes actually running.
+        work = asyncio.ensure_future(asyncio.to_thread(self._conn.receive_data, message))
+        work.add_done_callback(lambda _: self._handshake_done(slots))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(work)
+        except TimeoutError:
+            return await self._refuse(HandshakeFailure.TIMEOUT, WS_POLICY_VIOLATION, "timeout")
+        except ChannelError as exc:
+            _log.info("handshake refused: %s", exc)
+            reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
+            return await self._refuse(reason, exc.ws_close_code, exc.check)
         self._metrics.handshake_ok(time.perf_counter() - started)
         self._conn.events_received()  # HandshakeComplete: nothing to act on
         self._established = True
@@ -381,6 +384,10 @@ class Session:
             await self._close_channel()
             return False
         return True
+
+    def _handshake_done(self, slots: asyncio.Semaphore) -> None:
+        self._metrics.handshakes_in_progress.dec()
+        slots.release()
 
     async def _refuse(self, reason: HandshakeFailure, code: int, text: str) -> bool:
         self._metrics.handshake_failed(reason)

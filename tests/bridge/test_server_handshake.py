@@ -53,7 +53,7 @@ class InstrumentedProvider(SimulatedQuoteProvider):
                 self._in_flight -= 1
 
 
-async def _server(provider: InstrumentedProvider) -> BridgeServer:
+async def _server(provider: InstrumentedProvider, *extra: str) -> BridgeServer:
     config = parse_args(
         [
             "--quote-provider",
@@ -66,6 +66,7 @@ async def _server(provider: InstrumentedProvider) -> BridgeServer:
             "off",
             "--max-concurrent-handshakes",
             str(CAP),
+            *extra,
         ],
         environ={},
     )
@@ -208,3 +209,25 @@ async def test_healthz_is_plain_http_and_reports_shutdown(
         server._closing = True  # what shutdown() sets first
         assert (await http.get(health)).status_code == 503
         server._closing = False
+
+
+async def test_quote_outliving_the_handshake_deadline_keeps_its_slot() -> None:
+    # The dropped client's quote is still being made in a thread: its slot is not free, so a
+    # flood of clients that time out cannot pile up quotes beyond the cap.
+    provider = InstrumentedProvider(delay=1.5)
+    server = await _server(
+        provider, "--handshake-timeout", "0.5", "--max-concurrent-handshakes", "1"
+    )
+    root = provider.platform.root_pem
+    try:
+        with pytest.raises(ConnectionClosed) as first:
+            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+        assert first.value.rcvd is not None
+        assert first.value.rcvd.code == 1008  # handshake timeout
+        with pytest.raises(ConnectionClosed) as second:
+            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+        assert second.value.rcvd is not None
+        assert second.value.rcvd.code == 1013  # the first quote still runs
+        assert provider.max_in_flight == 1
+    finally:
+        await server.shutdown(grace=1)

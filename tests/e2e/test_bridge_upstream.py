@@ -35,7 +35,7 @@ def bridge(
 ) -> Iterator[BridgeProcess]:
     args = [
         "--upstream-read-timeout",
-        "1",
+        "2",
         "--max-request-body",
         str(MAX_BODY),
         "--max-streams-per-session",
@@ -245,7 +245,7 @@ async def test_client_reset_cancels_a_silent_upstream_request(
     bridge: BridgeProcess, upstream: FakeUpstream
 ) -> None:
     # The upstream sends nothing after its first event: only an explicit cancellation (not a
-    # failed write) ends the upstream request, and well before the 1 s upstream read timeout.
+    # failed write) ends the upstream request, and well before the 2 s upstream read timeout.
     upstream.stall_disconnected.clear()
     client = await _client(bridge)
     try:
@@ -254,7 +254,7 @@ async def test_client_reset_cancels_a_silent_upstream_request(
         )
         await client.first_chunk(sid)
         await client.reset(sid)
-        assert await asyncio.to_thread(upstream.stall_disconnected.wait, 0.6)
+        assert await asyncio.to_thread(upstream.stall_disconnected.wait, 1.5)
     finally:
         await client.close()
 
@@ -269,8 +269,8 @@ async def test_client_disconnect_cancels_the_upstream_request(
     )
     await client.first_chunk(sid)
     client.ws.transport.abort()  # the client vanishes: no CLOSE, no WebSocket close
-    # Well before the 1 s upstream read timeout, with no write that could fail first.
-    assert await asyncio.to_thread(upstream.stall_disconnected.wait, 0.6)
+    # Well before the 2 s upstream read timeout, with no write that could fail first.
+    assert await asyncio.to_thread(upstream.stall_disconnected.wait, 1.5)
     await client.close()
 
 
