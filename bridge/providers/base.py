@@ -2,8 +2,8 @@
 
 A quote provider turns 64 bytes of REPORTDATA into a TDX quote and extends runtime measurement
 registers. It is deliberately dumb about *which* REPORTDATA: the "no oracle" rule (DESIGN.md
-section 5) is enforced by its only caller, the bridge's handshake, which computes REPORTDATA as
-``SHA-512(label || ClientHello || suite || bridge key)`` itself. Nothing in the bridge may pass
+section 5) is enforced by its only caller, the bridge's handshake, which computes REPORTDATA
+itself from the ClientHello and its own key shares (``docs/protocol.md``, "REPORTDATA"). Nothing in the bridge may pass
 caller-chosen bytes to :meth:`QuoteProvider.get_quote`, and no provider is reachable from the
 network except through that handshake.
 
