@@ -3,9 +3,9 @@
 A quote provider turns 64 bytes of REPORTDATA into a TDX quote and extends runtime measurement
 registers. It is deliberately dumb about *which* REPORTDATA: the "no oracle" rule (DESIGN.md
 section 5) is enforced by its only caller, the bridge's handshake, which computes REPORTDATA
-itself from the ClientHello and its own key shares (``docs/protocol.md``, "REPORTDATA"). Nothing in the bridge may pass
-caller-chosen bytes to :meth:`QuoteProvider.get_quote`, and no provider is reachable from the
-network except through that handshake.
+itself from the ClientHello and its own key shares (``docs/protocol.md``, "REPORTDATA").
+Nothing in the bridge may pass caller-chosen bytes to :meth:`QuoteProvider.get_quote`, and no
+provider is reachable from the network except through that handshake.
 
 Providers block (file I/O, ioctls, and on real hardware a round trip to the quoting enclave that
 can take seconds); the asyncio server calls them through ``asyncio.to_thread``.
