@@ -118,8 +118,7 @@ def collateral_supplier_for(
 class BridgeEvidence:
     """The ``EvidenceProvider`` handed to ``BridgeConfig``; see the module docstring.
 
-    ``on_quote`` (if given) is told how long each quote took, for metrics. Blocking: the
-    session calls the channel core, and so this, in a worker thread.
+    Blocking: the session calls the channel core, and so this, in a worker thread.
     """
 
     def __init__(
@@ -129,7 +128,6 @@ class BridgeEvidence:
         *,
         collateral: CollateralSupplier | None = None,
         clock: Callable[[], float] = time.time,
-        on_quote: Callable[[float], None] | None = None,
     ) -> None:
         self.__provider = provider  # name-mangled: reachable only through __call__
         logs = []
@@ -140,17 +138,13 @@ class BridgeEvidence:
         self._logs = tuple(logs)
         self._collateral = collateral
         self._clock = clock
-        self._on_quote = on_quote
 
     def __repr__(self) -> str:
         return f"BridgeEvidence(logs={[log.format for log in self._logs]})"
 
     def __call__(self, report_data: bytes, /) -> Evidence:
         """Evidence whose quote is over exactly ``report_data`` (from the channel core)."""
-        started = time.perf_counter()
         quote = self.__provider.get_quote(report_data)
-        if self._on_quote is not None:
-            self._on_quote(time.perf_counter() - started)
         return Evidence(EVIDENCE_TYPE_TDX, quote, self._logs, self._fetch_collateral(quote))
 
     def _fetch_collateral(self, quote: bytes) -> bytes | None:
