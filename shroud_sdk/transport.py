@@ -277,8 +277,12 @@ class _SyncCore:
                 disclosed=outgoing.disclosed,
                 connect_timeout=connect_timeout,
             )
+        except (ShroudError, OSError) as exc:
+            raise _map_error(exc, request, self.flavour) from exc
+        try:
             head = self.session.run(stream.receive_head(read_timeout))
         except (ShroudError, OSError) as exc:
+            self.close_stream(stream)  # abandon it (RESET): the bridge frees its slot
             raise _map_error(exc, request, self.flavour) from exc
         return head, stream, read_timeout
 
@@ -515,8 +519,12 @@ class _AsyncTransportMixin:
                 disclosed=outgoing.disclosed,
                 connect_timeout=connect_timeout,
             )
+        except (ShroudError, OSError) as exc:
+            raise _map_error(exc, request, self._flavour) from exc
+        try:
             head = await stream.receive_head(read_timeout)
         except (ShroudError, OSError) as exc:
+            await stream.aclose()  # abandon it (RESET): the bridge frees its slot
             raise _map_error(exc, request, self._flavour) from exc
         response: Any = None  # httpx copies the extensions mapping: usage goes into its copy
 

@@ -21,6 +21,7 @@ import shroud_sdk
 from attestation.policy import Policy
 from shroud_sdk.transport import _Origin, _outgoing
 from tests.bridgeproc import BridgeProcess, running_bridge
+from tests.e2e.fake_upstream import FakeUpstream
 
 MODEL = "shroud-demo-echo"
 ANSWER = 'Shroud demo model here. You said: "via the seam"'
@@ -260,3 +261,26 @@ def test_api_key_never_appears_in_reprs(bridge: BridgeProcess) -> None:
         c.models.list()
         for thing in (c.transport, c.transport.session, c.transport.session.config, c.attestation):
             assert secret not in repr(thing)
+
+
+def test_upstream_that_stalls_hits_the_read_timeout(tmp_path: Path) -> None:
+    with (
+        FakeUpstream() as upstream,
+        # One stream per session: a timed-out stream that were not abandoned would hold the
+        # slot for the upstream's 5 s and the next request would get a 429.
+        running_bridge(
+            tmp_path, upstream=upstream.base_url, args=["--max-streams-per-session", "1"]
+        ) as bridge,
+        shroud_sdk.OpenAI(
+            bridge_url=bridge.url,
+            api_key="k",
+            policy=bridge.policy_path,
+            timeout=httpx2.Timeout(10.0, read=0.5),
+            max_retries=0,
+        ) as client,
+    ):
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="slow", messages=_ask())
+        # The session survives a timed-out stream: the next request reuses it.
+        assert client.models.list().data
+        assert client.transport.session.handshakes == 1
