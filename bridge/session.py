@@ -32,7 +32,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -594,16 +594,24 @@ class Session:
     # -- ending ---------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Take no new streams; send CLOSE once the in-flight ones are done."""
+        """Take no new streams; send CLOSE once the in-flight ones are done.
+
+        A connection still before or in its handshake is closed at once (1001).
+        """
         self._shutting_down = True
-        if not self._tasks:
+        if not self._established:
+            self._spawn(self._ws.close(WS_GOING_AWAY, "bridge closing"))
+        elif not self._tasks:
             self._schedule_close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _schedule_close(self) -> None:
         if self._established:
-            task = asyncio.get_running_loop().create_task(self._close_channel())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._close_channel())
 
     async def abort(self) -> None:
         """Shutdown deadline passed: cancel the remaining streams and close."""

@@ -231,3 +231,15 @@ async def test_quote_outliving_the_handshake_deadline_keeps_its_slot() -> None:
         assert provider.max_in_flight == 1
     finally:
         await server.shutdown(grace=1)
+
+
+async def test_shutdown_does_not_wait_for_connections_still_before_their_handshake() -> None:
+    provider = InstrumentedProvider(delay=0.0)
+    server = await _server(provider, "--handshake-timeout", "30")
+    async with connect(server.url, compression=None) as ws:  # never sends a ClientHello
+        started = time.monotonic()
+        await server.shutdown(grace=10)
+        assert time.monotonic() - started < 2
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1001
