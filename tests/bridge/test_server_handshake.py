@@ -243,3 +243,25 @@ async def test_shutdown_does_not_wait_for_connections_still_before_their_handsha
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1001
+
+
+async def test_simulated_bridge_refuses_a_client_offering_only_the_real_suite(
+    fast: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, provider = fast
+    hello = ClientHello(
+        version=PROTOCOL_VERSION,
+        suites=(Suite.P256_HKDF_SHA256_AES256GCM,),
+        nonce=bytes(32),
+        kx=ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint),
+        audience=AUDIENCE,
+        disclose=(),
+    )
+    async with connect(server.url, compression=None) as ws:
+        await ws.send(hello.encode())
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4001
+    assert provider.requests == []  # refused before any quote

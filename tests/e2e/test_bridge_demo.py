@@ -283,6 +283,7 @@ async def test_metrics_count_without_content_or_keys(demo_bridge: BridgeProcess)
     async with httpx2.AsyncClient(trust_env=False) as http:
         text = (await http.get(demo_bridge.metrics_url)).text
     assert secret not in text
+    assert secret not in demo_bridge.log_text()
     assert 'shroud_bridge_handshakes_total{reason="",result="ok"}' in text
     assert 'path="/v1/chat/completions",status="200"' in text
     assert 'path="other",status="404"' in text
@@ -293,3 +294,9 @@ async def test_healthz_answers_plain_http(demo_bridge: BridgeProcess) -> None:
         response = await http.get(demo_bridge.health_url)
     assert response.status_code == 200
     assert response.text == "ok\n"
+
+
+def test_bridge_warns_loudly_about_simulation_and_any_key(demo_bridge: BridgeProcess) -> None:
+    log = demo_bridge.log_text()
+    assert "SIMULATED TDX QUOTE PROVIDER" in log
+    assert "accepts ANY client API key" in log
