@@ -47,7 +47,7 @@ from bridge.session import Session, SessionContext
 from bridge.upstream import Upstream
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
 from shroud_sdk.channel.constants import (
-    DEFAULT_CLIENT_SUITES,
+    IMPLEMENTED_SUITES,
     MAX_CLIENT_HELLO_LEN,
     MAX_CONCURRENT_STREAMS,
     MAX_RECORD_LEN,
@@ -153,7 +153,9 @@ class BridgeServer:
             measured.runtime_log,
             collateral=collateral_supplier_for(config, provider),
         )
-        suites = SIMULATED_SUITES if provider.simulated else DEFAULT_CLIENT_SUITES
+        # A simulated TEE is announced only as such; hardware gets every real suite (the
+        # client's offer order decides, and clients offer the hybrid suite only when asked).
+        suites = SIMULATED_SUITES if provider.simulated else IMPLEMENTED_SUITES - SIMULATED_SUITES
         # From here on only `evidence` holds the provider (the "no oracle" rule).
         del provider
         self._injected_provider = None

@@ -265,3 +265,35 @@ async def test_simulated_bridge_refuses_a_client_offering_only_the_real_suite(
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 4001
     assert provider.requests == []  # refused before any quote
+
+
+class _HardwareLookalike(InstrumentedProvider):
+    """Claims to be real hardware, to see which suites the server announces then."""
+
+    @property
+    def simulated(self) -> bool:
+        return False
+
+
+async def test_hardware_bridge_never_announces_the_simulated_suite() -> None:
+    provider = _HardwareLookalike(delay=0.0)
+    server = await _server(provider)
+    hello = ClientHello(
+        version=PROTOCOL_VERSION,
+        suites=(Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM,),
+        nonce=bytes(32),
+        kx=ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint),
+        audience=AUDIENCE,
+        disclose=(),
+    )
+    try:
+        async with connect(server.url, compression=None) as ws:
+            await ws.send(hello.encode())
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4001
+        assert provider.requests == []
+    finally:
+        await server.shutdown(grace=1)
