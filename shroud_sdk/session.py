@@ -359,6 +359,7 @@ class AsyncSession:
         self._connect_lock: asyncio.Lock | None = None
         self.attestation: object | None = None  # the latest verification report
         self.handshakes = 0
+        self._closing: set[asyncio.Task[None]] = set()  # keeps close tasks from being GC'd
 
     async def open_stream(
         self,
@@ -496,7 +497,9 @@ class AsyncSession:
         if self._link is link:
             self._link = None
         with contextlib.suppress(Exception):
-            asyncio.get_running_loop().create_task(link.websocket.close())
+            task = asyncio.get_running_loop().create_task(link.websocket.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         """Send the authenticated CLOSE and close the WebSocket."""
