@@ -48,7 +48,7 @@ from attestation.image_hash import (
 from attestation.pck import split_pem_chain
 from attestation.pcs import INTEL_PCS_URL, CollateralFetcher, collateral_request_for_quote
 from attestation.policy import Policy, PolicyResult
-from attestation.quote import Quote, TdReport
+from attestation.quote import MEASUREMENT_REGISTERS, Quote, TdReport
 from attestation.quote_parser import parse_quote
 from attestation.report import TcbStatus, VerificationReport
 from attestation.simulated import Measurements, SimulatedTdx
@@ -59,20 +59,7 @@ EXIT_REJECT = 1
 EXIT_USAGE = 2
 
 # The JSON "measurements" keys, each a TdReport attribute.
-MEASUREMENT_KEYS = (
-    "mr_td",
-    "rtmr0",
-    "rtmr1",
-    "rtmr2",
-    "rtmr3",
-    "mr_config_id",
-    "mr_owner",
-    "mr_owner_config",
-    "report_data",
-    "mr_seam",
-    "td_attributes",
-    "xfam",
-)
+MEASUREMENT_KEYS = (*MEASUREMENT_REGISTERS, "report_data", "mr_seam", "td_attributes", "xfam")
 _MAX_INPUT_BYTES = 16 * 1024 * 1024  # quotes are a few KiB; refuse to slurp anything huge
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s_-]+")

@@ -44,21 +44,12 @@ from pydantic import (
 from attestation.errors import AttestationError, EventLogError, PolicyError
 from attestation.eventlog import ReplayResult
 from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
-from attestation.quote import TdReport
+from attestation.quote import MEASUREMENT_REGISTERS, TdReport
 from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
 
 # The registers a policy may pin by allowlist, as named in TOML and on TdReport.
-PINNABLE_REGISTERS = (
-    "mr_td",
-    "rtmr0",
-    "rtmr1",
-    "rtmr2",
-    "rtmr3",
-    "mr_config_id",
-    "mr_owner",
-    "mr_owner_config",
-)
+PINNABLE_REGISTERS = MEASUREMENT_REGISTERS
 # Pins of these describe *what code runs*; owner/config IDs alone do not (docs/policy.md).
 _CODE_REGISTERS = frozenset({"mr_td", "rtmr0", "rtmr1", "rtmr2", "rtmr3"})
 

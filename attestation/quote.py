@@ -61,6 +61,20 @@ class QuoteHeader:
     raw: bytes  # the exact 48 header bytes
 
 
+# The TD report's measurement registers, in report order: what a policy can pin and what
+# reports show. Each name is a ``TdReport`` attribute holding 48 bytes.
+MEASUREMENT_REGISTERS = (
+    "mr_td",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mr_config_id",
+    "mr_owner",
+    "mr_owner_config",
+)
+
+
 @dataclass(frozen=True)
 class TdReport:
     """The TD report body: TDX 1.0 (584 bytes) or TDX 1.5 (648 bytes)."""

@@ -35,7 +35,7 @@ from attestation.errors import AttestationError
 from attestation.eventlog import ReplayResult, parse_event_log, replay_against
 from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
 from attestation.policy import Policy, PolicyResult
-from attestation.quote import Quote
+from attestation.quote import MEASUREMENT_REGISTERS, Quote
 from attestation.quote_parser import parse_quote
 from attestation.report import TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
@@ -49,17 +49,7 @@ EVIDENCE_TYPE_TDX: Final = "tdx"
 # Prepared collateral kept per verifier: one per (platform, roots) in practice.
 _PREPARED_CACHE_SIZE: Final = 8
 # The registers reported as "measurements", in the quote's order.
-_MEASUREMENT_FIELDS: Final = (
-    "mr_td",
-    "rtmr0",
-    "rtmr1",
-    "rtmr2",
-    "rtmr3",
-    "mr_config_id",
-    "mr_owner",
-    "mr_owner_config",
-    "mr_seam",
-)
+_MEASUREMENT_FIELDS: Final = (*MEASUREMENT_REGISTERS, "mr_seam")
 
 
 class QuoteCollateralSource(Protocol):
