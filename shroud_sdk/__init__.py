@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         RefusedDestinationError,
         ShroudTransport,
         StreamIntegrityError,
+        StreamResetError,
     )
     from shroud_sdk.verifier import AttestationReport, AttestationVerifier
 
@@ -43,6 +44,7 @@ _EXPORTS = {
     "ShroudError": "shroud_sdk.errors",
     "ShroudTransport": "shroud_sdk.transport",
     "StreamIntegrityError": "shroud_sdk.transport",
+    "StreamResetError": "shroud_sdk.transport",
     "Usage": "shroud_sdk.channel.usage",
     "resolve_policy": "shroud_sdk.client",
 }
@@ -62,6 +64,7 @@ __all__ = [
     "ShroudError",
     "ShroudTransport",
     "StreamIntegrityError",
+    "StreamResetError",
     "Usage",
     "resolve_policy",
 ]

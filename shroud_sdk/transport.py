@@ -11,9 +11,10 @@ Four classes, because clients differ in which httpx they pass: ``ShroudTransport
 
 Rules enforced here: a request to any origin other than the attested bridge is refused
 (``RefusedDestinationError``), and no redirect is ever followed (a 3xx is returned as is).
-Attestation failures raise ``AttestationError`` and integrity failures ``StreamIntegrityError``;
-both subclass ``openai.APIConnectionError`` (so generic handlers catch them, and ``openai``
-never retries them); reachability problems and timeouts raise the httpx exceptions clients
+Attestation failures raise ``AttestationError``, integrity failures ``StreamIntegrityError`` and
+a response the bridge abandoned (RESET) ``StreamResetError``; all subclass
+``openai.APIConnectionError`` (so generic handlers catch them, and ``openai`` never retries
+them); reachability problems and timeouts raise the httpx exceptions clients
 already handle. Verified usage of the latest response is ``transport.last_usage`` and, once the
 body was read to its end, ``response.extensions["shroud.usage"]``.
 """
@@ -108,6 +109,28 @@ class StreamIntegrityError(openai.APIConnectionError):
     def __init__(self, *, check: str, reason: str, request: httpx2.Request) -> None:
         super().__init__(message=f"channel integrity failure ({check}): {reason}", request=request)
         self.check = check
+        self.reason = reason
+
+
+class StreamResetError(openai.APIConnectionError):
+    """The bridge ended the response early with an authenticated RESET (or CLOSE).
+
+    Not tampering (that is ``StreamIntegrityError``): the bridge itself gave up on this
+    response, e.g. because its upstream failed after the response headers were sent. Whatever
+    was received is incomplete; the answer is never delivered as if it had ended. It is the
+    class ``openai`` raises for a dropped stream (``APIConnectionError``), so existing handlers
+    catch it; ``openai`` does not retry it, since the request did reach the model. ``reset_code``
+    is the RESET code (docs/protocol.md, "Errors and closing"), ``reason`` the bridge's text.
+    """
+
+    def __init__(self, *, code: int, reason: str, request: httpx2.Request) -> None:
+        shown = "".join(c for c in reason[:200] if c.isprintable())
+        super().__init__(
+            message=f"the bridge reset the stream (code {code}): {shown}; the response is "
+            "incomplete",
+            request=request,
+        )
+        self.reset_code = code  # ``code`` is openai's (an error-type string)
         self.reason = reason
 
 
@@ -232,7 +255,7 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
         kind = flavour.ConnectTimeout if exc.phase == "connect" else flavour.ReadTimeout
         return cast(BaseException, kind(str(exc), request=request))
     if isinstance(exc, StreamAbortedError):
-        return cast(BaseException, flavour.RemoteProtocolError(str(exc), request=request))
+        return StreamResetError(code=exc.code, reason=exc.reason, request=req)
     if isinstance(exc, SessionConnectError):
         return cast(BaseException, flavour.ConnectError(str(exc), request=request))
     return exc
