@@ -16,8 +16,9 @@ per session), so synchronous callers need no event loop of their own and it work
 running one (Jupyter). ``close()`` stops and joins that thread.
 
 Errors raised here are neutral (``SessionConnectError``, ``SessionTimeoutError``,
-``StreamAbortedError``, channel errors); ``shroud_sdk.transport`` maps them to httpx and
-``openai`` exceptions. Deliberately not here: HTTP semantics and the evidence checks.
+``StreamAbortedError``, ``SessionDisclosureRefusedError``, channel errors);
+``shroud_sdk.transport`` maps them to httpx and ``openai`` exceptions. Deliberately not here:
+HTTP semantics and the evidence checks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -41,6 +43,7 @@ from websockets.protocol import State
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection, ConnectionState
 from shroud_sdk.channel.constants import (
     DEFAULT_CLIENT_SUITES,
+    DISCLOSABLE_FIELDS,
     MAX_BRIDGE_HELLO_LEN,
     RESET_CANCELLED,
     Suite,
@@ -69,6 +72,11 @@ _T = TypeVar("_T")
 
 # A BridgeHello carries a quote, event logs and collateral; records are far smaller.
 _MAX_MESSAGE: Final = MAX_BRIDGE_HELLO_LEN
+# RFC 6455 section 7.4.1: the bridge closes a handshake whose disclosure set it refuses with
+# 1008 and a reason "disclosure refused: required=a,b allowed=c,d" (docs/deployment.md).
+_WS_POLICY_VIOLATION: Final = 1008
+_DISCLOSURE_REASON_PREFIX: Final = "disclosure"
+_DISCLOSURE_FIELD_LIST: Final = re.compile(r"\b(required|allowed)=([A-Za-z_,]*)")
 
 
 class SessionConnectError(ShroudError):
@@ -90,6 +98,36 @@ class StreamAbortedError(ShroudError):
         super().__init__(f"the bridge reset the stream (code {code}): {reason[:200]}")
         self.code = code
         self.reason = reason
+
+
+class SessionDisclosureRefusedError(ShroudError):
+    """The bridge refused this client's disclosure set during the handshake; nothing was sent.
+
+    ``required`` and ``allowed`` are the field names the bridge's close reason listed (only
+    names this SDK knows as disclosable; None when the reason did not say). The reason is
+    unauthenticated: it informs the user, it must never change what the client discloses.
+    """
+
+    def __init__(
+        self,
+        disclosed: frozenset[str],
+        required: frozenset[str] | None,
+        allowed: frozenset[str] | None,
+    ) -> None:
+        super().__init__("the bridge refused this client's disclosure set")
+        self.disclosed = disclosed
+        self.required = required
+        self.allowed = allowed
+
+    @classmethod
+    def from_close_reason(
+        cls, disclosed: frozenset[str], reason: str
+    ) -> SessionDisclosureRefusedError:
+        """Parse ``required=``/``allowed=`` lists out of the bridge's close reason."""
+        lists: dict[str, frozenset[str]] = {}
+        for key, names in _DISCLOSURE_FIELD_LIST.findall(reason[:200]):
+            lists[key] = frozenset(n for n in names.split(",") if n in DISCLOSABLE_FIELDS)
+        return cls(disclosed, lists.get("required"), lists.get("allowed"))
 
 
 @dataclass(frozen=True)
@@ -470,6 +508,17 @@ class AsyncSession:
             raise
         except WebSocketClosed as exc:
             received = exc.rcvd
+            if (
+                received is not None
+                and received.code == _WS_POLICY_VIOLATION
+                and received.reason.startswith(_DISCLOSURE_REASON_PREFIX)
+            ):
+                # Reported, never acted on: this close reason is unauthenticated (no key has
+                # been agreed yet), so widening the disclosure to satisfy it would let any
+                # middlebox make the client reveal more. Only the user may opt in.
+                raise SessionDisclosureRefusedError.from_close_reason(
+                    self.config.disclose, received.reason
+                ) from None
             if received is not None and received.code == HandshakeError.ws_close_code:
                 # The bridge refused our hello (no common suite, other audience): it cannot
                 # attest on terms this client accepts. Its reason is shown, never trusted.

@@ -11,8 +11,9 @@ Four classes, because clients differ in which httpx they pass: ``ShroudTransport
 
 Rules enforced here: a request to any origin other than the attested bridge is refused
 (``RefusedDestinationError``), and no redirect is ever followed (a 3xx is returned as is).
-Attestation failures raise ``AttestationError``, integrity failures ``StreamIntegrityError`` and
-a response the bridge abandoned (RESET) ``StreamResetError``; all subclass
+Attestation failures raise ``AttestationError``, integrity failures ``StreamIntegrityError``, a
+response the bridge abandoned (RESET) ``StreamResetError`` and a refused disclosure set
+``DisclosureRefusedError``; all subclass
 ``openai.APIConnectionError`` (so generic handlers catch them, and ``openai`` never retries
 them); reachability problems and timeouts raise the httpx exceptions clients
 already handle. Verified usage of the latest response is ``transport.last_usage`` and, once the
@@ -49,6 +50,7 @@ from shroud_sdk.session import (
     ResponseHead,
     SessionConfig,
     SessionConnectError,
+    SessionDisclosureRefusedError,
     SessionTimeoutError,
     StreamAbortedError,
     SyncSession,
@@ -132,6 +134,49 @@ class StreamResetError(openai.APIConnectionError):
         )
         self.reset_code = code  # ``code`` is openai's (an error-type string)
         self.reason = reason
+
+
+class DisclosureRefusedError(openai.APIConnectionError):
+    """The bridge refused the fields this client discloses in clear; no request byte was sent.
+
+    ``required``/``allowed`` are what the bridge said it requires/allows (None when it did not
+    say); ``disclosed`` is what this client offered. The message tells the user how to opt in.
+    The SDK never widens the disclosure by itself: the refusal arrives before any key is
+    agreed, so it is unauthenticated, and obeying it would let a middlebox make the client
+    reveal more. ``openai`` does not retry it (the same hello would be refused again).
+    """
+
+    def __init__(
+        self,
+        *,
+        disclosed: frozenset[str],
+        required: frozenset[str] | None,
+        allowed: frozenset[str] | None,
+        request: httpx2.Request,
+    ) -> None:
+        super().__init__(message=_disclosure_advice(disclosed, required, allowed), request=request)
+        self.disclosed = disclosed
+        self.required = required
+        self.allowed = allowed
+
+
+def _disclosure_advice(
+    disclosed: frozenset[str], required: frozenset[str] | None, allowed: frozenset[str] | None
+) -> str:
+    said: list[str] = []
+    if required:
+        said.append(f"it requires {', '.join(sorted(required))} in clear")
+    if allowed is not None:
+        said.append(f"it allows only {', '.join(sorted(allowed)) or 'nothing'}")
+    details = "; ".join(said) or "it did not say which fields it wants"
+    wanted = disclosed | (required or frozenset())
+    if allowed is not None:
+        wanted &= allowed
+    return (
+        f"the bridge refused this client's disclosure set ({details}). Nothing was sent. "
+        "The SDK never discloses more on its own: if you accept showing these fields to the "
+        f"operator, pass OpenAI(..., disclose={sorted(wanted)!r})"
+    )
 
 
 class RefusedDestinationError(ShroudError):
@@ -247,6 +292,10 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
         if not isinstance(report, AttestationReport):
             report = None  # a custom verifier's report type is not ours to promise
         return AttestationError(check=exc.check, reason=exc.reason, report=report, request=req)
+    if isinstance(exc, SessionDisclosureRefusedError):
+        return DisclosureRefusedError(
+            disclosed=exc.disclosed, required=exc.required, allowed=exc.allowed, request=req
+        )
     if isinstance(exc, LocalProtocolError):
         return exc  # the caller asked for something the protocol forbids: a bug to fix
     if isinstance(exc, ChannelError):
