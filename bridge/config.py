@@ -61,6 +61,9 @@ DEFAULT_ALLOWED_PATHS: Final = (
 # Request fields a client may choose to disclose in clear to the operator (DESIGN.md section 3,
 # selective metadata disclosure). Nothing else can be disclosed, whatever a client asks.
 DEFAULT_DISCLOSE_ALLOWED: Final = ("max_tokens", "model", "stream")
+# Where a hardware bridge keeps the RTMR3 runtime log across process restarts. /run is a tmpfs:
+# it lives as long as the TD (and its RTMRs) do, and is empty after a reboot, as RTMR3 is zero.
+DEFAULT_STATE_DIR: Final = Path("/run/shroud-bridge")
 
 _DIGEST_RE: Final = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
 _PATH_SEGMENT_RE: Final = re.compile(r"^[A-Za-z0-9._~:@-]+$")
@@ -150,6 +153,9 @@ class BridgeConfig(BaseModel):
     metrics_listen: HostPort | None = Field(
         default_factory=lambda: HostPort(host="127.0.0.1", port=9464)
     )
+    # The runtime-log state directory; None means DEFAULT_STATE_DIR on hardware and none (the
+    # simulated TD's registers live in process memory) with the simulated provider.
+    state_dir: Path | None = None
     simulated_dir: Path | None = None
     simulated_seed: str | None = None
     dev_policy_out: Path | None = None
@@ -287,6 +293,17 @@ class BridgeConfig(BaseModel):
         only right when clients connect to the listen address itself.
         """
         return self.audience if self.audience is not None else str(self.listen)
+
+    @property
+    def effective_state_dir(self) -> Path | None:
+        """Where the runtime log is persisted: explicit, the tmpfs default on hardware, or None.
+
+        None (simulated provider, no ``state_dir``): the log lives only in this process, like
+        the simulated TD's registers.
+        """
+        if self.state_dir is not None:
+            return self.state_dir
+        return None if self.quote_provider is QuoteProviderKind.SIMULATED else DEFAULT_STATE_DIR
 
     @property
     def accepts_any_key(self) -> bool:
@@ -498,6 +515,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-streams-per-session", type=int)
     p.add_argument("--shutdown-grace", type=float)
     p.add_argument("--metrics-listen", help="HOST:PORT for /metrics, or 'off'")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"tmpfs directory for the RTMR3 runtime log (default on hardware {DEFAULT_STATE_DIR})",
+    )
     p.add_argument("--simulated-dir", type=Path, help="where the simulated platform is kept")
     p.add_argument("--simulated-seed", help="seed for a reproducible simulated platform")
     p.add_argument("--dev-policy-out", type=Path, help="write a dev policy TOML (simulated only)")

@@ -4,7 +4,8 @@
 
 1. the quote provider (``bridge.providers``) and the measured configuration: the image digest
    and configuration hash are extended into RTMR3 *before* the first connection is accepted,
-   so every quote reproduces from the served runtime log;
+   so every quote reproduces from the served runtime log; the log is kept in the state
+   directory (locked while this bridge runs) because RTMR3 outlives the process;
 2. with the simulated provider, the development policy for clients (``--dev-policy-out``);
 3. the evidence provider (``bridge.evidence``), which from then on is the only holder of the
    quote provider; the channel core calls it with the REPORTDATA it computed (no oracle);
@@ -42,6 +43,7 @@ from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.metrics import BridgeMetrics
 from bridge.providers import QuoteProvider, create_provider
 from bridge.providers.measure import measure_bridge
+from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
 from bridge.session import Session, SessionContext
 from bridge.upstream import Upstream
@@ -93,6 +95,7 @@ class BridgeServer:
         self._demo: DemoUpstream | None = None
         self._upstream: Upstream | None = None
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
+        self._state: RuntimeLogStore | None = None
         self._sessions: set[Session] = set()
         self._closing = False
         self.metrics: BridgeMetrics | None = None
@@ -122,7 +125,10 @@ class BridgeServer:
         provider = self._injected_provider
         if provider is None:
             provider = await asyncio.to_thread(create_provider, config)
-        measured = await asyncio.to_thread(measure_bridge, provider, config)
+        state_dir = config.effective_state_dir
+        if state_dir is not None:
+            self._state = await asyncio.to_thread(RuntimeLogStore.open, state_dir)
+        measured = await asyncio.to_thread(measure_bridge, provider, config, self._state)
         if provider.simulated:
             _log.warning(
                 "SIMULATED TEE: announcing only the simulated suite %s; production clients "
@@ -274,4 +280,7 @@ class BridgeServer:
             server.server_close()
             thread.join(timeout=5)
             self._metrics_server = None
+        if self._state is not None:
+            self._state.close()
+            self._state = None
         _log.info("shroud-bridge stopped")

@@ -20,6 +20,7 @@ from bridge.providers.base import (
     QuoteProviderError,
     ReportDataError,
     RtmrExtendError,
+    RuntimeLogStateError,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "QuoteProviderError",
     "ReportDataError",
     "RtmrExtendError",
+    "RuntimeLogStateError",
     "create_provider",
 ]
 

@@ -24,6 +24,7 @@ REPORT_DATA_SIZE: Final = 64  # Intel TDX Module ABI, TDG.MR.REPORT: REPORTDATA 
 RTMR_DIGEST_SIZE: Final = 48  # SHA-384; TDG.MR.RTMR.EXTEND takes a 48-byte extension
 # Linux lets a guest extend RTMR2 and RTMR3 (RTMR0/1 belong to firmware and boot loader).
 EXTENDABLE_RTMRS: Final = (2, 3)
+RTMR_COUNT: Final = 4  # Intel TDX Module ABI, TDINFO_STRUCT: RTMR0..RTMR3
 # Where Linux exposes the firmware's CC event log (ACPI CCEL table and its data).
 DEFAULT_CCEL_DATA_PATH: Final = "/sys/firmware/acpi/tables/data/CCEL"
 DEFAULT_CCEL_TABLE_PATH: Final = "/sys/firmware/acpi/tables/CCEL"
@@ -57,7 +58,14 @@ class ConcurrentReportError(QuoteGenerationError):
 
 
 class RtmrExtendError(QuoteProviderError):
-    """Extending an RTMR failed, or the register did not end up at the expected value."""
+    """Reading or extending an RTMR failed, or the register did not end up as expected."""
+
+
+class RuntimeLogStateError(QuoteProviderError):
+    """RTMR3 and the persisted runtime log disagree, so no log this bridge could serve replays.
+
+    Raised at start; the message names the state file and the fix (restart the TD).
+    """
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,13 @@ class QuoteProvider(Protocol):
     def extend_rtmr(self, index: int, digest: bytes) -> None:
         """Extend RTMR ``index`` (2 or 3) with a 48-byte digest: RTMR = SHA-384(RTMR || digest)."""
 
+    def read_rtmr(self, index: int) -> bytes:
+        """The current 48-byte value of RTMR ``index`` (0-3); RtmrExtendError if unreadable.
+
+        The bridge reads RTMR3 at start: it persists for the TD's lifetime, across restarts
+        of the bridge process (``bridge.providers.measure``).
+        """
+
     def firmware_event_log(self) -> FirmwareEventLog | None:
         """The CCEL log to ship with the evidence (RTMR0-2 replay), or None if there is none."""
 
@@ -112,6 +127,13 @@ def check_rtmr_extension(index: object, digest: object) -> bytes:
         size = len(digest) if isinstance(digest, bytes | bytearray) else type(digest).__name__
         raise ReportDataError(f"an RTMR extension is {RTMR_DIGEST_SIZE} bytes, not {size}")
     return bytes(digest)
+
+
+def check_rtmr_index(index: object) -> int:
+    """Return ``index`` if it names an RTMR (0-3); raise ReportDataError if not."""
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < RTMR_COUNT:
+        raise ReportDataError(f"there are RTMRs 0 to {RTMR_COUNT - 1}, not {index!r}")
+    return index
 
 
 def quote_report_data(quote: bytes) -> bytes:

@@ -136,5 +136,9 @@ class ConfigfsTsmProvider:
         """Extend through the kernel's RTMR interface (sysfs, or the ioctl on older kernels)."""
         self._extender.extend(index, digest)
 
+    def read_rtmr(self, index: int) -> bytes:
+        """Read through the same kernel interface the extensions go through."""
+        return self._extender.read(index)
+
     def firmware_event_log(self) -> FirmwareEventLog | None:
         return read_firmware_event_log(self._ccel_path, self._ccel_table_path)

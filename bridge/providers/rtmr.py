@@ -1,4 +1,4 @@
-"""Extending a TD's runtime measurement registers from Linux, with a read-back check.
+"""Reading and extending a TD's runtime measurement registers from Linux, with a read-back check.
 
 Two kernel interfaces exist ([SYSFS] and [DCAP] in ``linux_abi``):
 - Linux 6.16+: write 48 bytes to ``/sys/class/misc/tdx_guest/measurements/rtmrN:sha384``.
@@ -7,8 +7,9 @@ Two kernel interfaces exist ([SYSFS] and [DCAP] in ``linux_abi``):
 Both extenders read the register before and after and require
 ``after == SHA-384(before || digest)``, so an extension that silently did nothing, went to
 another register or raced with another writer stops the bridge from starting with an event
-log that would not replay. Neither has been run on TDX hardware here; they are tested against
-fakes of the kernel side.
+log that would not replay. Both can also just read a register (the bridge reads RTMR3 at start
+to find what earlier processes in the same TD measured). Neither has been run on TDX hardware
+here; they are tested against fakes of the kernel side.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from bridge.providers.base import (
     QuoteGenerationError,
     RtmrExtendError,
     check_rtmr_extension,
+    check_rtmr_index,
 )
 from bridge.providers.device import DeviceIo, FileIo, LinuxDevice, OsFiles
 
 
 class RtmrExtender(Protocol):
-    """Extends an RTMR of the running TD."""
+    """Reads and extends the RTMRs of the running TD."""
 
     def extend(self, index: int, digest: bytes) -> None:
         """RTMR[index] = SHA-384(RTMR[index] || digest), verified; RtmrExtendError otherwise."""
+
+    def read(self, index: int) -> bytes:
+        """The current 48-byte value of RTMR[index]; RtmrExtendError if it cannot be read."""
 
 
 def _check_extended(index: int, before: bytes, digest: bytes, after: bytes) -> None:
@@ -58,6 +63,18 @@ class SysfsRtmrExtender:
     def attribute(self, index: int) -> Path:
         """The sysfs attribute of RTMR ``index``."""
         return self._dir / f"rtmr{index}:sha384"
+
+    def read(self, index: int) -> bytes:
+        path = self.attribute(check_rtmr_index(index))
+        try:
+            value = self._files.read(path)
+        except FileNotFoundError as exc:
+            raise ProviderUnavailableError(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise RtmrExtendError(f"reading RTMR{index} through {path}: {exc}") from exc
+        if len(value) != linux_abi.TDREPORT_RTMR_SIZE:
+            raise RtmrExtendError(f"{path} returned {len(value)} bytes, not 48")
+        return value
 
     def extend(self, index: int, digest: bytes) -> None:
         digest = check_rtmr_extension(index, digest)
@@ -87,6 +104,14 @@ class IoctlRtmrExtender:
     ) -> None:
         self._path = device_path
         self._device = device if device is not None else LinuxDevice()
+
+    def read(self, index: int) -> bytes:
+        index = check_rtmr_index(index)
+        fd = open_device(self._device, self._path)
+        try:
+            return read_rtmr(self._device, fd, index)
+        finally:
+            self._device.close(fd)
 
     def extend(self, index: int, digest: bytes) -> None:
         digest = check_rtmr_extension(index, digest)

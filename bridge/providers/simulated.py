@@ -26,6 +26,7 @@ from bridge.providers.base import (
     check_quote_binds,
     check_report_data,
     check_rtmr_extension,
+    check_rtmr_index,
 )
 
 _log = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class SimulatedQuoteProvider:
             self._td.extend_rtmr(index, digest)
         except SimulationError as exc:
             raise RtmrExtendError(f"simulated RTMR{index}: {exc}") from exc
+
+    def read_rtmr(self, index: int) -> bytes:
+        """The simulated TD's register, as its next quote will report it."""
+        return self._td.measurements.rtmrs[check_rtmr_index(index)]
 
     def firmware_event_log(self) -> FirmwareEventLog | None:
         """None: the simulated TD has no firmware, and RTMR0-2 stay at their fixed values."""

@@ -159,5 +159,9 @@ class TdxGuestProvider:
         """Extend through the kernel's RTMR interface (the ioctl by default)."""
         self._extender.extend(index, digest)
 
+    def read_rtmr(self, index: int) -> bytes:
+        """Read through the same kernel interface the extensions go through."""
+        return self._extender.read(index)
+
     def firmware_event_log(self) -> FirmwareEventLog | None:
         return read_firmware_event_log(self._ccel_path, self._ccel_table_path)
