@@ -3,9 +3,10 @@
 The channel core is sans-I/O; this is its asyncio shell on the bridge. A session:
 
 1. waits (at most ``handshake_timeout``) for the ClientHello, checks the client's disclosure set
-   against the operator's rules, takes one of the server's handshake slots (closing with 1013
-   when none is free: quote generation is the expensive step) and runs the core's handshake in
-   a worker thread, because the quote provider blocks;
+   against the operator's rules (closing with 1008 and a reason listing the required and
+   allowed fields when it does not fit them), takes one of the server's handshake slots
+   (closing with 1013 when none is free: quote generation is the expensive step) and runs the
+   core's handshake in a worker thread, because the quote provider blocks;
 2. then reads records, turning each request stream into a task that proxies it to the upstream
    (``bridge.upstream``) and streams the response back, many streams at once;
 3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
@@ -68,6 +69,11 @@ WS_UNSUPPORTED_DATA: Final = 1003  # a text frame: shroud/1 is binary only
 WS_POLICY_VIOLATION: Final = 1008  # handshake timeout, refused disclosure set
 WS_TRY_AGAIN_LATER: Final = 1013  # every handshake slot is busy
 
+# RFC 6455 section 5.5: a control frame's payload is at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON_BYTES: Final = 123
+# The close reason of a refused disclosure set; the SDK parses the two lists out of it
+# (docs/protocol.md section 9, docs/deployment.md).
+DISCLOSURE_REFUSED_PREFIX: Final = "disclosure refused:"
 RETRY_AFTER_SECONDS: Final = 1
 # Paths whose streamed responses follow OpenAI's chat/completions SSE shape, where the bridge
 # may ask the upstream for a final usage chunk (stream_options.include_usage).
@@ -99,6 +105,27 @@ class SessionContext:
     metrics: BridgeMetrics
     handshake_slots: asyncio.Semaphore
     api_keys: tuple[bytes, ...] = field(repr=False)
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a WebSocket close frame (123 bytes of UTF-8), never mid-character."""
+    return text.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+
+
+def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...]) -> str:
+    """``disclosure refused: required=a,b allowed=c,d``, names sorted, within 123 bytes.
+
+    It tells a refused client which fields this bridge needs in clear and which it accepts.
+    The required list comes first and is never cut (field names are short); allowed names
+    that do not fit are left out whole, so no name is ever shown truncated.
+    """
+    reason = f"{DISCLOSURE_REFUSED_PREFIX} required={','.join(sorted(required))} allowed="
+    shown: list[str] = []
+    for name in sorted(allowed):
+        if len((reason + ",".join([*shown, name])).encode("utf-8")) > MAX_CLOSE_REASON_BYTES:
+            break
+        shown.append(name)
+    return close_reason(reason + ",".join(shown))
 
 
 # -- request checks (pure) ------------------------------------------------------------------
@@ -349,8 +376,11 @@ class Session:
             not disclose <= set(self._config.disclose_allowed)
             or not set(self._config.disclose_required) <= disclose
         ):
+            refusal = disclosure_refusal_reason(
+                self._config.disclose_required, self._config.disclose_allowed
+            )
             return await self._refuse(
-                HandshakeFailure.DISCLOSURE_REFUSED, WS_POLICY_VIOLATION, "disclosure set refused"
+                HandshakeFailure.DISCLOSURE_REFUSED, WS_POLICY_VIOLATION, refusal
             )
         if self._shutting_down:
             return await self._refuse(HandshakeFailure.OVERLOADED, WS_GOING_AWAY, "shutting down")
@@ -391,7 +421,7 @@ class Session:
 
     async def _refuse(self, reason: HandshakeFailure, code: int, text: str) -> bool:
         self._metrics.handshake_failed(reason)
-        await self._ws.close(code, text[:120])
+        await self._ws.close(code, close_reason(text))
         return False
 
     # -- records --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from bridge.config import parse_args
 from bridge.evidence import BridgeEvidence
 from bridge.providers.simulated import SimulatedQuoteProvider
 from bridge.server import BridgeServer
+from bridge.session import MAX_CLOSE_REASON_BYTES, close_reason, disclosure_refusal_reason
 from shroud_sdk.channel.constants import PROTOCOL_VERSION, Suite
 from shroud_sdk.channel.handshake import ClientHello
 from tests.e2e.client import ChannelClient
@@ -297,3 +298,60 @@ async def test_hardware_bridge_never_announces_the_simulated_suite() -> None:
         assert provider.requests == []
     finally:
         await server.shutdown(grace=1)
+
+
+# -- the operator's disclosure rules ---------------------------------------------------------------
+
+
+async def _refusal(server: BridgeServer, root: bytes, disclose: frozenset[str]) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as refused:
+        await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, disclose=disclose)
+    assert refused.value.rcvd is not None
+    return refused.value.rcvd.code, refused.value.rcvd.reason
+
+
+async def test_client_hiding_a_required_field_is_refused_naming_it() -> None:
+    provider = InstrumentedProvider(delay=0.0)
+    server = await _server(provider, "--disclose-required", "model")
+    root = provider.platform.root_pem
+    try:
+        code, reason = await _refusal(server, root, frozenset({"stream"}))
+        assert code == 1008
+        assert reason == "disclosure refused: required=model allowed=max_tokens,model,stream"
+        # Showing the required field (and only allowed ones) is accepted.
+        client = await ChannelClient.connect(
+            server.url, audience=AUDIENCE, root_pem=root, disclose=frozenset({"model", "stream"})
+        )
+        await client.close()
+    finally:
+        await server.shutdown(grace=1)
+    assert provider.requests == [provider.requests[-1]]  # no quote for the refused client
+
+
+async def test_client_disclosing_a_field_the_operator_does_not_allow_is_refused() -> None:
+    provider = InstrumentedProvider(delay=0.0)
+    server = await _server(
+        provider, "--disclose-allowed", "model", "--disclose-allowed", "max_tokens"
+    )
+    root = provider.platform.root_pem
+    try:
+        code, reason = await _refusal(server, root, frozenset({"model", "stream"}))
+        assert code == 1008
+        assert reason == "disclosure refused: required= allowed=max_tokens,model"
+        client = await ChannelClient.connect(
+            server.url, audience=AUDIENCE, root_pem=root, disclose=frozenset({"model"})
+        )
+        await client.close()
+    finally:
+        await server.shutdown(grace=1)
+
+
+def test_disclosure_refusal_reason_fits_a_websocket_close_frame() -> None:
+    allowed = tuple(f"field_{i:02d}_{'x' * 20}" for i in range(10))
+    reason = disclosure_refusal_reason(("model",), allowed)
+    assert len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
+    assert reason.startswith("disclosure refused: required=model allowed=field_00_")
+    shown = reason.rpartition("allowed=")[2].split(",")
+    assert len(shown) >= 2
+    assert set(shown) <= set(allowed)  # whole names only, none cut short
+    assert close_reason("é" * 100) == "é" * 61  # never cut inside a character

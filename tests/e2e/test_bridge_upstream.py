@@ -155,6 +155,7 @@ async def test_disclosure_set_beyond_the_operator_rules_is_refused(bridge: Bridg
         await _client(bridge, disclose=frozenset({"stream"}))
     assert caught.value.rcvd is not None
     assert caught.value.rcvd.code == 1008
+    assert caught.value.rcvd.reason == "disclosure refused: required= allowed=max_tokens,model"
 
 
 async def test_oversized_body_gets_413(bridge: BridgeProcess) -> None:
