@@ -28,7 +28,7 @@ import contextlib
 import ipaddress
 import re
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -312,6 +312,19 @@ class _Link:
                 self.streams.pop(event.stream_id, None)
 
 
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """One HTTP request as the channel carries it (the transport builds it from httpx's)."""
+
+    method: str
+    path: str
+    # Headers carry the API key; body and disclosed values come from the prompt's request:
+    # none of them may show up in a repr (tracebacks, debuggers, logs).
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes = field(repr=False)
+    disclosed: Mapping[str, object] = field(repr=False)
+
+
 @dataclass
 class ResponseHead:
     """A response's status and headers, as the bridge sent them."""
@@ -400,14 +413,7 @@ class AsyncSession:
         self._closing: set[asyncio.Task[None]] = set()  # keeps close tasks from being GC'd
 
     async def open_stream(
-        self,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-        *,
-        disclosed: Mapping[str, object],
-        connect_timeout: float | None,
+        self, request: OutgoingRequest, *, connect_timeout: float | None
     ) -> AsyncStream:
         """Send a complete request on an attested connection; return its stream.
 
@@ -423,10 +429,10 @@ class AsyncSession:
                     raise SessionConnectError("the attested connection closed before sending")
                 try:
                     stream_id = link.connection.send_request(
-                        method,
-                        path,
-                        headers,
-                        disclosed={k: disclosed.get(k) for k in link.disclose},
+                        request.method,
+                        request.path,
+                        request.headers,
+                        disclosed={k: request.disclosed.get(k) for k in link.disclose},
                     )
                 except RekeyRequiredError:
                     self._drop(link)
@@ -435,8 +441,8 @@ class AsyncSession:
                     raise
                 queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
                 link.streams[stream_id] = queue
-                if body:
-                    link.connection.send_data(stream_id, body)
+                if request.body:
+                    link.connection.send_data(stream_id, request.body)
                 link.connection.end_stream(stream_id)
                 try:
                     await link.flush()
@@ -588,6 +594,11 @@ class SyncSession:
         return self._async.config
 
     @property
+    def async_session(self) -> AsyncSession:
+        """The ``AsyncSession`` this drives: use it only in coroutines given to ``run``."""
+        return self._async
+
+    @property
     def attestation(self) -> object | None:
         """The latest verification report (None before the first handshake)."""
         return self._async.attestation
@@ -608,28 +619,6 @@ class SyncSession:
         except FutureTimeoutError:
             future.cancel()
             raise SessionTimeoutError("read", "timed out") from None
-
-    def open_stream(
-        self,
-        method: str,
-        path: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes,
-        *,
-        disclosed: Mapping[str, object],
-        connect_timeout: float | None,
-    ) -> AsyncStream:
-        """``AsyncSession.open_stream``, from synchronous code."""
-        return self.run(
-            self._async.open_stream(
-                method,
-                path,
-                headers,
-                body,
-                disclosed=disclosed,
-                connect_timeout=connect_timeout,
-            )
-        )
 
     def close(self) -> None:
         """Close the connection, stop the loop and join its thread (idempotent)."""

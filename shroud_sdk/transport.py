@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Final, cast
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -47,6 +47,7 @@ from shroud_sdk.errors import (
 from shroud_sdk.session import (
     AsyncSession,
     AsyncStream,
+    OutgoingRequest,
     ResponseHead,
     SessionConfig,
     SessionConnectError,
@@ -205,16 +206,6 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    method: str
-    path: str
-    # Headers carry the API key and disclosed values come from the prompt's request: neither
-    # may show up in a repr (tracebacks, debuggers, logs).
-    headers: tuple[tuple[str, str], ...] = field(repr=False)
-    disclosed: Mapping[str, object] = field(repr=False)
-
-
 def _outgoing(
     origin: _Origin,
     method: str,
@@ -225,7 +216,8 @@ def _outgoing(
     headers: Iterable[tuple[str, str]],
     body: bytes,
     disclose: Iterable[str],
-) -> _Outgoing:
+) -> OutgoingRequest:
+    """The request as the channel carries it, if it is addressed to the attested bridge."""
     where = (scheme, host.lower(), port or _default_port(scheme))
     if where != (origin.scheme, origin.host, origin.port):
         raise RefusedDestinationError(
@@ -237,8 +229,8 @@ def _outgoing(
         for name, value in headers
         if name.lower() not in _DROPPED_REQUEST_HEADERS
     )
-    return _Outgoing(
-        method.upper(), raw_path.decode("ascii"), kept, _disclosed_values(body, disclose)
+    return OutgoingRequest(
+        method.upper(), raw_path.decode("ascii"), kept, body, _disclosed_values(body, disclose)
     )
 
 
@@ -310,207 +302,103 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
     return exc
 
 
-def _session_config(
-    bridge_url: str,
-    verifier: EvidenceVerifier,
-    *,
-    allow_simulated: bool,
-    disclose: Iterable[str],
-    audience: str | None,
-) -> SessionConfig:
-    return SessionConfig(
-        url=bridge_url,
-        verifier=verifier,
-        audience=audience or "",
-        allow_simulated=allow_simulated,
-        disclose=frozenset(disclose),
-    )
+class _ResponseBody:
+    """A response body as the transport delivers it, record by record (all four transports).
 
-
-class _SyncCore:
-    """What the two synchronous transports share (everything but the httpx flavour)."""
-
-    def __init__(self, session: SyncSession, flavour: ModuleType) -> None:
-        self.session = session
-        self.origin = _Origin.of_bridge(session.config.url)
-        self.flavour = flavour
-        self.last_usage: Usage | None = None
-
-    def exchange(
-        self, request: Any, outgoing: _Outgoing, body: bytes
-    ) -> tuple[ResponseHead, AsyncStream, float | None]:
-        connect_timeout, read_timeout = _timeouts(request.extensions)
-        try:
-            stream = self.session.open_stream(
-                outgoing.method,
-                outgoing.path,
-                outgoing.headers,
-                body,
-                disclosed=outgoing.disclosed,
-                connect_timeout=connect_timeout,
-            )
-        except (ShroudError, OSError) as exc:
-            raise _map_error(exc, request, self.flavour) from exc
-        try:
-            head = self.session.run(stream.receive_head(read_timeout))
-        except (ShroudError, OSError) as exc:
-            self.close_stream(stream)  # abandon it (RESET): the bridge frees its slot
-            raise _map_error(exc, request, self.flavour) from exc
-        return head, stream, read_timeout
-
-    def body(
-        self,
-        request: Any,
-        stream: AsyncStream,
-        read_timeout: float | None,
-        response_extensions: Callable[[], dict[str, Any]],
-    ) -> Iterator[bytes]:
-        held: bytes | None = None
-        while True:
-            try:
-                chunk = self.session.run(stream.receive_data(read_timeout))
-            except (ShroudError, OSError) as exc:
-                raise _map_error(exc, request, self.flavour) from exc
-            if chunk is None:
-                if stream.usage is not None:
-                    self.last_usage = stream.usage.usage
-                    response_extensions()[USAGE_EXTENSION] = stream.usage.usage
-                if held is not None:
-                    yield held
-                return
-            if held is not None:
-                yield held
-                held = None
-            if _ends_event_stream(chunk):
-                held = chunk  # delivered only once the authenticated END has arrived
-                continue
-            yield chunk
-
-    def close_stream(self, stream: AsyncStream) -> None:
-        if not stream.finished:
-            # A closed session has nothing left to abandon.
-            with contextlib.suppress(ShroudError):
-                self.session.run(stream.aclose(), timeout=5)
-
-
-class _SyncBody(httpx2.SyncByteStream, httpx.SyncByteStream):
-    def __init__(self, chunks: Iterator[bytes], on_close: Any) -> None:
-        self._chunks = chunks
-        self._on_close = on_close
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
-
-    def close(self) -> None:
-        self._on_close()
-
-
-class _AsyncBody(httpx2.AsyncByteStream, httpx.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[bytes], on_close: Any) -> None:
-        self._chunks = chunks
-        self._on_close = on_close
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._on_close()
-
-
-class _SyncTransportMixin:
-    _core: _SyncCore
-    _disclose: frozenset[str]
-
-    @property
-    def session(self) -> SyncSession:
-        """The attested session requests travel on."""
-        return self._core.session
-
-    @property
-    def attestation(self) -> object | None:
-        """The latest ``AttestationReport`` (None before the first handshake)."""
-        return self._core.session.attestation
-
-    @property
-    def last_usage(self) -> Usage | None:
-        """Bridge-signed, verified token usage of the latest fully read response."""
-        return self._core.last_usage
-
-    @property
-    def base_url(self) -> str:
-        """The HTTP base URL (``.../v1``) whose requests this transport carries."""
-        return self._core.origin.base_url()
-
-    def _handle(self, request: Any, response_cls: Any) -> Any:
-        url = request.url
-        body = request.read()
-        outgoing = _outgoing(
-            self._core.origin,
-            request.method,
-            url.scheme,
-            url.host,
-            url.port,
-            url.raw_path,
-            request.headers.items(),
-            body,
-            self._core.session.config.disclose,
-        )
-        head, stream, read_timeout = self._core.exchange(request, outgoing, body)
-        # httpx copies the extensions mapping: usage is added to the response's own copy.
-        response: Any = None
-        body_stream = _SyncBody(
-            self._core.body(request, stream, read_timeout, lambda: response.extensions),
-            lambda: self._core.close_stream(stream),
-        )
-        response = response_cls(
-            head.status,
-            headers=_response_headers(head),
-            stream=body_stream,
-            request=request,
-            extensions={ATTESTATION_EXTENSION: stream.report},
-        )
-        return response
-
-    def close(self) -> None:
-        """Close the attested connection and the session's thread."""
-        self._core.session.close()
-
-
-class ShroudTransport(_SyncTransportMixin, httpx2.BaseTransport):
-    """An ``httpx2`` transport to one attested bridge (for ``openai`` 3.x and httpx2 users).
-
-    ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
-    ``allow_simulated`` offers the simulated-TEE suite (set it from
-    ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
-    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``.
+    Holds back a chunk that ends the SSE stream until the authenticated END (see
+    ``_ends_event_stream``), and on END records the bridge-signed usage in the transport and
+    in the response's own extensions (httpx copies the mapping it was given).
     """
 
     def __init__(
         self,
-        bridge_url: str,
-        verifier: EvidenceVerifier,
-        *,
-        allow_simulated: bool = False,
-        disclose: Iterable[str] = (),
-        audience: str | None = None,
+        transport: _BaseTransport[Any],
+        request: Any,
+        stream: AsyncStream,
+        read_timeout: float | None,
     ) -> None:
-        config = _session_config(
-            bridge_url,
-            verifier,
-            allow_simulated=allow_simulated,
-            disclose=disclose,
-            audience=audience,
-        )
-        self._core = _SyncCore(SyncSession(config), httpx2)
+        self.stream = stream
+        self._transport = transport
+        self._request = request
+        self._read_timeout = read_timeout
+        self._held: bytes | None = None
+        self._ended = False
+        self.response: Any = None  # set once the httpx response exists
 
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send ``request`` over the attested session; the response body streams."""
-        return cast(httpx2.Response, self._handle(request, httpx2.Response))
+    async def next_chunks(self) -> list[bytes] | None:
+        """The chunks to deliver after the next record; None once the body has ended."""
+        if self._ended:
+            return None
+        try:
+            chunk = await self.stream.receive_data(self._read_timeout)
+        except (ShroudError, OSError) as exc:
+            raise self.map_error(exc) from exc
+        out = [self._held] if self._held is not None else []
+        self._held = None
+        if chunk is None:
+            self._ended = True
+            usage = self.stream.usage
+            if usage is not None:
+                self._transport.last_usage_value = usage.usage
+                self.response.extensions[USAGE_EXTENSION] = usage.usage
+        elif _ends_event_stream(chunk):
+            self._held = chunk  # delivered only once the authenticated END has arrived
+        else:
+            out.append(chunk)
+        return out
+
+    def map_error(self, exc: BaseException) -> BaseException:
+        """The exception the body's reader sees for ``exc``."""
+        return self._transport.map_error(exc, self._request)
 
 
-class LegacyShroudTransport(_SyncTransportMixin, httpx.BaseTransport):
-    """``ShroudTransport`` for the legacy ``httpx`` package (same arguments)."""
+class _SyncBody(httpx2.SyncByteStream, httpx.SyncByteStream):
+    def __init__(self, body: _ResponseBody, session: SyncSession) -> None:
+        self._body = body
+        self._session = session
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunks = self._session.run(self._body.next_chunks())
+            except ShroudError as exc:  # the session itself was closed meanwhile
+                raise self._body.map_error(exc) from exc
+            if chunks is None:
+                return
+            yield from chunks
+
+    def close(self) -> None:
+        # Abandon a stream not read to its END (RESET): the bridge frees its slot. A closed
+        # session has nothing left to abandon.
+        if not self._body.stream.finished:
+            with contextlib.suppress(ShroudError):
+                self._session.run(self._body.stream.aclose(), timeout=5)
+
+
+class _AsyncBody(httpx2.AsyncByteStream, httpx.AsyncByteStream):
+    def __init__(self, body: _ResponseBody) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunks := await self._body.next_chunks()) is not None:
+            for chunk in chunks:
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.stream.aclose()  # a RESET unless the body was read to its END
+
+
+_S = TypeVar("_S", SyncSession, AsyncSession)
+
+
+class _BaseTransport(Generic[_S]):
+    """What the four transports share (arguments as ``ShroudTransport``).
+
+    They differ only in the httpx flavour (``_flavour``) and in how they wait: the sync ones
+    run the same coroutines on their session's private loop thread.
+    """
+
+    _flavour: ClassVar[ModuleType]
 
     def __init__(
         self,
@@ -521,28 +409,22 @@ class LegacyShroudTransport(_SyncTransportMixin, httpx.BaseTransport):
         disclose: Iterable[str] = (),
         audience: str | None = None,
     ) -> None:
-        config = _session_config(
-            bridge_url,
-            verifier,
+        config = SessionConfig(
+            url=bridge_url,
+            verifier=verifier,
+            audience=audience or "",
             allow_simulated=allow_simulated,
-            disclose=disclose,
-            audience=audience,
+            disclose=frozenset(disclose),
         )
-        self._core = _SyncCore(SyncSession(config), httpx)
+        self._session: _S = self._new_session(config)
+        self._origin = _Origin.of_bridge(config.url)
+        self.last_usage_value: Usage | None = None
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` over the attested session; the response body streams."""
-        return cast(httpx.Response, self._handle(request, httpx.Response))
-
-
-class _AsyncTransportMixin:
-    _session: AsyncSession
-    _origin: _Origin
-    _flavour: ModuleType
-    _last_usage: Usage | None
+    def _new_session(self, config: SessionConfig) -> _S:
+        raise NotImplementedError  # pragma: no cover - the sync and async bases define it
 
     @property
-    def session(self) -> AsyncSession:
+    def session(self) -> _S:
         """The attested session requests travel on."""
         return self._session
 
@@ -554,23 +436,20 @@ class _AsyncTransportMixin:
     @property
     def last_usage(self) -> Usage | None:
         """Bridge-signed, verified token usage of the latest fully read response."""
-        return self._last_usage
+        return self.last_usage_value
 
     @property
     def base_url(self) -> str:
         """The HTTP base URL (``.../v1``) whose requests this transport carries."""
         return self._origin.base_url()
 
-    def _init(self, config: SessionConfig, flavour: ModuleType) -> None:
-        self._session = AsyncSession(config)
-        self._origin = _Origin.of_bridge(config.url)
-        self._flavour = flavour
-        self._last_usage = None
+    def map_error(self, exc: BaseException, request: Any) -> BaseException:
+        """The exception a caller of this transport sees for a session failure."""
+        return _map_error(exc, request, self._flavour)
 
-    async def _handle(self, request: Any, response_cls: Any) -> Any:
+    def _outgoing_request(self, request: Any, body: bytes) -> OutgoingRequest:
         url = request.url
-        body = await request.aread()
-        outgoing = _outgoing(
+        return _outgoing(
             self._origin,
             request.method,
             url.scheme,
@@ -581,112 +460,109 @@ class _AsyncTransportMixin:
             body,
             self._session.config.disclose,
         )
+
+    async def _start(
+        self, session: AsyncSession, request: Any, outgoing: OutgoingRequest
+    ) -> tuple[ResponseHead, _ResponseBody]:
+        """Send ``outgoing`` and wait for the response head (runs on the session's loop)."""
         connect_timeout, read_timeout = _timeouts(request.extensions)
         try:
-            stream = await self._session.open_stream(
-                outgoing.method,
-                outgoing.path,
-                outgoing.headers,
-                body,
-                disclosed=outgoing.disclosed,
-                connect_timeout=connect_timeout,
-            )
+            stream = await session.open_stream(outgoing, connect_timeout=connect_timeout)
         except (ShroudError, OSError) as exc:
-            raise _map_error(exc, request, self._flavour) from exc
+            raise self.map_error(exc, request) from exc
         try:
             head = await stream.receive_head(read_timeout)
         except (ShroudError, OSError) as exc:
             await stream.aclose()  # abandon it (RESET): the bridge frees its slot
-            raise _map_error(exc, request, self._flavour) from exc
-        response: Any = None  # httpx copies the extensions mapping: usage goes into its copy
+            raise self.map_error(exc, request) from exc
+        return head, _ResponseBody(self, request, stream, read_timeout)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            held: bytes | None = None
-            while True:
-                try:
-                    chunk = await stream.receive_data(read_timeout)
-                except (ShroudError, OSError) as exc:
-                    raise _map_error(exc, request, self._flavour) from exc
-                if chunk is None:
-                    if stream.usage is not None:
-                        self._last_usage = stream.usage.usage
-                        response.extensions[USAGE_EXTENSION] = stream.usage.usage
-                    if held is not None:
-                        yield held
-                    return
-                if held is not None:
-                    yield held
-                    held = None
-                if _ends_event_stream(chunk):
-                    held = chunk  # delivered only once the authenticated END has arrived
-                    continue
-                yield chunk
-
-        response = response_cls(
+    def _response(
+        self, request: Any, head: ResponseHead, body: _ResponseBody, stream: object
+    ) -> Any:
+        body.response = self._flavour.Response(
             head.status,
             headers=_response_headers(head),
-            stream=_AsyncBody(chunks(), stream.aclose),
+            stream=stream,
             request=request,
-            extensions={ATTESTATION_EXTENSION: stream.report},
+            extensions={ATTESTATION_EXTENSION: body.stream.report},
         )
-        return response
+        return body.response
+
+
+class _SyncTransport(_BaseTransport[SyncSession]):
+    def _new_session(self, config: SessionConfig) -> SyncSession:
+        return SyncSession(config)
+
+    def _handle(self, request: Any) -> Any:
+        outgoing = self._outgoing_request(request, request.read())
+        start = self._start(self._session.async_session, request, outgoing)
+        try:
+            head, body = self._session.run(start)
+        except ShroudError as exc:  # the session itself was closed
+            raise self.map_error(exc, request) from exc
+        return self._response(request, head, body, _SyncBody(body, self._session))
+
+    def close(self) -> None:
+        """Close the attested connection and the session's thread."""
+        self._session.close()
+
+
+class _AsyncTransport(_BaseTransport[AsyncSession]):
+    def _new_session(self, config: SessionConfig) -> AsyncSession:
+        return AsyncSession(config)
+
+    async def _handle(self, request: Any) -> Any:
+        outgoing = self._outgoing_request(request, await request.aread())
+        head, body = await self._start(self._session, request, outgoing)
+        return self._response(request, head, body, _AsyncBody(body))
 
     async def aclose(self) -> None:
         """Send the authenticated CLOSE and close the WebSocket."""
         await self._session.aclose()
 
 
-class AsyncShroudTransport(_AsyncTransportMixin, httpx2.AsyncBaseTransport):
+class ShroudTransport(_SyncTransport, httpx2.BaseTransport):
+    """An ``httpx2`` transport to one attested bridge (for ``openai`` 3.x and httpx2 users).
+
+    ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
+    ``allow_simulated`` offers the simulated-TEE suite (set it from
+    ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
+    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``.
+    """
+
+    _flavour: ClassVar[ModuleType] = httpx2
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx2.Response, self._handle(request))
+
+
+class LegacyShroudTransport(_SyncTransport, httpx.BaseTransport):
+    """``ShroudTransport`` for the legacy ``httpx`` package (same arguments)."""
+
+    _flavour: ClassVar[ModuleType] = httpx
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` over the attested session; the response body streams."""
+        return cast(httpx.Response, self._handle(request))
+
+
+class AsyncShroudTransport(_AsyncTransport, httpx2.AsyncBaseTransport):
     """The asyncio ``httpx2`` transport to one bridge (arguments as ``ShroudTransport``)."""
 
-    def __init__(
-        self,
-        bridge_url: str,
-        verifier: EvidenceVerifier,
-        *,
-        allow_simulated: bool = False,
-        disclose: Iterable[str] = (),
-        audience: str | None = None,
-    ) -> None:
-        self._init(
-            _session_config(
-                bridge_url,
-                verifier,
-                allow_simulated=allow_simulated,
-                disclose=disclose,
-                audience=audience,
-            ),
-            httpx2,
-        )
+    _flavour: ClassVar[ModuleType] = httpx2
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` over the attested session; the response body streams."""
-        return cast(httpx2.Response, await self._handle(request, httpx2.Response))
+        return cast(httpx2.Response, await self._handle(request))
 
 
-class AsyncLegacyShroudTransport(_AsyncTransportMixin, httpx.AsyncBaseTransport):
+class AsyncLegacyShroudTransport(_AsyncTransport, httpx.AsyncBaseTransport):
     """``AsyncShroudTransport`` for the legacy ``httpx`` package (same arguments)."""
 
-    def __init__(
-        self,
-        bridge_url: str,
-        verifier: EvidenceVerifier,
-        *,
-        allow_simulated: bool = False,
-        disclose: Iterable[str] = (),
-        audience: str | None = None,
-    ) -> None:
-        self._init(
-            _session_config(
-                bridge_url,
-                verifier,
-                allow_simulated=allow_simulated,
-                disclose=disclose,
-                audience=audience,
-            ),
-            httpx,
-        )
+    _flavour: ClassVar[ModuleType] = httpx
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` over the attested session; the response body streams."""
-        return cast(httpx.Response, await self._handle(request, httpx.Response))
+        return cast(httpx.Response, await self._handle(request))
