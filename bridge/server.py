@@ -17,9 +17,10 @@
    pings, and a plain-HTTP ``GET /healthz`` on the same port; Prometheus ``/metrics`` on the
    separate, loopback-by-default ``metrics_listen`` address.
 
-Graceful shutdown (:meth:`BridgeServer.shutdown`): stop accepting, let each session finish its
-in-flight streams up to the grace period (new requests get 503), send the authenticated CLOSE,
-then cancel whatever is left.
+Graceful shutdown (:meth:`BridgeServer.shutdown`): refuse new connections (503, and 503 on
+``/healthz``, while still listening so that health checks see the drain), let each session
+finish its in-flight streams up to the grace period (new requests get 503), send the
+authenticated CLOSE, cancel whatever is left, then stop listening.
 
 It deliberately does not parse flags or install signal handlers (``bridge.cli`` does).
 """
@@ -252,9 +253,9 @@ class BridgeServer:
         ``grace`` defaults to ``config.shutdown_grace``.
         """
         grace = self.config.shutdown_grace if grace is None else grace
+        # The listener stays open while sessions drain: /healthz answers 503 (a load balancer
+        # sees the bridge draining, not gone) and new upgrades are refused with 503.
         self._closing = True
-        if self._server is not None:
-            self._server.close(close_connections=False)
         sessions = list(self._sessions)
         for session in sessions:
             session.begin_shutdown()
@@ -268,6 +269,7 @@ class BridgeServer:
             _log.warning("shutdown grace over: aborting %d session(s)", len(leftover))
             await asyncio.gather(*(s.abort() for s in leftover), return_exceptions=True)
         if self._server is not None:
+            self._server.close(close_connections=False)
             await self._server.wait_closed()
             self._server = None
         if self._upstream is not None:

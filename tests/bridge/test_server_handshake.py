@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from attestation.simulated import SimulatedTdx
 from bridge.config import parse_args
@@ -23,7 +23,8 @@ from bridge.server import BridgeServer
 from bridge.session import MAX_CLOSE_REASON_BYTES, close_reason, disclosure_refusal_reason
 from shroud_sdk.channel.constants import PROTOCOL_VERSION, Suite
 from shroud_sdk.channel.handshake import ClientHello
-from tests.e2e.client import ChannelClient
+from tests.e2e.client import ChannelClient, chat_body
+from tests.e2e.fake_upstream import FakeUpstream
 
 AUDIENCE = "bridge.test.local"
 CAP = 2
@@ -200,16 +201,53 @@ async def test_permessage_deflate_is_refused_even_when_offered(
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
 
 
-async def test_healthz_is_plain_http_and_reports_shutdown(
-    fast: tuple[BridgeServer, InstrumentedProvider],
-) -> None:
-    server, _ = fast
-    health = f"http://127.0.0.1:{server.port}/healthz"
-    async with httpx2.AsyncClient(trust_env=False) as http:
-        assert (await http.get(health)).status_code == 200
-        server._closing = True  # what shutdown() sets first
-        assert (await http.get(health)).status_code == 503
-        server._closing = False
+async def test_healthz_answers_503_during_a_real_shutdown_while_a_stream_finishes() -> None:
+    # A load balancer must see the bridge as draining for the whole grace period: /healthz
+    # keeps answering (503), new WebSocket upgrades are refused, in-flight streams finish.
+    provider = InstrumentedProvider(delay=0.0)
+    with FakeUpstream() as upstream:
+        config = parse_args(
+            [
+                "--quote-provider",
+                "simulated",
+                "--listen",
+                "127.0.0.1:0",
+                "--audience",
+                AUDIENCE,
+                "--metrics-listen",
+                "off",
+            ],
+            environ={},
+        )
+        server = BridgeServer(config, quote_provider=provider, upstream_base_url=upstream.base_url)
+        await server.start()
+        health = f"http://127.0.0.1:{server.port}/healthz"
+        async with httpx2.AsyncClient(trust_env=False) as http:
+            assert (await http.get(health)).status_code == 200
+            client = await ChannelClient.connect(
+                server.url, audience=AUDIENCE, root_pem=provider.platform.root_pem
+            )
+            try:
+                sid = await client.start(
+                    "POST", "/v1/chat/completions", body=chat_body(model="slow-stream", stream=True)
+                )
+                await client.first_chunk(sid)
+                shutdown = asyncio.create_task(server.shutdown(grace=10))
+                await asyncio.sleep(0.05)  # shutdown has begun; the stream needs ~1 s more
+                probe = await http.get(health)
+                assert probe.status_code == 503
+                assert probe.text == "shutting down\n"
+                with pytest.raises(InvalidStatus) as upgrade:
+                    await connect(server.url, compression=None)
+                assert upgrade.value.response.status_code == 503
+                assert not shutdown.done()
+                response = await client.response(sid)
+                await asyncio.wait_for(shutdown, 10)
+            finally:
+                await client.close()
+            assert response.ended  # the in-flight stream was allowed to finish
+            with pytest.raises(httpx2.ConnectError):  # and then the listener is gone
+                await http.get(health)
 
 
 async def test_quote_outliving_the_handshake_deadline_keeps_its_slot() -> None:
