@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar, cast
 
 import httpx2
 import openai
@@ -79,102 +79,20 @@ def _api_key(api_key: str | None) -> str:
     return api_key if api_key is not None else os.environ.get(ENV_API_KEY, "")
 
 
-def _verifier(policy: Policy, collateral_source: QuoteCollateralSource | None) -> Any:
-    return AttestationVerifier(policy, collateral_source=collateral_source)
+_TransportT = TypeVar("_TransportT", ShroudTransport, AsyncShroudTransport)
+_HttpClientT = TypeVar("_HttpClientT", httpx2.Client, httpx2.AsyncClient)
 
 
-class OpenAI(openai.OpenAI):
-    """``openai.OpenAI`` over an attested, end-to-end encrypted session to a Shroud bridge.
+class _AttestedOpenAI(Generic[_TransportT, _HttpClientT]):
+    """Everything both clients add to their ``openai`` base class, written once.
 
-    ``disclose`` names the request fields the operator may see in clear (``model``,
-    ``stream``, ``max_tokens``, ``max_completion_tokens``, ``n``); default none.
-    ``collateral_source`` (e.g. ``attestation.collateral_cache.CollateralCache``) supplies
-    Intel collateral when the bridge does not ship it. Other keyword arguments go to
-    ``openai.OpenAI`` (``timeout``, ``max_retries``, ``default_headers``...).
+    The concrete classes name their transport and attested http client; the constructor and
+    the properties are the same for sync and async.
     """
 
-    def __init__(
-        self,
-        *,
-        bridge_url: str | None = None,
-        api_key: str | None = None,
-        policy: Policy | str | os.PathLike[str] | None = None,
-        disclose: Iterable[str] = (),
-        audience: str | None = None,
-        collateral_source: QuoteCollateralSource | None = None,
-        timeout: float | httpx2.Timeout | NotGiven | None = NOT_GIVEN,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, object] | None = None,
-        http_client: httpx2.Client | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if isinstance(http_client, _AttestedClient):  # copy() / with_options()
-            transport = http_client.shroud_transport
-        elif http_client is not None:
-            raise ConfigurationError(
-                "shroud_sdk.OpenAI builds its own attested http_client; pass an openai.OpenAI "
-                "an http_client=httpx2.Client(transport=ShroudTransport(...)) instead"
-            )
-        else:
-            resolved = resolve_policy(policy)
-            try:
-                transport = ShroudTransport(
-                    _bridge_url(bridge_url),
-                    _verifier(resolved, collateral_source),
-                    allow_simulated=resolved.allow_simulated_tee,
-                    disclose=disclose,
-                    audience=audience,
-                )
-            except ValueError as exc:
-                raise ConfigurationError(str(exc)) from None
-            timeout_value = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
-            http_client = _AttestedClient(transport, timeout_value)
-        key = _api_key(api_key)
-        kwargs.pop("base_url", None)  # always the bridge's
-        kwargs.pop("_enforce_credentials", None)  # a bridge may accept no key at all
-        super().__init__(
-            api_key=key,
-            base_url=transport.base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-            default_query=default_query,
-            http_client=http_client,
-            _enforce_credentials=False,
-            **kwargs,
-        )
-        self._shroud_transport = transport
-
-    @property
-    def attestation(self) -> AttestationReport | None:
-        """The latest bridge verification report (None before the first request)."""
-        report = self._shroud_transport.attestation
-        return report if isinstance(report, AttestationReport) else None
-
-    @property
-    def last_usage(self) -> Usage | None:
-        """Bridge-signed, verified token usage of the latest fully read response."""
-        return self._shroud_transport.last_usage
-
-    @property
-    def disclosed_fields(self) -> frozenset[str]:
-        """The request fields this client shows the operator in clear."""
-        return self._shroud_transport.session.config.disclose
-
-    @property
-    def bridge_url(self) -> str:
-        """The attested bridge's WebSocket URL."""
-        return self._shroud_transport.session.config.url
-
-    @property
-    def transport(self) -> ShroudTransport:
-        """The attested transport (share it with other httpx2-based clients)."""
-        return self._shroud_transport
-
-
-class AsyncOpenAI(openai.AsyncOpenAI):
-    """``openai.AsyncOpenAI`` over an attested session; arguments as ``shroud_sdk.OpenAI``."""
+    _transport_cls: type[_TransportT]
+    _attested_cls: type[_AttestedClient] | type[_AsyncAttestedClient]
+    _shroud_transport: _TransportT
 
     def __init__(
         self,
@@ -189,22 +107,25 @@ class AsyncOpenAI(openai.AsyncOpenAI):
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, object] | None = None,
-        http_client: httpx2.AsyncClient | None = None,
+        http_client: _HttpClientT | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(http_client, _AsyncAttestedClient):  # copy() / with_options()
-            transport = http_client.shroud_transport
+        transport: _TransportT
+        if isinstance(http_client, self._attested_cls):  # copy() / with_options()
+            transport = cast(Any, http_client).shroud_transport
         elif http_client is not None:
+            name = type(self).__name__
             raise ConfigurationError(
-                "shroud_sdk.AsyncOpenAI builds its own attested http_client; pass an "
-                "openai.AsyncOpenAI an httpx2.AsyncClient(transport=AsyncShroudTransport(...))"
+                f"shroud_sdk.{name} builds its own attested http_client; to bring your own, "
+                f"give an openai.{name} an http_client whose transport is a "
+                f"shroud_sdk.{self._transport_cls.__name__}"
             )
         else:
             resolved = resolve_policy(policy)
             try:
-                transport = AsyncShroudTransport(
+                transport = self._transport_cls(
                     _bridge_url(bridge_url),
-                    _verifier(resolved, collateral_source),
+                    AttestationVerifier(resolved, collateral_source=collateral_source),
                     allow_simulated=resolved.allow_simulated_tee,
                     disclose=disclose,
                     audience=audience,
@@ -212,10 +133,11 @@ class AsyncOpenAI(openai.AsyncOpenAI):
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
             timeout_value = DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout
-            http_client = _AsyncAttestedClient(transport, timeout_value)
+            http_client = cast(Any, self._attested_cls)(transport, timeout_value)
         kwargs.pop("base_url", None)  # always the bridge's
         kwargs.pop("_enforce_credentials", None)  # a bridge may accept no key at all
-        super().__init__(
+        # The next class in the MRO is openai.OpenAI or openai.AsyncOpenAI.
+        cast(Any, super()).__init__(
             api_key=_api_key(api_key),
             base_url=transport.base_url,
             timeout=timeout,
@@ -250,6 +172,30 @@ class AsyncOpenAI(openai.AsyncOpenAI):
         return self._shroud_transport.session.config.url
 
     @property
-    def transport(self) -> AsyncShroudTransport:
+    def transport(self) -> _TransportT:
         """The attested transport (share it with other httpx2-based clients)."""
         return self._shroud_transport
+
+
+class OpenAI(_AttestedOpenAI[ShroudTransport, httpx2.Client], openai.OpenAI):
+    """``openai.OpenAI`` over an attested, end-to-end encrypted session to a Shroud bridge.
+
+    ``bridge_url``, ``api_key`` and ``policy`` (a ``Policy`` or a TOML path) configure it (see
+    the module docstring for their environment fallbacks). ``disclose`` names the request
+    fields the operator may see in clear (``model``, ``stream``, ``max_tokens``,
+    ``max_completion_tokens``, ``n``); default none. ``audience`` is the deployment name the
+    bridge must answer to (default: the URL's ``host:port``). ``collateral_source`` (e.g.
+    ``attestation.collateral_cache.CollateralCache``) supplies Intel collateral when the
+    bridge does not ship it. Other keyword arguments go to ``openai.OpenAI`` (``timeout``,
+    ``max_retries``, ``default_headers``...).
+    """
+
+    _transport_cls = ShroudTransport
+    _attested_cls = _AttestedClient
+
+
+class AsyncOpenAI(_AttestedOpenAI[AsyncShroudTransport, httpx2.AsyncClient], openai.AsyncOpenAI):
+    """``openai.AsyncOpenAI`` over an attested session; arguments as ``shroud_sdk.OpenAI``."""
+
+    _transport_cls = AsyncShroudTransport
+    _attested_cls = _AsyncAttestedClient

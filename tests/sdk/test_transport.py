@@ -209,6 +209,23 @@ def test_with_options_shares_the_attested_session(bridge: BridgeProcess) -> None
         assert c.transport.session.handshakes == 1
 
 
+async def test_async_with_options_shares_the_attested_session(bridge: BridgeProcess) -> None:
+    async with shroud_sdk.AsyncOpenAI(
+        bridge_url=bridge.url, api_key="k", policy=bridge.policy_path, disclose=["model"]
+    ) as c:
+        await c.models.list()
+        faster = c.with_options(timeout=5.0, max_retries=0)
+        assert isinstance(faster, shroud_sdk.AsyncOpenAI)
+        assert faster.transport is c.transport
+        assert faster.disclosed_fields == frozenset({"model"})
+        await faster.models.list()
+        assert c.transport.session.handshakes == 1
+    with pytest.raises(shroud_sdk.ConfigurationError, match=r"openai\.AsyncOpenAI"):
+        shroud_sdk.AsyncOpenAI(
+            bridge_url=bridge.url, policy=bridge.policy_path, http_client=httpx2.AsyncClient()
+        )
+
+
 def test_policy_object_is_accepted(bridge: BridgeProcess) -> None:
     policy = Policy.load(bridge.policy_path)
     with shroud_sdk.OpenAI(bridge_url=bridge.url, api_key="k", policy=policy) as client:
