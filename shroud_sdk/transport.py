@@ -339,7 +339,7 @@ class _ResponseBody:
             self._ended = True
             usage = self.stream.usage
             if usage is not None:
-                self._transport.last_usage_value = usage.usage
+                self._transport._last_usage = usage.usage
                 self.response.extensions[USAGE_EXTENSION] = usage.usage
         elif _ends_event_stream(chunk):
             self._held = chunk  # delivered only once the authenticated END has arrived
@@ -418,7 +418,7 @@ class _BaseTransport(Generic[_S]):
         )
         self._session: _S = self._new_session(config)
         self._origin = _Origin.of_bridge(config.url)
-        self.last_usage_value: Usage | None = None
+        self._last_usage: Usage | None = None
 
     def _new_session(self, config: SessionConfig) -> _S:
         raise NotImplementedError  # pragma: no cover - the sync and async bases define it
@@ -436,7 +436,7 @@ class _BaseTransport(Generic[_S]):
     @property
     def last_usage(self) -> Usage | None:
         """Bridge-signed, verified token usage of the latest fully read response."""
-        return self.last_usage_value
+        return self._last_usage
 
     @property
     def base_url(self) -> str:
