@@ -168,11 +168,12 @@ def _disclosure_advice(
     if required:
         said.append(f"it requires {', '.join(sorted(required))} in clear")
     if allowed is not None:
-        said.append(f"it allows only {', '.join(sorted(allowed)) or 'nothing'}")
+        # The bridge may cut this list to fit a close frame: never read it as complete.
+        said.append(f"it allows {', '.join(sorted(allowed)) or 'nothing'}")
     details = "; ".join(said) or "it did not say which fields it wants"
     wanted = disclosed | (required or frozenset())
     if allowed is not None:
-        wanted &= allowed
+        wanted &= allowed | (required or frozenset())  # only ever suggest less, if it was cut
     return (
         f"the bridge refused this client's disclosure set ({details}). Nothing was sent. "
         "The SDK never discloses more on its own: if you accept showing these fields to the "

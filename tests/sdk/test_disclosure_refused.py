@@ -65,7 +65,10 @@ def test_bridge_requiring_disclosure_raises_typed_error_and_sends_nothing(
         error = info.value
         assert isinstance(error, openai.APIConnectionError)
         assert not isinstance(error, shroud_sdk.AttestationError)
-        assert "disclose=" in str(error)  # tells the user how to opt in
+        # It names what the bridge requires and how to opt in.
+        assert error.required == frozenset({"model"})
+        assert "requires model in clear" in str(error)
+        assert "OpenAI(..., disclose=['model'])" in str(error)
         assert error.disclosed == frozenset()
         # Not widened and not retried: one hello, with the user's (empty) disclosure set.
         assert client.transport.session.handshakes == 1
@@ -171,9 +174,11 @@ def _refused_by(
 
 
 def test_refusal_names_the_required_fields_and_the_opt_in(any_policy: Policy) -> None:
-    with RefusingServer("disclosure refused: required=model,max_tokens") as server:
+    reason = "disclosure refused: required=max_tokens,model allowed=max_tokens,model,stream"
+    with RefusingServer(reason) as server:
         error = _refused_by(server, any_policy)
     assert error.required == frozenset({"model", "max_tokens"})
+    assert error.allowed == frozenset({"max_tokens", "model", "stream"})
     assert "max_tokens, model" in str(error)
     assert "OpenAI(..., disclose=['max_tokens', 'model'])" in str(error)
 
@@ -197,16 +202,17 @@ def test_unknown_field_names_in_the_reason_are_not_suggested(any_policy: Policy)
 def test_refusal_of_fields_beyond_the_allowed_set_says_what_is_allowed(
     any_policy: Policy,
 ) -> None:
-    with RefusingServer("disclosure refused: allowed=model") as server:
+    with RefusingServer("disclosure refused: required= allowed=model") as server:
         error = _refused_by(server, any_policy, disclose=("model", "n"))
+    assert error.required == frozenset()
     assert error.allowed == frozenset({"model"})
     assert error.disclosed == frozenset({"model", "n"})
-    assert "allows only model" in str(error)
+    assert "it allows model" in str(error)
     assert "disclose=['model']" in str(error)
 
 
 def test_reason_without_field_lists_still_gives_a_typed_error(any_policy: Policy) -> None:
-    with RefusingServer("disclosure set refused") as server:  # the bridge's older wording
+    with RefusingServer("disclosure set refused") as server:  # bridges before 0964aed
         error = _refused_by(server, any_policy)
     assert error.required is None
     assert error.allowed is None
