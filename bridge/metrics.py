@@ -169,6 +169,11 @@ class BridgeMetrics:
             ["direction"],
             registry=r,
         )
+        # Resolved once: records are counted on the streaming hot path, and a labels() lookup
+        # per record costs more than the counting.
+        self._record_counters = {
+            d: (self.records.labels(d.value), self.record_bytes.labels(d.value)) for d in Direction
+        }
 
     def path_label(self, path: str) -> str:
         """The allowlist entry admitting ``path``, or ``other``; never ``path`` itself."""
@@ -203,11 +208,11 @@ class BridgeMetrics:
         """An error outside the handshake."""
         self.errors.labels(ErrorKind(kind).value).inc()
 
-    def record(self, direction: Direction, size: int) -> None:
-        """One encrypted record of ``size`` bytes sent or received."""
-        label = Direction(direction).value
-        self.records.labels(label).inc()
-        self.record_bytes.labels(label).inc(max(0, int(size)))
+    def record(self, direction: Direction, size: int, count: int = 1) -> None:
+        """``count`` encrypted records of ``size`` bytes in all, sent or received."""
+        records, record_bytes = self._record_counters[Direction(direction)]
+        records.inc(max(0, int(count)))
+        record_bytes.inc(max(0, int(size)))
 
     # -- exposition --------------------------------------------------------------------------
 

@@ -84,6 +84,10 @@ _MAX_USAGE_BODY: Final = 8 * 1024 * 1024
 # An SSE event larger than this is forwarded unparsed (its usage, if any, is not read).
 _MAX_SSE_EVENT: Final = 1024 * 1024
 _SSE_SEPARATOR: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# An SSE event is parsed only if it may carry a usage object: a "usage" key not followed by
+# null (upstreams that were asked for usage send "usage": null in every chunk but the last).
+# A key spelled with JSON escapes is not recognised, so such an upstream's usage is not read.
+_MAY_CARRY_USAGE: Final = re.compile(rb'"usage"(?!\s*:\s*null\b)')
 
 # Core error checks that name a handshake failure reason (the metrics label).
 _HANDSHAKE_REASONS: Final = {
@@ -250,16 +254,29 @@ class UsageMeter:
                     self._overflow = True
                     self._buffer.clear()
             return chunk
-        self._buffer += chunk
-        out = bytearray()
-        while match := _SSE_SEPARATOR.search(self._buffer):
-            event = bytes(self._buffer[: match.end()])
-            del self._buffer[: match.end()]
-            out += self._event(event)
-        if len(self._buffer) > _MAX_SSE_EVENT:
-            out += self._buffer
+        # Hot path (one call per streamed token): no copy of ``chunk`` when it holds whole
+        # events and none is dropped, and no JSON parsing of events that carry no usage.
+        if self._buffer:
+            self._buffer += chunk
+            data = bytes(self._buffer)
             self._buffer.clear()
-        return bytes(out)
+        else:
+            data = chunk
+        pieces: list[bytes] = []
+        kept_from = cut = 0
+        for match in _SSE_SEPARATOR.finditer(data):
+            end = match.end()
+            if _MAY_CARRY_USAGE.search(data, cut, end) and not self._event(data[cut:end]):
+                pieces.append(data[kept_from:cut])  # the event is dropped
+                kept_from = end
+            cut = end
+        pieces.append(data[kept_from:cut])
+        if cut < len(data):
+            self._buffer += data[cut:]
+            if len(self._buffer) > _MAX_SSE_EVENT:
+                pieces.append(bytes(self._buffer))
+                self._buffer.clear()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def finish(self) -> bytes:
         """The upstream body ended; return what is left to forward."""
@@ -537,8 +554,13 @@ class Session:
 
     async def _flush(self) -> None:
         async with self._send_lock:
-            for message in self._conn.data_to_send():
-                self._metrics.record(Direction.BRIDGE_TO_CLIENT, len(message))
+            messages = self._conn.data_to_send()
+            if not messages:
+                return
+            self._metrics.record(
+                Direction.BRIDGE_TO_CLIENT, sum(map(len, messages)), count=len(messages)
+            )
+            for message in messages:  # one WebSocket message per record (protocol.md §3.1)
                 await self._ws.send(message)
 
     # -- proxying one request --------------------------------------------------------------------

@@ -162,6 +162,40 @@ def test_crlf_separated_sse_events_are_recognised() -> None:
     assert meter.usage == Usage(4, 2, 6)
 
 
+def test_usage_chunk_between_content_events_of_one_read_is_stripped_exactly() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=True)
+    first = _sse({"choices": [{"delta": {"content": "a"}}], "usage": None})
+    last = _sse({"choices": [{"delta": {"content": "b"}}]})
+    out = meter.feed(first + _sse({"choices": [], "usage": _USAGE}) + last + b"data: [DO")
+    out += meter.feed(b"NE]\n\n") + meter.finish()
+    assert out == first + last + b"data: [DONE]\n\n"
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_usage_in_a_multiline_data_event_is_read() -> None:
+    # SSE joins "data:" lines with newlines; the usage key may end one line.
+    meter = UsageMeter(sse=True, strip_usage_chunk=False)
+    event = b'data: {"choices": [], "usage"\ndata: : ' + json.dumps(_USAGE).encode() + b"}\n\n"
+    assert meter.feed(event) == event
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_later_usage_null_does_not_erase_reported_usage() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=False)
+    meter.feed(_sse({"choices": [], "usage": _USAGE}))
+    chunk = _sse({"choices": [{"delta": {}}], "usage": None})
+    assert meter.feed(chunk) is chunk  # forwarded as is, not even copied
+    assert meter.usage == Usage(4, 2, 6)
+
+
+def test_oversized_sse_event_is_forwarded_unparsed() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=True)
+    huge = b'data: {"choices": [], "usage": {}, "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    out = meter.feed(huge) + meter.feed(b"\n\n") + meter.finish()
+    assert out == huge + b"\n\n"
+    assert meter.usage is None
+
+
 def test_json_usage_is_read_at_the_end() -> None:
     meter = UsageMeter(sse=False, strip_usage_chunk=False)
     body = json.dumps({"choices": [], "usage": _USAGE}).encode()
