@@ -3,8 +3,9 @@ SIGTERM or SIGINT, then shut down gracefully.
 
 Exit status: 0 after a clean shutdown, 2 for an invalid configuration (the message names every
 bad setting and where it came from), 1 when the bridge cannot start (quote provider missing,
-RTMR extension failed, address in use). Logs go to stderr; they never contain keys, prompts or
-completions. Only argument handling and process life-cycle live here.
+RTMR extension failed, RTMR3 holding measurements that no saved runtime log replays, another
+bridge running in the same TD, address in use). Logs go to stderr; they never contain keys,
+prompts or completions. Only argument handling and process life-cycle live here.
 """
 
 from __future__ import annotations

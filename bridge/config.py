@@ -370,6 +370,8 @@ class BridgeConfig(BaseModel):
                 shown = str(value)
             lines.append(f"  {name} = {shown}")
         lines.append(f"  (effective audience = {self.effective_audience})")
+        state = self.effective_state_dir
+        lines.append(f"  (runtime log state dir = {state if state is not None else 'none'})")
         lines.append(f"  (config hash = sha384:{effective_config_digest(self).hex()})")
         return "shroud-bridge configuration:\n" + "\n".join(lines)
 
