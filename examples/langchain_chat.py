@@ -8,6 +8,7 @@ import os
 
 import httpx
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from shroud_sdk import AttestationVerifier, LegacyShroudTransport, resolve_policy
 
@@ -19,7 +20,7 @@ transport = LegacyShroudTransport(
 )
 llm = ChatOpenAI(
     model=os.environ.get("SHROUD_MODEL", "shroud-demo-echo"),
-    api_key=os.environ.get("SHROUD_API_KEY", ""),
+    api_key=SecretStr(os.environ.get("SHROUD_API_KEY", "")),
     base_url=transport.base_url,
     http_client=httpx.Client(transport=transport),
     max_retries=0,
