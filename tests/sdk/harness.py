@@ -29,9 +29,14 @@ AUDIENCE = "shroud-sdk-tests"
 DEBUG_TD_ATTRIBUTES = bytes([DEFAULT_TD_ATTRIBUTES[0] | 0x01]) + DEFAULT_TD_ATTRIBUTES[1:]
 
 
+# One generation time per test process: a platform's certificates depend on it, so two bridges
+# started in different seconds from the same seed must still share one root.
+_GENERATED_AT = int(time.time())
+
+
 def platform(seed: bytes = b"sdk-tests") -> SimulatedTdx:
-    """A deterministic simulated platform valid now."""
-    return SimulatedTdx.generate(seed, now=int(time.time()))
+    """A deterministic simulated platform valid now (for the next 30 days)."""
+    return SimulatedTdx.generate(seed, now=_GENERATED_AT)
 
 
 class ReplayingProvider(SimulatedQuoteProvider):
