@@ -1012,6 +1012,7 @@ def _damage_pem_cert(pem: str, index: int, offset: int, mask: int) -> str:
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography, on bad names
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")  # cryptography, on bad serials
 @settings(max_examples=200, deadline=None)
 @given(
     key=st.sampled_from(
