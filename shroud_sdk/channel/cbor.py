@@ -114,6 +114,8 @@ class _Scanner:
         previous_key: bytes | None = None
         for _ in range(arg):
             key_start = pos
+            # The count check above bounds only the total; earlier values may have used these bytes.
+            self._need(pos, 1)
             if self.data[pos] >> 5 != _MT_TEXT:
                 raise MalformedCborError(
                     "cbor-key", f"map key at offset {pos} is not a text string"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shroud_sdk.channel import cbor
+from shroud_sdk.channel.handshake import BridgeHelloCore, ClientHello, decode_bridge_hello
+from shroud_sdk.channel.usage import SignedUsage
 from shroud_sdk.errors import MalformedCborError, ProtocolError
 
 LIMIT = 1 << 16
@@ -186,3 +190,22 @@ def test_accepted_bytes_are_canonical_and_nothing_else_escapes(data: bytes) -> N
     except MalformedCborError:
         return
     assert cbor.encode(value) == data
+
+
+# {"a": "bbbb", <second pair missing>}: the header promises two pairs, the bytes end after one.
+_MAP_TRUNCATED_BEFORE_A_KEY = bytes.fromhex("a261616462626262")
+
+
+def test_map_truncated_before_a_key_is_malformed_not_a_crash() -> None:
+    # Every public decoder reaches the scanner first; none may leak an IndexError.
+    decoders: list[Callable[[bytes], object]] = [
+        _decode,
+        SignedUsage.from_metadata,
+        ClientHello.decode,
+        BridgeHelloCore.decode,
+        decode_bridge_hello,
+    ]
+    for decoder in decoders:
+        with pytest.raises(MalformedCborError) as info:
+            decoder(_MAP_TRUNCATED_BEFORE_A_KEY)
+        assert info.value.check == "cbor-truncated"

@@ -1,7 +1,9 @@
-"""Property tests: nonce uniqueness across both directions, and tamper detection anywhere."""
+"""Property tests: nonce uniqueness, tamper detection anywhere, decoders that never crash."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from unittest.mock import patch
 
 import pytest
@@ -9,9 +11,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shroud_sdk.channel import cbor
+from shroud_sdk.channel.constants import Suite
 from shroud_sdk.channel.events import DataReceived
-from shroud_sdk.errors import ChannelError, IntegrityError, ProtocolError
-from tests.channel.doubles import connected_pair, deliver, make_client
+from shroud_sdk.channel.handshake import BridgeHelloCore, ClientHello, decode_bridge_hello
+from shroud_sdk.channel.usage import SignedUsage, Usage
+from shroud_sdk.errors import ChannelError, IntegrityError, MalformedCborError, ProtocolError
+from tests.channel.doubles import connected_pair, deliver, make_bridge, make_client
 
 
 def _recording_aesgcm(log: list[tuple[bytes, bytes]]) -> type:
@@ -117,3 +123,66 @@ def test_random_records_never_crash_an_open_connection(message: bytes) -> None:
     for conn in (client, bridge):
         with pytest.raises(ChannelError):
             conn.receive_data(message)
+
+
+# -- every public decoder: any input is a value or a typed channel error, never a crash ------
+
+
+def _decode_cbor(data: bytes) -> object:
+    return cbor.decode(data, max_len=1 << 20)
+
+
+def _valid_inputs() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
+    """Each public decoder with one genuine message it accepts (hybrid, so every key appears)."""
+    hybrid = frozenset({Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM})
+    client = make_client(allowed_suites=hybrid, disclose=frozenset({"model", "n"}))
+    bridge = make_bridge(suites=hybrid)
+    (client_hello,) = client.data_to_send()
+    bridge.receive_data(client_hello)
+    (bridge_hello,) = bridge.data_to_send()
+    core, _fin = decode_bridge_hello(bridge_hello)
+    usage = SignedUsage(Usage(1, 2, 3), b"\x01" * 64).to_metadata()
+    return {
+        "cbor": (_decode_cbor, client_hello),
+        "client-hello": (ClientHello.decode, client_hello),
+        "bridge-hello": (decode_bridge_hello, bridge_hello),
+        "bridge-hello-core": (BridgeHelloCore.decode, core),
+        "usage-metadata": (SignedUsage.from_metadata, usage),
+    }
+
+
+_INPUTS = _valid_inputs()
+
+
+def _typed_error_or_value(decoder: Callable[[bytes], object], data: bytes) -> None:
+    # Only ChannelError is caught: an IndexError, KeyError or TypeError fails the test.
+    with contextlib.suppress(ChannelError):
+        decoder(data)
+
+
+@pytest.mark.parametrize("name", sorted(_INPUTS))
+def test_every_truncation_of_a_valid_message_is_a_typed_error(name: str) -> None:
+    decoder, message = _INPUTS[name]
+    decoder(message)  # the untruncated message is accepted
+    for end in range(len(message)):
+        with pytest.raises(MalformedCborError) as info:
+            decoder(message[:end])
+        assert info.value.check == "cbor-truncated", (end, info.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(_INPUTS)), st.binary(max_size=300))
+def test_random_input_to_any_decoder_is_a_typed_error(name: str, data: bytes) -> None:
+    _typed_error_or_value(_INPUTS[name][0], data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(_INPUTS)), st.data())
+def test_mutated_or_truncated_valid_input_is_a_typed_error(name: str, data: st.DataObject) -> None:
+    decoder, message = _INPUTS[name]
+    edited = bytearray(message)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        index = data.draw(st.integers(min_value=0, max_value=len(edited) - 1))
+        edited[index] = data.draw(st.integers(min_value=0, max_value=255))
+    end = data.draw(st.integers(min_value=0, max_value=len(edited)))
+    _typed_error_or_value(decoder, bytes(edited[:end]))
