@@ -84,6 +84,9 @@ SUPPORTED_QUOTE_VERSIONS = (4, 5)
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 # Intel QVL 4.1.2.4.4: a PCK leaf's subject CN contains this phrase.
 SGX_PCK_CN_PHRASE = "SGX PCK Certificate"
+# Intel QVL (TCB Info / QE Identity verification): the body's signer is the TCB Signing
+# certificate ("Intel SGX TCB Signing"), a leaf issued directly by the root.
+SGX_TCB_SIGNING_CN_PHRASE = "SGX TCB Signing"
 # Intel TDX Module ABI spec, TDINFO_STRUCT.ATTRIBUTES (64-bit, little-endian):
 #   bits 0-7 TUD (bit 0 DEBUG, 1-7 reserved), bits 8-31 SEC (8-27 reserved, 28 SEPT_VE_DISABLE,
 #   29 MIGRATABLE, 30 PKS, 31 KL), bits 32-63 OTHER (32-62 reserved, 63 PERFMON).
@@ -292,10 +295,12 @@ class VerifiedCollateral:
         self._steps["collateral_type"] = _run(self._collateral_type)
         if self._steps.get("root_ca_crl", _Step("x")).error is None:
             self._steps["tcb_info_chain"] = _run(
-                lambda: self._issuer_chain(c.tcb_info_issuer_chain, "TCB Info issuer chain")
+                lambda: self._tcb_signer_chain(c.tcb_info_issuer_chain, "TCB Info issuer chain")
             )
             self._steps["qe_identity_chain"] = _run(
-                lambda: self._issuer_chain(c.qe_identity_issuer_chain, "QE Identity issuer chain")
+                lambda: self._tcb_signer_chain(
+                    c.qe_identity_issuer_chain, "QE Identity issuer chain"
+                )
             )
             self._steps["pck_crl"] = _run(self._pck_crl_step)
         if self._steps.get("tcb_info_chain", _Step("x")).error is None:
@@ -359,6 +364,39 @@ class VerifiedCollateral:
         if step.error is not None:
             raise _CheckError(step.error)
         return step
+
+    def _tcb_signer_chain(self, pem: str, what: str) -> _Step:
+        # A valid chain is not enough: any key the root certified (a PCK key, say) would then
+        # sign TCB levels. Only the TCB Signing leaf, directly under the root, speaks for them.
+        # Checked first, so the failure names the role rather than whatever the chain trips on.
+        certs = load_pem_chain(pem, what)
+        root = _present(self.root, "root")
+        root_hash = certificate_sha256(root)
+        below_root = [c for c in certs if certificate_sha256(c) != root_hash]
+        signer = certs[0]
+        if len(below_root) != 1:
+            raise _CheckError(
+                f"{what}: the signer must be issued directly by the root, "
+                f"but the chain has {len(below_root)} certificates below it"
+            )
+        if SGX_TCB_SIGNING_CN_PHRASE not in describe(signer):
+            raise _CheckError(f"{what}: '{describe(signer)}' is not a TCB Signing certificate")
+        extensions = signer.extensions
+        try:
+            bc = extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is not None and bc.ca:
+            raise _CheckError(f"{what}: TCB signer '{describe(signer)}' is a CA")
+        try:
+            usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is None or not usage.digital_signature:
+            raise _CheckError(
+                f"{what}: TCB signer '{describe(signer)}' is not allowed digitalSignature"
+            )
+        return self._issuer_chain(pem, what)
 
     def _issuer_chain_uncached(self, pem: str, what: str) -> _Step:
         root_crl = _present(self._root_crl, "root CA CRL")

@@ -157,3 +157,24 @@ def test_collateral_not_an_object_is_rejected() -> None:
 
 def test_keys_constant_matches_vector_shape() -> None:
     assert set(COLLATERAL_JSON_KEYS) == set(tdx_case("v4-uptodate").collateral_json)
+
+
+def _qe_identity_with(**changes: Any) -> str:
+    body = json.loads(tdx_case("v4-uptodate").collateral_json["qe_identity"])
+    body.update(changes)
+    return json.dumps(body)
+
+
+def test_miscselect_is_read_little_endian_like_the_report() -> None:
+    # The report's MISCSELECT is a little-endian u32; reading the identity's hex big-endian
+    # would compare the QE's bits against the wrong ones (and mask the wrong ones out).
+    qe = QeIdentity.parse(_qe_identity_with(miscselect="01000000", miscselectMask="FF000000"))
+    assert qe.miscselect == 0x00000001
+    assert qe.miscselect_mask == 0x000000FF
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_qe_identity_of_another_version_is_rejected(version: int) -> None:
+    # Other versions lay out (or mean) the fields differently; reading one as v2 is a guess.
+    with pytest.raises(CollateralError, match=f"qe_identity.version is {version}"):
+        QeIdentity.parse(_qe_identity_with(version=version))

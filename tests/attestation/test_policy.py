@@ -174,6 +174,15 @@ def test_denied_advisory_is_rejected_even_when_its_status_is_allowed() -> None:
     assert result.violations[0].actual == "INTEL-SA-00982"
 
 
+def test_lowercase_advisory_in_the_report_still_matches_a_denied_id() -> None:
+    # Collateral is not obliged to spell advisory IDs in upper case; a case difference must
+    # not let a denied advisory through.
+    report = report_for(DSTACK)
+    report.advisory_ids = ("intel-sa-00960",)
+    result = Policy(denied_advisory_ids=["INTEL-SA-00960"], **ANY).evaluate(report)
+    assert fields_of(result) == ["denied_advisory_ids"]
+
+
 def test_tee_tcb_svn_below_minimum_in_any_component_is_rejected() -> None:
     actual = DSTACK.expected["tee_tcb_svn"]  # 0b0104...
     assert Policy(min_tee_tcb_svn=actual, **ANY).evaluate(report_for(DSTACK)).ok
@@ -278,6 +287,14 @@ def test_chain_ending_in_an_untrusted_root_is_rejected() -> None:
     assert fields_of(Policy(**ANY).evaluate(report)) == ["trusted_roots"]
     report.trusted_root_sha256 = b"\x00" * 32
     assert fields_of(Policy(**ANY).evaluate(report)) == ["trusted_roots"]
+
+
+def test_trusted_roots_entry_smuggling_a_second_certificate_is_refused() -> None:
+    # Only the first PEM block of an entry would be loaded; a second one would be silently
+    # ignored, so the policy would not trust what its author reads in it.
+    bundle = _self_signed_root() + _self_signed_root()
+    with pytest.raises(PolicyError, match="exactly one PEM certificate"):
+        Policy(trusted_roots=[bundle], **ANY)
 
 
 def test_explicitly_trusted_root_is_accepted_and_returned_for_verification() -> None:
@@ -495,6 +512,14 @@ def test_custom_check_that_raises_rejects_instead_of_passing() -> None:
 def test_custom_check_returning_garbage_rejects() -> None:
     result = Policy(custom_checks=(WrongType(),), **ANY).evaluate(report_for(DSTACK))
     assert fields_of(result) == ["custom.wrong_type"]
+
+
+def test_custom_check_that_pins_nothing_does_not_satisfy_the_pin_rule() -> None:
+    # A check declaring pins_measurements = False (e.g. a rate limiter) must not stand in for
+    # a measurement pin: only checks that constrain the code count.
+    with pytest.raises(PolicyError, match="pins no measurement"):
+        Policy(custom_checks=(Exploding(), WrongType()))
+    assert not Policy(custom_checks=(Exploding(),), **ANY).pins_measurements
 
 
 def test_non_check_object_is_refused_as_custom_check() -> None:

@@ -1085,3 +1085,238 @@ def test_damaged_pck_certificate_in_quote_never_escapes(index: int, offset: int,
     report = verify_quote(_V4.quote.replace(pem, damaged), _V4_VERIFIED, now=_V4.now)
     assert [c.name for c in report.checks] == list(CHECK_NAMES)
     assert not report.ok
+
+
+# --- Round 3: faults no earlier test noticed -----------------------------------------------------
+
+
+def _root_crl(
+    sim: SimulatedTdx,
+    *,
+    start: int = SIM_NOW - 3600,
+    issuer: x509.Name | None = None,
+    serials: tuple[int, ...] = (),
+) -> str:
+    """A root CA CRL validly signed by the simulated root's key, with the given fields."""
+    begin = dt.datetime.fromtimestamp(start, tz=dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(sim.root_certificate.subject if issuer is None else issuer)
+        .last_update(begin)
+        .next_update(begin + dt.timedelta(days=365))
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(begin).build()
+        )
+    return builder.sign(root_key(sim), hashes.SHA256()).public_bytes(Encoding.DER).hex()
+
+
+def _der_tlvs(data: bytes) -> list[bytes]:
+    """Split concatenated DER TLVs (definite lengths only), each returned whole."""
+    out, pos = [], 0
+    while pos < len(data):
+        length, head = data[pos + 1], 2
+        if length & 0x80:
+            n = length & 0x7F
+            length, head = int.from_bytes(data[pos + 2 : pos + 2 + n], "big"), 2 + n
+        out.append(data[pos : pos + head + length])
+        pos += head + length
+    return out
+
+
+def _der_content(tlv: bytes) -> bytes:
+    return tlv[2 + (tlv[1] & 0x7F if tlv[1] & 0x80 else 0) :]
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _root_crl_without_next_update(sim: SimulatedTdx) -> str:
+    """cryptography cannot build a CRL without nextUpdate (RFC 5280 5.1.2.5 makes it optional
+    in ASN.1), so drop the field from a built one and sign the TBSCertList again."""
+    crl = bytes.fromhex(_root_crl(sim))
+    tbs, algorithm, _ = _der_tlvs(_der_content(crl))
+    fields = _der_tlvs(_der_content(tbs))
+    # TBSCertList: version, signature, issuer, thisUpdate, nextUpdate, ...
+    assert fields[4][0] in (0x17, 0x18)  # UTCTime / GeneralizedTime
+    new_tbs = _der(0x30, b"".join(fields[:4] + fields[5:]))
+    signature = root_key(sim).sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    return _der(0x30, new_tbs + algorithm + _der(0x03, b"\x00" + signature)).hex()
+
+
+def test_root_listed_in_its_own_crl_fails_root_ca_crl(sim: SimulatedTdx) -> None:
+    crl = _root_crl(sim, serials=(sim.root_certificate.serial_number,))
+    report = _sim(sim, collateral={**sim.collateral(), "root_ca_crl": crl})
+    _assert_fails(report, "root_ca_crl")
+    assert "is revoked by the root CA CRL" in report.check("root_ca_crl").detail
+
+
+def test_root_crl_dated_in_the_future_fails_root_ca_crl(sim: SimulatedTdx) -> None:
+    crl = _root_crl(sim, start=SIM_NOW + 3600)
+    report = _sim(sim, collateral={**sim.collateral(), "root_ca_crl": crl})
+    _assert_fails(report, "root_ca_crl")
+    assert "not yet valid" in report.check("root_ca_crl").detail
+
+
+def test_root_crl_without_next_update_fails_root_ca_crl(sim: SimulatedTdx) -> None:
+    crl = _root_crl_without_next_update(sim)
+    assert x509.load_der_x509_crl(bytes.fromhex(crl)).next_update_utc is None
+    report = _sim(sim, collateral={**sim.collateral(), "root_ca_crl": crl})
+    _assert_fails(report, "root_ca_crl")
+    assert "has no nextUpdate" in report.check("root_ca_crl").detail
+
+
+def test_root_crl_naming_another_issuer_fails_root_ca_crl(sim: SimulatedTdx) -> None:
+    other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some Other CA")])
+    report = _sim(sim, collateral={**sim.collateral(), "root_ca_crl": _root_crl(sim, issuer=other)})
+    _assert_fails(report, "root_ca_crl")
+    assert "is issued by 'CN=Some Other CA'" in report.check("root_ca_crl").detail
+
+
+@pytest.mark.parametrize("identity_id", ["QE", "QVE", "td_qe"])
+def test_sgx_qe_identity_for_a_tdx_quote_fails_collateral_type(
+    sim: SimulatedTdx, identity_id: str
+) -> None:
+    collateral = sim.collateral()
+    identity = {**_json(collateral, "qe_identity"), "id": identity_id}
+    report = _sim(sim, collateral=resign(sim, collateral, qe_identity=identity))
+    _only_failure(report, "collateral_type")
+    assert "QE Identity id" in report.check("collateral_type").detail
+
+
+def _tcb_signer(
+    sim: SimulatedTdx,
+    *,
+    cn: str = "Shroud Simulated SGX TCB Signing",
+    key: ec.EllipticCurvePrivateKey | None = None,
+    ca: bool = False,
+    digital_signature: bool = True,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate issued by the simulated root, shaped like (or unlike) its TCB signer."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    begin = dt.datetime.fromtimestamp(SIM_NOW - 3600, tz=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(sim.root_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(begin)
+        .not_valid_after(begin + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=digital_signature,
+                content_commitment=not digital_signature,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(root_key(sim), hashes.SHA256())
+    )
+    return cert, key
+
+
+def _signed_tcb_info_with_chain(
+    sim: SimulatedTdx, chain: list[x509.Certificate], key: ec.EllipticCurvePrivateKey
+) -> dict[str, str]:
+    collateral = sim.collateral()
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c in chain).decode()
+    return {
+        **collateral,
+        "tcb_info_issuer_chain": pem,
+        "tcb_info_signature": sign_raw(key, collateral["tcb_info"].encode()).hex(),
+    }
+
+
+def test_tcb_info_signed_with_a_p384_key_fails_tcb_info_signature(sim: SimulatedTdx) -> None:
+    cert, _ = _tcb_signer(sim, key=ec.generate_private_key(ec.SECP384R1()))
+    collateral = sim.collateral()
+    chain = (cert.public_bytes(Encoding.PEM) + sim.root_pem).decode()
+    report = _sim(sim, collateral={**collateral, "tcb_info_issuer_chain": chain})
+    _only_failure(report, "tcb_info_signature")
+    assert "does not hold a P-256 key" in report.check("tcb_info_signature").detail
+
+
+def test_tcb_info_resigned_by_the_pck_key_fails_tcb_info_chain(sim: SimulatedTdx) -> None:
+    # The PCK key holder has a valid chain to the root, but the PCK is no TCB signer.
+    certs = sim._certs
+    chain = [certs.pck, certs.platform_ca, certs.root]
+    report = _sim(sim, collateral=_signed_tcb_info_with_chain(sim, chain, sim._keys.pck))
+    _assert_fails(report, "tcb_info_chain")
+    assert "issued directly by the root" in report.check("tcb_info_chain").detail
+    assert _status(report, "tcb_info_signature") is CheckStatus.SKIP
+
+
+def test_tcb_info_resigned_by_the_platform_ca_fails_tcb_info_chain(sim: SimulatedTdx) -> None:
+    # Directly under the root and unrevoked: only its role says it may not sign TCB levels.
+    certs = sim._certs
+    chain = [certs.platform_ca, certs.root]
+    collateral = _signed_tcb_info_with_chain(sim, chain, sim._keys.platform_ca)
+    report = _sim(sim, collateral=collateral)
+    _only_failure(report, "tcb_info_chain")
+    assert "is not a TCB Signing certificate" in report.check("tcb_info_chain").detail
+
+
+@pytest.mark.parametrize(
+    ("ca", "digital_signature", "detail"),
+    [
+        (True, True, "is a CA"),
+        (False, False, "is not allowed digitalSignature"),
+    ],
+)
+def test_tcb_signer_shaped_wrongly_fails_tcb_info_chain(
+    sim: SimulatedTdx, ca: bool, digital_signature: bool, detail: str
+) -> None:
+    cert, key = _tcb_signer(sim, ca=ca, digital_signature=digital_signature)
+    report = _sim(sim, collateral=_signed_tcb_info_with_chain(sim, [cert, sim._certs.root], key))
+    _only_failure(report, "tcb_info_chain")
+    assert detail in report.check("tcb_info_chain").detail
+
+
+def test_qe_identity_resigned_by_the_pck_key_fails_qe_identity_chain(sim: SimulatedTdx) -> None:
+    certs = sim._certs
+    collateral = sim.collateral()
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c in (certs.pck, certs.platform_ca))
+    forged = {
+        **collateral,
+        "qe_identity_issuer_chain": pem.decode(),
+        "qe_identity_signature": sign_raw(sim._keys.pck, collateral["qe_identity"].encode()).hex(),
+    }
+    report = _sim(sim, collateral=forged)
+    _assert_fails(report, "qe_identity_chain")
+    assert "issued directly by the root" in report.check("qe_identity_chain").detail
+
+
+def test_a_fresh_tcb_signer_under_the_root_is_accepted(sim: SimulatedTdx) -> None:
+    # The rule is about role and position, not this platform's one certificate.
+    cert, key = _tcb_signer(sim)
+    report = _sim(sim, collateral=_signed_tcb_info_with_chain(sim, [cert], key))
+    assert report.ok, report.failed
+
+
+def test_expired_root_leaves_no_trusted_root_in_the_report(sim: SimulatedTdx) -> None:
+    # A report must not name a root whose check failed: a policy reads it as "chains to".
+    report = _sim(sim, now=SIM_NOW + 31 * 365 * 86_400)
+    _assert_fails(report, "root_ca")
+    assert report.trusted_root_sha256 is None
+
+
+def test_expired_pck_leaves_no_fmspc_in_the_report(sim: SimulatedTdx) -> None:
+    # The PCK leaf (7 years) expires long before the root (30 years).
+    report = _sim(sim, now=SIM_NOW + 8 * 365 * 86_400)
+    assert _status(report, "root_ca") is CheckStatus.PASS
+    _assert_fails(report, "pck_chain")
+    assert report.fmspc is None
