@@ -272,7 +272,8 @@ class _Connection:
 
     def _check_can_send(self) -> None:
         self._check_not_failed()
-        if self._state is not ConnectionState.OPEN or self._close_sent:
+        # Sending CLOSE leaves OPEN (for CLOSING or CLOSED), so this also stops sends after it.
+        if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError(
                 "not-open", f"cannot send in state {self._state.value} (handshake or close)"
             )

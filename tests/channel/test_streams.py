@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from shroud_sdk.channel import cbor
+from shroud_sdk.channel.connection import ConnectionState
 from shroud_sdk.channel.constants import RecordType
 from shroud_sdk.channel.events import (
     ConnectionClosed,
@@ -17,8 +20,9 @@ from shroud_sdk.channel.events import (
     StreamReset,
 )
 from shroud_sdk.channel.streams import HalfState, next_state
+from shroud_sdk.channel.usage import Usage
 from shroud_sdk.errors import LocalProtocolError, ProtocolError
-from tests.channel.doubles import connected_pair, deliver
+from tests.channel.doubles import connected_pair, deliver, make_bridge, make_client
 
 CHAT = "/v1/chat/completions"
 
@@ -423,3 +427,247 @@ def test_crossing_resets_are_tolerated_on_both_sides() -> None:
     new = client.send_request("GET", "/v1/models", [], disclosed={})
     assert new == sid + 1
     assert [type(e) for e in deliver(client, bridge)] == [RequestReceived]
+
+
+# -- nothing after our own CLOSE -----------------------------------------------------------
+
+
+def test_nothing_can_be_sent_after_our_own_close() -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("POST", CHAT, [], disclosed={})
+    deliver(client, bridge)
+    bridge.send_response(sid, 200, [])
+    client.close()
+    (close_record,) = client.data_to_send()
+    attempts: list[Callable[[], object]] = [
+        lambda: client.send_request("GET", "/v1/models", [], disclosed={}),
+        lambda: client.send_data(sid, b"after close"),
+        lambda: client.end_stream(sid),
+        lambda: client.reset_stream(sid, 0),
+    ]
+    for attempt in attempts:
+        with pytest.raises(LocalProtocolError) as info:
+            attempt()
+        assert info.value.check == "not-open"
+    assert client.data_to_send() == []
+    bridge.close()
+    bridge.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        bridge.send_data(sid, b"after close")
+    with pytest.raises(LocalProtocolError):
+        bridge.end_stream(sid, Usage(1, 1, 2))
+    assert bridge.data_to_send() == []
+    bridge.receive_data(close_record)  # the exchange still completes normally
+    assert bridge.state is ConnectionState.CLOSED
+
+
+# -- disclosed integers are 0..2^63-1 on both sides ----------------------------------------
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 63, (1 << 64) - 1], ids=["minus-one", "2^63", "2^64-1"])
+def test_out_of_range_disclosed_integer_is_refused_on_send(value: int) -> None:
+    client, _ = connected_pair(client_options={"disclose": frozenset({"max_tokens"})})
+    with pytest.raises(LocalProtocolError) as info:
+        client.send_request("POST", CHAT, [], disclosed={"max_tokens": value})
+    assert info.value.check == "disclosure"
+    assert client.data_to_send() == []
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 63, (1 << 64) - 1], ids=["minus-one", "2^63", "2^64-1"])
+def test_out_of_range_disclosed_integer_is_rejected_by_bridge(value: int) -> None:
+    client, bridge = connected_pair(client_options={"disclose": frozenset({"max_tokens"})})
+    assert client._sealer is not None
+    metadata = cbor.encode({"max_tokens": value})
+    with pytest.raises(ProtocolError) as info:
+        bridge.receive_data(
+            client._sealer.seal(RecordType.HEADERS, 1, _headers_content(), metadata)
+        )
+    assert info.value.check == "disclosure"
+
+
+def test_largest_disclosed_integer_is_accepted() -> None:
+    client, bridge = connected_pair(client_options={"disclose": frozenset({"max_tokens"})})
+    client.send_request("POST", CHAT, [], disclosed={"max_tokens": (1 << 63) - 1})
+    (event,) = deliver(client, bridge)
+    assert isinstance(event, RequestReceived)
+    assert event.disclosed == {"max_tokens": (1 << 63) - 1}
+
+
+def test_oversized_disclosure_is_refused_before_a_stream_is_opened() -> None:
+    # 256 four-byte characters: within the 256-character limit, but over 1024 metadata bytes.
+    client, bridge = connected_pair(client_options={"disclose": frozenset({"model"})})
+    with pytest.raises(LocalProtocolError) as info:
+        client.send_request("POST", CHAT, [], disclosed={"model": "\U0001f600" * 256})
+    assert info.value.check == "metadata-size"
+    assert client.data_to_send() == []
+    # Refused before a stream was opened: no id was used up.
+    assert client.send_request("POST", CHAT, [], disclosed={"model": "m"}) == 1
+    assert [type(e) for e in deliver(client, bridge)] == [RequestReceived]
+
+
+# -- received header lists: shape and count ------------------------------------------------
+
+
+_BAD_HEADER_LISTS: list[tuple[str, Any]] = [
+    ("string-entry", ["ab"]),
+    ("three-item-entry", [["x-a", "v", "extra"]]),
+    ("one-item-entry", [["x-a"]]),
+    ("bytes-name", [[b"x-a", "v"]]),
+    ("integer-value", [["x-a", 1]]),
+    ("not-an-array", "x-a: v"),
+    ("map", {"x-a": "v"}),
+]
+
+
+@pytest.mark.parametrize(
+    "headers", [h for _, h in _BAD_HEADER_LISTS], ids=[n for n, _ in _BAD_HEADER_LISTS]
+)
+def test_malformed_request_header_list_is_rejected_by_bridge(headers: Any) -> None:
+    client, bridge = connected_pair()
+    assert client._sealer is not None
+    content = cbor.encode({"method": "GET", "path": "/", "headers": headers})
+    with pytest.raises(ProtocolError) as info:
+        bridge.receive_data(client._sealer.seal(RecordType.HEADERS, 1, content, b"\xa0"))
+    assert info.value.check == "headers"
+
+
+@pytest.mark.parametrize(
+    "headers", [h for _, h in _BAD_HEADER_LISTS], ids=[n for n, _ in _BAD_HEADER_LISTS]
+)
+def test_malformed_response_header_list_is_rejected_by_client(headers: Any) -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("GET", "/v1/models", [], disclosed={})
+    deliver(client, bridge)
+    assert bridge._sealer is not None
+    content = cbor.encode({"status": 200, "headers": headers})
+    with pytest.raises(ProtocolError) as info:
+        client.receive_data(bridge._sealer.seal(RecordType.HEADERS, sid, content))
+    assert info.value.check == "headers"
+
+
+def _many_headers(count: int) -> list[tuple[str, str]]:
+    return [(f"x-h{i}", "v") for i in range(count)]
+
+
+def test_more_than_128_headers_are_refused_on_send_and_on_receive() -> None:
+    client, bridge = connected_pair()
+    with pytest.raises(LocalProtocolError) as info:
+        client.send_request("GET", "/v1/models", _many_headers(129), disclosed={})
+    assert info.value.check == "headers"
+    assert client.data_to_send() == []
+    assert client._sealer is not None
+    content = _headers_content(headers=[list(h) for h in _many_headers(129)])
+    with pytest.raises(ProtocolError) as received:
+        bridge.receive_data(client._sealer.seal(RecordType.HEADERS, 1, content, b"\xa0"))
+    assert received.value.check == "headers"
+
+
+def test_exactly_128_headers_are_accepted() -> None:
+    client, bridge = connected_pair()
+    client.send_request("GET", "/v1/models", _many_headers(128), disclosed={})
+    (event,) = deliver(client, bridge)
+    assert isinstance(event, RequestReceived)
+    assert len(event.headers) == 128
+
+
+# -- RESET and CLOSE contents from the peer --------------------------------------------------
+
+
+_BAD_CODE_REASONS: list[tuple[str, dict[str, Any]]] = [
+    ("negative-code", {"code": -1, "reason": ""}),
+    ("code-over-uint16", {"code": 0x10000, "reason": ""}),
+    ("bool-code", {"code": True, "reason": ""}),
+    ("text-code", {"code": "0", "reason": ""}),
+    ("long-reason", {"code": 0, "reason": "r" * 257}),
+    ("bytes-reason", {"code": 0, "reason": b"r"}),
+    ("null-reason", {"code": 0, "reason": None}),
+]
+
+
+@pytest.mark.parametrize(
+    "content", [c for _, c in _BAD_CODE_REASONS], ids=[n for n, _ in _BAD_CODE_REASONS]
+)
+def test_peer_reset_with_bad_code_or_reason_is_rejected(content: dict[str, Any]) -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("POST", CHAT, [], disclosed={})
+    deliver(client, bridge)
+    assert bridge._sealer is not None
+    with pytest.raises(ProtocolError) as info:
+        client.receive_data(bridge._sealer.seal(RecordType.RESET, sid, cbor.encode(content)))
+    assert info.value.check == "content-format"
+    assert client.events_received() == []
+
+
+@pytest.mark.parametrize(
+    "content", [c for _, c in _BAD_CODE_REASONS], ids=[n for n, _ in _BAD_CODE_REASONS]
+)
+def test_peer_close_with_bad_code_or_reason_is_rejected(content: dict[str, Any]) -> None:
+    client, bridge = connected_pair()
+    assert client._sealer is not None
+    with pytest.raises(ProtocolError) as info:
+        bridge.receive_data(client._sealer.seal(RecordType.CLOSE, 0, cbor.encode(content)))
+    assert info.value.check == "content-format"
+    assert bridge.events_received() == []
+
+
+def test_longest_reason_and_largest_code_are_accepted() -> None:
+    client, bridge = connected_pair()
+    sid = client.send_request("POST", CHAT, [], disclosed={})
+    deliver(client, bridge)
+    bridge.reset_stream(sid, 0xFFFF, "r" * 256)
+    assert deliver(bridge, client) == [StreamReset(sid, 0xFFFF, "r" * 256)]
+
+
+@pytest.mark.parametrize("reason", ["r" * 257, b"bytes", None], ids=["too-long", "bytes", "none"])
+def test_bad_local_reason_is_refused_before_sending(reason: Any) -> None:
+    client, _ = connected_pair()
+    sid = client.send_request("POST", CHAT, [], disclosed={})
+    client.data_to_send()
+    with pytest.raises(LocalProtocolError) as info:
+        client.reset_stream(sid, 0, reason)
+    assert info.value.check == "reason"
+    with pytest.raises(LocalProtocolError) as closing:
+        client.close(0, reason)
+    assert closing.value.check == "reason"
+    assert client.data_to_send() == []
+    assert client.state is ConnectionState.OPEN
+
+
+# -- memory bound on locally reset streams ------------------------------------------------
+
+
+def test_remembered_reset_ids_stay_bounded() -> None:
+    # A client that resets stream after stream must not grow the "ignore late records" set.
+    client, bridge = connected_pair(client_options={"max_concurrent_streams": 1})
+    cap = 64  # max(64, 8 x max_concurrent_streams), protocol.md §6.5
+    for _ in range(cap * 4):
+        sid = client.send_request("POST", CHAT, [], disclosed={})
+        deliver(client, bridge)
+        bridge.send_response(sid, 200, [])
+        deliver(bridge, client)
+        client.reset_stream(sid, 0)
+        deliver(client, bridge)
+        assert len(client._streams._locally_reset) <= cap
+    assert len(client._streams._locally_reset) == cap
+    assert bridge._sealer is not None
+    # The newest reset id is still remembered, so a late record for it is ignored ...
+    client.receive_data(bridge._sealer.seal(RecordType.DATA, sid, b"late"))
+    assert client.events_received() == []
+    # ... while the first one was forgotten long ago: now it is an unknown stream.
+    with pytest.raises(ProtocolError) as info:
+        client.receive_data(bridge._sealer.seal(RecordType.DATA, 1, b"late"))
+    assert info.value.check == "stream-state"
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_non_disclosable_field_cannot_be_configured() -> None:
+    with pytest.raises(ValueError, match="not disclosable"):
+        make_client(disclose=frozenset({"messages"}))
+
+
+@pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP256K1()], ids=["p384", "secp256k1"])
+def test_usage_key_on_another_curve_cannot_be_configured(curve: ec.EllipticCurve) -> None:
+    with pytest.raises(ValueError, match="P-256"):
+        make_bridge(usage_signing_key=ec.generate_private_key(curve))
