@@ -476,6 +476,92 @@ def test_ccel_event_without_a_sha384_digest_is_rejected() -> None:
         parse_ccel(data)
 
 
+def _ccel_with_spec(
+    algorithms: list[tuple[int, int]],
+    events: list[tuple[int, int, list[tuple[int, bytes]], bytes]],
+    *,
+    declared_count: int | None = None,
+    after_vendor_info: bytes = b"",
+) -> bytes:
+    """A CCEL with a hand-made Spec ID event (algorithm list, count and tail as given)."""
+    count = len(algorithms) if declared_count is None else declared_count
+    spec = (
+        b"Spec ID Event03\x00"
+        + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, count)
+        + b"".join(struct.pack("<HH", alg, size) for alg, size in algorithms)
+        + b"\x00"
+        + after_vendor_info
+    )
+    out = struct.pack("<II", 1, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(spec)) + spec
+    for mr, etype, digests, data in events:
+        out += struct.pack("<III", mr, etype, len(digests))
+        for alg, value in digests:
+            out += struct.pack("<H", alg) + value
+        out += struct.pack("<I", len(data)) + data
+    return out + b"\xff" * 64
+
+
+SHA384_ONLY = [(0x000C, 48)]
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        (0, "lists 0 digest algorithms"),  # a log that commits to no hash at all
+        (33, "lists 33 digest algorithms"),  # a hostile count bounds nothing else
+    ],
+)
+def test_ccel_spec_id_with_an_out_of_range_algorithm_count_is_rejected(
+    declared: int, message: str
+) -> None:
+    algorithms = SHA384_ONLY + [(0x000B, 32)] * (max(declared, 1) - 1)
+    data = _ccel_with_spec(algorithms[:declared] or SHA384_ONLY, [], declared_count=declared)
+    with pytest.raises(EventLogError, match=message):
+        parse_ccel(data)
+
+
+def test_ccel_spec_id_with_bytes_after_vendor_info_is_rejected() -> None:
+    # Extra bytes mean the event is not the structure we think it is: refuse, don't guess.
+    data = _ccel_with_spec(SHA384_ONLY, [], after_vendor_info=b"\x00\x01")
+    assert parse_ccel(_ccel_with_spec(SHA384_ONLY, [])).events == ()
+    with pytest.raises(EventLogError, match="bytes after vendorInfo"):
+        parse_ccel(data)
+
+
+def test_ccel_event_with_more_digests_than_declared_algorithms_is_rejected() -> None:
+    # Two SHA-384 digests in one event: which one was extended is ambiguous.
+    first, second = hashlib.sha384(b"a").digest(), hashlib.sha384(b"b").digest()
+    data = _ccel_with_spec(SHA384_ONLY, [(2, 0xD, [(0x000C, first), (0x000C, second)], b"a")])
+    with pytest.raises(EventLogError, match="has 2 digests; the Spec ID event declares 1"):
+        parse_ccel(data)
+
+
+def test_ccel_no_action_event_does_not_enter_replay_against_the_quote() -> None:
+    # EV_NO_ACTION events are informational; a replay that extends one would disagree with
+    # every honest quote (and let a log author steer the replayed value).
+    kernel = hashlib.sha384(b"kernel").digest()
+    note = hashlib.sha384(b"note").digest()
+    data = _ccel_with_spec(
+        SHA384_ONLY,
+        [(2, EV_NO_ACTION, [(0x000C, note)], b"note"), (2, 0xD, [(0x000C, kernel)], b"kernel")],
+    )
+    log = parse_ccel(data)
+    assert [e.extended for e in log.events] == [False, True]
+    rtmrs = [bytes(48), extend(bytes(48), kernel), bytes(48), bytes(48)]
+    result = replay_against([log], rtmrs)
+    assert result.ok
+    assert result.register(1).matches
+    assert result.verified_events(1) == (log.events[1],)
+
+
+def test_json_log_above_the_size_limit_is_rejected_before_parsing() -> None:
+    # 16 MiB of JSON is far beyond any real log; parsing it would only cost memory and time.
+    data = b"[" + b" " * (16 * 1024 * 1024) + b"]"
+    assert parse_dstack_event_log(b"[" + b" " * 1024 + b"]").events == ()
+    with pytest.raises(EventLogError, match="limit"):
+        parse_dstack_event_log(data)
+
+
 # --- hostile input never crashes -------------------------------------------------------------
 
 _SAMPLE = ccel_sample()[:2048]

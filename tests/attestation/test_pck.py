@@ -9,6 +9,7 @@ a valid certificate in exactly the way its name says.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import dcap_qvl
@@ -275,6 +276,39 @@ def test_unknown_member_is_rejected() -> None:
     )
     root.children.append(unknown)
     with pytest.raises(CertificateError, match="unknown member"):
+        _decode_edited(root)
+
+
+def _fmspc_oid_node(root: Node) -> Node:
+    pair = _member(root, _spec.FMSPC_OID)
+    assert pair.children is not None
+    return pair.children[0]
+
+
+def test_non_minimal_oid_arc_is_rejected() -> None:
+    # 0x80 in front of an arc adds nothing to its value: decoded leniently, a second encoding
+    # of the FMSPC OID would be read as the FMSPC. DER has exactly one encoding.
+    root = _root()
+    node = _fmspc_oid_node(root)
+    node.body = node.body[:-1] + b"\x80" + node.body[-1:]
+    with pytest.raises(CertificateError, match="non-minimal OBJECT IDENTIFIER arc"):
+        _decode_edited(root)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda body: body + b"\x81", id="last-arc-unterminated"),
+        pytest.param(lambda body: b"", id="empty"),
+    ],
+)
+def test_malformed_oid_is_rejected(edit: Callable[[bytes], bytes]) -> None:
+    # An unterminated trailing arc would otherwise be dropped (leaving the FMSPC OID), and an
+    # empty one would have no arcs at all.
+    root = _root()
+    node = _fmspc_oid_node(root)
+    node.body = edit(node.body)
+    with pytest.raises(CertificateError, match="malformed OBJECT IDENTIFIER"):
         _decode_edited(root)
 
 
