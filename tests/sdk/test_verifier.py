@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from attestation import _spec
 from attestation.collateral import Collateral
 from attestation.eventlog import RuntimeEventLog
 from attestation.image_hash import aggregate_image_hash
 from attestation.policy import MeasurementPins, Policy
 from attestation.quote import Quote
+from attestation.quote_parser import parse_quote
 from attestation.simulated import SimulatedTd, SimulatedTdx
 from shroud_sdk.channel.constants import Suite
 from shroud_sdk.channel.evidence import EventLog, Evidence
@@ -192,9 +194,15 @@ def test_each_quote_is_verified_even_with_cached_collateral(
 ) -> None:
     verifier = AttestationVerifier(_policy(platform, td))
     assert verifier(_evidence(platform, td.quote(REPORT_DATA)), SIM).report.ok
-    second = bytearray(td.quote(bytes(64)))
-    second[-100] ^= 0x01  # damage the second quote's certification data
-    _refused(verifier, _evidence(platform, bytes(second)), SIM, "verification")
+    second = td.quote(bytes(64))
+    # Flip a bit inside the quote signature, located from the parsed quote, so the damage
+    # always lands on signed material (a fixed offset from the end can fall on PEM armour).
+    signature = parse_quote(second).signature_data.signature
+    at = second.index(signature)
+    damaged = second[:at] + bytes([second[at] ^ 0x01]) + second[at + 1 :]
+    report = _refused(verifier, _evidence(platform, damaged), SIM, "verification")
+    assert isinstance(report, AttestationReport)
+    assert [c.name for c in report.verification.failed] == ["quote_signature"]
 
 
 # -- real Intel evidence -----------------------------------------------------------------------
@@ -226,3 +234,26 @@ def test_real_intel_quote_on_the_simulated_suite_is_refused() -> None:
     )
     verifier = AttestationVerifier(allowing, clock=lambda: now)
     _refused(verifier, evidence, SIM, "simulated-tee")
+
+
+def _v5_evidence_with_service_td() -> tuple[Evidence, int]:
+    """The real TDX 1.5 quote with a bit of MRSERVICETD set (no longer authentic, of course)."""
+    case = tdx_case("v5-uptodate")
+    assert parse_quote(case.quote).td_report.mr_service_td is not None
+    offset = next(at for name, at, _ in _spec.TD_REPORT15_EXTRA_FIELDS if name == "mr_service_td")
+    at = _spec.HEADER_SIZE + _spec.V5_BODY_TYPE_SIZE + _spec.V5_BODY_SIZE_SIZE + offset
+    quote = case.quote[:at] + bytes([case.quote[at] ^ 0x01]) + case.quote[at + 1 :]
+    return Evidence("tdx", quote, (), json.dumps(case.collateral_json).encode()), case.now
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_policy_mr_service_td_choice_reaches_the_quote_check(allowed: bool) -> None:
+    # A policy allowing a service TD must be honoured, and one refusing it must not be
+    # silently widened: the verifier passes the choice to verify_quote. (No simulated TDX 1.5
+    # quote exists, so the altered real quote also fails its signature either way.)
+    evidence, now = _v5_evidence_with_service_td()
+    policy = Policy(allow_unpinned_measurements=True, allow_mr_service_td_nonzero=allowed)
+    report = _refused(AttestationVerifier(policy, clock=lambda: now), evidence, REAL, "verification")
+    assert isinstance(report, AttestationReport)
+    failed = [c.name for c in report.verification.failed]
+    assert failed == (["quote_signature"] if allowed else ["quote_signature", "mr_service_td"])
