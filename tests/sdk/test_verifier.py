@@ -253,7 +253,8 @@ def test_policy_mr_service_td_choice_reaches_the_quote_check(allowed: bool) -> N
     # quote exists, so the altered real quote also fails its signature either way.)
     evidence, now = _v5_evidence_with_service_td()
     policy = Policy(allow_unpinned_measurements=True, allow_mr_service_td_nonzero=allowed)
-    report = _refused(AttestationVerifier(policy, clock=lambda: now), evidence, REAL, "verification")
+    verifier = AttestationVerifier(policy, clock=lambda: now)
+    report = _refused(verifier, evidence, REAL, "verification")
     assert isinstance(report, AttestationReport)
     failed = [c.name for c in report.verification.failed]
     assert failed == (["quote_signature"] if allowed else ["quote_signature", "mr_service_td"])
