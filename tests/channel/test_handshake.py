@@ -558,3 +558,73 @@ def test_misbehaving_verifier_result_fails_closed() -> None:
     assert info.value.check == "unexpected"
     with pytest.raises(ConnectionFailedError):
         client.send_request("GET", "/v1/models", [], disclosed={})
+
+
+# -- the offered suite list, as the bridge reads it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "suites",
+    [[True], [], [1, 2, 3, 4, 5, 6, 7, 8, 9], [70000, 1], [1, 1], [-1, 1], ["1"], b"\x01", 1],
+    ids=[
+        "bool",
+        "empty",
+        "nine",
+        "over-uint16",
+        "duplicate",
+        "negative",
+        "text",
+        "byte-string",
+        "integer",
+    ],
+)
+def test_client_hello_suites_must_be_one_to_eight_unique_uint16(suites: Any) -> None:
+    # Most offers also hold suite 1 (True == 1, b"\x01" iterates to 1): only this check refuses.
+    client, bridge = make_client(), make_bridge()
+    hello = _rewrite_client_hello(client.data_to_send()[0], suites=suites)
+    with pytest.raises(HandshakeError) as info:
+        bridge.receive_data(hello)
+    assert info.value.check == "client-hello"
+    assert bridge.data_to_send() == []
+
+
+# -- key share encoding: only the 65-byte uncompressed form ----------------------------------
+
+
+def _non_uncompressed_encodings() -> list[tuple[str, bytes]]:
+    good = _point(ec.generate_private_key(ec.SECP256R1()))
+    parity = good[-1] & 1
+    return [
+        # The same point, compressed: a valid SEC 1 encoding cryptography would load.
+        ("compressed", bytes([2 + parity]) + good[1:33]),
+        ("compressed-other-parity", bytes([3 - parity]) + good[1:33]),
+        # 65 bytes with every prefix but 0x04.
+        ("65-bytes-prefix-02", b"\x02" + good[1:]),
+        ("65-bytes-prefix-03", b"\x03" + good[1:]),
+        ("65-bytes-prefix-06", b"\x06" + good[1:]),
+        ("65-bytes-prefix-00", b"\x00" + good[1:]),
+        # 0x04 with the wrong length.
+        ("04-short", good[:33]),
+        ("04-long", good + b"\x00"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "point"),
+    _non_uncompressed_encodings(),
+    ids=[n for n, _ in _non_uncompressed_encodings()],
+)
+def test_key_share_not_in_uncompressed_form_is_refused_as_such(name: str, point: bytes) -> None:
+    # The refusal names the encoding rule, not whatever cryptography says later.
+    client, bridge = make_client(), make_bridge()
+    (client_hello,) = client.data_to_send()
+    with pytest.raises(HandshakeError, match="not an uncompressed P-256 point") as info:
+        bridge.receive_data(_rewrite_client_hello(client_hello, kx=point))
+    assert info.value.check == "key-share"
+    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    value = cbor.decode(core_bytes, max_len=1 << 20)
+    value["kx"] = point
+    error = _expect_handshake_error(
+        client, encode_bridge_hello(cbor.encode(value), fin), "key-share"
+    )
+    assert "not an uncompressed P-256 point" in str(error)

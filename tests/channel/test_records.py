@@ -15,6 +15,7 @@ from shroud_sdk.channel.constants import (
     RecordType,
 )
 from shroud_sdk.channel.events import DataReceived, StreamEnded
+from shroud_sdk.channel.keyschedule import SessionKeys
 from shroud_sdk.channel.records import Limits, RecordOpener, RecordSealer, nonce_for, padded_length
 from shroud_sdk.errors import (
     ConnectionFailedError,
@@ -23,7 +24,7 @@ from shroud_sdk.errors import (
     ProtocolError,
     RekeyRequiredError,
 )
-from tests.channel.doubles import connected_pair, deliver
+from tests.channel.doubles import connected_pair, deliver, make_bridge, make_client
 
 KEY = bytes(range(32))
 IV = bytes(range(100, 112))
@@ -458,3 +459,48 @@ def test_oversized_metadata_length_is_rejected_before_decryption() -> None:
         RecordOpener(KEY, IV, DIRECTION_C2B, Limits()).open(forged)
     assert info.value.check == "record-size"
     assert "metadata length" in str(info.value)
+
+
+def _connection_with_known_keys(conn: ClientConnection | BridgeConnection, client: bool) -> None:
+    conn.data_to_send()  # the client's hello, not part of this test
+    keys = SessionKeys(
+        c2b_key=bytes([1]) * 32,
+        c2b_iv=bytes([2]) * 12,
+        b2c_key=bytes([3]) * 32,
+        b2c_iv=bytes([4]) * 12,
+        finished_key=bytes(32),
+        exporter_secret=bytes(32),
+    )
+    conn._start_records(keys, bytes(32), client=client)
+
+
+@pytest.mark.parametrize(
+    ("side", "label", "key", "iv"),
+    [
+        # The direction labels exactly as docs/protocol.md §6.1 spells them.
+        ("client", b"shroud/1 c2b", bytes([1]) * 32, bytes([2]) * 12),
+        ("bridge", b"shroud/1 b2c", bytes([3]) * 32, bytes([4]) * 12),
+    ],
+)
+def test_records_use_the_spec_direction_label_as_aad(
+    side: str, label: bytes, key: bytes, iv: bytes
+) -> None:
+    conn: ClientConnection | BridgeConnection = make_client() if side == "client" else make_bridge()
+    _connection_with_known_keys(conn, client=side == "client")
+    conn.close(0, "bye")
+    (wire,) = conn.data_to_send()
+    header = struct.pack(">BBHI", 1, 5, 0, 0)
+    content = bytes.fromhex("a264636f64650066726561736f6e63627965")  # {"code": 0, "reason": "bye"}
+    inner = struct.pack(">I", len(content)) + content + bytes(64 - 4 - len(content))
+    assert wire == header + AESGCM(key).encrypt(iv, inner, label + header)
+
+
+def test_sealer_refuses_oversized_metadata_and_seals_nothing() -> None:
+    sealer = RecordSealer(KEY, IV, DIRECTION_C2B, Limits())
+    with pytest.raises(LocalProtocolError) as info:
+        sealer.seal(RecordType.HEADERS, 1, b"x", b"m" * 1025)
+    assert info.value.check == "metadata-size"
+    assert sealer.seq == 0
+    # 1024 bytes is the limit, not past it; it opens on the other side.
+    wire = sealer.seal(RecordType.HEADERS, 1, b"x", b"m" * 1024)
+    assert RecordOpener(KEY, IV, DIRECTION_C2B, Limits()).open(wire).metadata == b"m" * 1024
