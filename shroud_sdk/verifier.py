@@ -177,8 +177,7 @@ class AttestationVerifier:
         except AttestationError as exc:
             raise AttestationFailedError("quote-format", str(exc)) from None
         now = int(self._clock())
-        collateral, origin = self._collateral_for(evidence, quote, now)
-        prepared = self._prepare(collateral)
+        prepared, origin = self._collateral_for(evidence, quote, now)
         report = verify_quote(
             quote,
             prepared,
@@ -214,34 +213,46 @@ class AttestationVerifier:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _collateral_for(self, evidence: Evidence, quote: Quote, now: int) -> tuple[Collateral, str]:
+    def _collateral_for(
+        self, evidence: Evidence, quote: Quote, now: int
+    ) -> tuple[VerifiedCollateral, str]:
         if self._collateral is not None:
-            return self._collateral, "given"
+            return self._prepare(self._collateral), "given"
         if evidence.collateral is not None:
-            try:
-                return Collateral.from_json_text(evidence.collateral), "evidence"
-            except (AttestationError, ValueError) as exc:
-                raise AttestationFailedError("collateral", f"evidence collateral: {exc}") from None
+            # Keyed by the exact bytes received: a bridge sends the same collateral until it
+            # refreshes it, so a warm client neither re-parses nor re-checks its signatures.
+            # Validity windows are still compared with ``now`` by every verify_quote.
+            raw = evidence.collateral
+            return self._prepared_for(raw, lambda: self._parse_evidence_collateral(raw)), "evidence"
         if self._source is None:
             raise AttestationFailedError(
                 "collateral", "the evidence carries no collateral and no collateral source is set"
             )
         try:
-            return self._source.get_for_quote(quote, now), "source"
+            return self._prepare(self._source.get_for_quote(quote, now)), "source"
         except AttestationError as exc:
             raise AttestationFailedError("collateral", str(exc)) from None
 
+    @staticmethod
+    def _parse_evidence_collateral(raw: bytes) -> Collateral:
+        try:
+            return Collateral.from_json_text(raw)
+        except (AttestationError, ValueError) as exc:
+            raise AttestationFailedError("collateral", f"evidence collateral: {exc}") from None
+
     def _prepare(self, collateral: Collateral) -> VerifiedCollateral:
         # Keyed by the collateral's exact content: the roots are fixed per verifier.
-        key = hashlib.sha256(
-            json.dumps(collateral.to_json(), sort_keys=True).encode("utf-8")
-        ).digest()
+        content = json.dumps(collateral.to_json(), sort_keys=True).encode("utf-8")
+        return self._prepared_for(content, lambda: collateral)
+
+    def _prepared_for(self, content: bytes, load: Callable[[], Collateral]) -> VerifiedCollateral:
+        key = hashlib.sha256(content).digest()
         with self._lock:
             prepared = self._prepared.get(key)
             if prepared is not None:
                 self._prepared.move_to_end(key)
                 return prepared
-        prepared = VerifiedCollateral.prepare(collateral, trusted_roots=self._roots)
+        prepared = VerifiedCollateral.prepare(load(), trusted_roots=self._roots)
         with self._lock:
             self._prepared[key] = prepared
             while len(self._prepared) > _PREPARED_CACHE_SIZE:

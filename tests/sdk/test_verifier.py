@@ -205,6 +205,23 @@ def test_each_quote_is_verified_even_with_cached_collateral(
     assert [c.name for c in report.verification.failed] == ["quote_signature"]
 
 
+def test_different_evidence_collateral_is_verified_afresh_on_a_warm_verifier(
+    platform: SimulatedTdx, td: SimulatedTd
+) -> None:
+    # Prepared collateral is cached by the exact bytes received; other bytes must not hit it.
+    verifier = AttestationVerifier(_policy(platform, td))
+    quote = td.quote(REPORT_DATA)
+    assert verifier(_evidence(platform, quote), SIM).report.ok
+    forged = dict(platform.collateral(now=NOW))
+    signature = bytearray.fromhex(forged["tcb_info_signature"])
+    signature[0] ^= 0x01
+    forged["tcb_info_signature"] = signature.hex()
+    evidence = Evidence("tdx", quote, (), json.dumps(forged).encode())
+    report = _refused(verifier, evidence, SIM, "verification")
+    assert isinstance(report, AttestationReport)
+    assert report.verification.check("tcb_info_signature").status.value == "fail"
+
+
 # -- real Intel evidence -----------------------------------------------------------------------
 
 
