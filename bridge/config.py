@@ -144,6 +144,9 @@ class BridgeConfig(BaseModel):
     max_request_body: int = Field(default=4 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)
     idle_timeout: float = Field(default=300.0, gt=0, le=86400)
+    # WebSocket ping period: keeps proxies' idle timers (nginx proxy_read_timeout, cloud load
+    # balancers) from cutting an attested connection that is waiting for its next request.
+    ping_interval: float = Field(default=20.0, gt=0, le=3600)
     upstream_connect_timeout: float = Field(default=5.0, gt=0, le=300)
     upstream_read_timeout: float = Field(default=300.0, gt=0, le=3600)
     max_concurrent_handshakes: int = Field(default=16, ge=1, le=10000)
@@ -511,6 +514,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-body", type=int)
     p.add_argument("--handshake-timeout", type=float)
     p.add_argument("--idle-timeout", type=float)
+    p.add_argument(
+        "--ping-interval", type=float, help="seconds between WebSocket pings (below proxy timeouts)"
+    )
     p.add_argument("--upstream-connect-timeout", type=float)
     p.add_argument("--upstream-read-timeout", type=float)
     p.add_argument("--max-concurrent-handshakes", type=int)

@@ -62,9 +62,9 @@ _log = logging.getLogger(__name__)
 HEALTH_PATH: Final = "/healthz"
 # The largest WebSocket message a client may send: one maximal record (or the ClientHello).
 MAX_MESSAGE_SIZE: Final = max(MAX_RECORD_LEN, MAX_CLIENT_HELLO_LEN)
-# Keepalive: detect dead peers without touching the channel (pings are WebSocket control
-# frames, outside the encrypted records).
-PING_INTERVAL: Final = 20.0
+# Keepalive: pings (every ``config.ping_interval``) detect dead peers and keep proxies' idle
+# timers running, without touching the channel (they are WebSocket control frames, outside the
+# encrypted records).
 PING_TIMEOUT: Final = 20.0
 CLOSE_TIMEOUT: Final = 5.0
 ANY_KEY_WARNING: Final = (
@@ -212,7 +212,7 @@ class BridgeServer:
             max_size=MAX_MESSAGE_SIZE,
             max_queue=16,
             open_timeout=config.handshake_timeout,
-            ping_interval=PING_INTERVAL,
+            ping_interval=config.ping_interval,
             ping_timeout=PING_TIMEOUT,
             close_timeout=CLOSE_TIMEOUT,
             server_header=None,

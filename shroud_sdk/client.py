@@ -14,6 +14,7 @@ verification off. Deliberately not here: the channel, the session and the eviden
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
@@ -103,6 +104,7 @@ class _AttestedOpenAI(Generic[_TransportT, _HttpClientT]):
         disclose: Iterable[str] = (),
         audience: str | None = None,
         collateral_source: QuoteCollateralSource | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         timeout: float | httpx2.Timeout | NotGiven | None = NOT_GIVEN,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
@@ -129,6 +131,7 @@ class _AttestedOpenAI(Generic[_TransportT, _HttpClientT]):
                     allow_simulated=resolved.allow_simulated_tee,
                     disclose=disclose,
                     audience=audience,
+                    ssl_context=ssl_context,
                 )
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
@@ -186,7 +189,10 @@ class OpenAI(_AttestedOpenAI[ShroudTransport, httpx2.Client], openai.OpenAI):
     ``max_completion_tokens``, ``n``); default none. ``audience`` is the deployment name the
     bridge must answer to (default: the URL's ``host:port``). ``collateral_source`` (e.g.
     ``attestation.collateral_cache.CollateralCache``) supplies Intel collateral when the
-    bridge does not ship it. Other keyword arguments go to ``openai.OpenAI`` (``timeout``,
+    bridge does not ship it. ``ssl_context`` verifies the TLS terminator in front of a
+    ``wss://`` bridge (default: ``ssl.create_default_context()``, which trusts the system CAs
+    or ``SSL_CERT_FILE``); a context that does not verify the certificate and host name is a
+    ``ConfigurationError``. Other keyword arguments go to ``openai.OpenAI`` (``timeout``,
     ``max_retries``, ``default_headers``...).
     """
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import re
+import ssl
 import threading
 from collections.abc import Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -137,7 +138,9 @@ class SessionConfig:
     ``url`` is ``wss://`` (or ``ws://`` to a loopback address, for development);
     ``audience`` the deployment name the bridge must answer to (default: ``host:port`` of
     the URL); ``verifier`` the evidence verifier; ``allow_simulated`` offers the simulated-TEE
-    suite; ``disclose`` the request fields shown to the operator in clear.
+    suite; ``disclose`` the request fields shown to the operator in clear; ``ssl_context``
+    verifies the TLS terminator of a ``wss://`` URL (default: ``ssl.create_default_context()``,
+    made here, so the system CAs or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they are now).
     """
 
     url: str
@@ -145,11 +148,17 @@ class SessionConfig:
     audience: str = ""
     allow_simulated: bool = False
     disclose: frozenset[str] = frozenset()
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_bridge_url(self.url)
         if not self.audience:
             object.__setattr__(self, "audience", default_audience(self.url))
+        secure = urlsplit(self.url).scheme == "wss"
+        if self.ssl_context is not None:
+            check_ssl_context(self.ssl_context, secure=secure)
+        elif secure:
+            object.__setattr__(self, "ssl_context", ssl.create_default_context())
 
     def client_config(self, verifier: EvidenceVerifier) -> ClientConfig:
         """The channel core's configuration for one connection."""
@@ -180,6 +189,25 @@ def check_bridge_url(url: str) -> None:
         raise ValueError("bridge URL must not hold credentials or a fragment")
     if parts.scheme == "ws" and not is_loopback(parts.hostname):
         raise ValueError("plain ws:// is only allowed to a loopback address; use wss://")
+
+
+def check_ssl_context(context: object, *, secure: bool) -> None:
+    """Raise unless ``context`` is an ``ssl.SSLContext`` that verifies certificate and host name.
+
+    The attested channel does not rely on TLS, but TLS is what hides the disclosed metadata
+    and which deployment a client talks to from the network, so a context that skips
+    verification is a mistake to refuse, not a choice to honour (there is no ``verify=False``).
+    """
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError("ssl_context must be an ssl.SSLContext")
+    if not secure:
+        raise ValueError("ssl_context applies only to a wss:// bridge URL")
+    if context.verify_mode is not ssl.CERT_REQUIRED or not context.check_hostname:
+        raise ValueError(
+            "ssl_context must verify the server certificate and host name "
+            "(verify_mode=CERT_REQUIRED, check_hostname=True), e.g. "
+            "ssl.create_default_context(cafile=...)"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -489,6 +517,7 @@ class AsyncSession:
                 max_size=_MAX_MESSAGE,
                 open_timeout=None,  # the caller's connect timeout covers the whole handshake
                 proxy=None if is_loopback(host) else True,
+                ssl=self.config.ssl_context,  # None for ws://; see SessionConfig
                 user_agent_header="shroud-sdk",
             )
         except (OSError, InvalidHandshake, InvalidURI) as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -409,6 +410,7 @@ class _BaseTransport(Generic[_S]):
         allow_simulated: bool = False,
         disclose: Iterable[str] = (),
         audience: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         config = SessionConfig(
             url=bridge_url,
@@ -416,6 +418,7 @@ class _BaseTransport(Generic[_S]):
             audience=audience or "",
             allow_simulated=allow_simulated,
             disclose=frozenset(disclose),
+            ssl_context=ssl_context,
         )
         self._session: _S = self._new_session(config)
         self._origin = _Origin.of_bridge(config.url)
@@ -529,7 +532,10 @@ class ShroudTransport(_SyncTransport, httpx2.BaseTransport):
     ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
     ``allow_simulated`` offers the simulated-TEE suite (set it from
     ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
-    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``.
+    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``;
+    ``ssl_context`` verifies the TLS terminator of a ``wss://`` URL (default:
+    ``ssl.create_default_context()``, which honours ``SSL_CERT_FILE``); it must verify the
+    certificate and host name.
     """
 
     _flavour: ClassVar[ModuleType] = httpx2
