@@ -102,10 +102,12 @@ def running_bridge(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
+    simulated_dir: Path | None = None,
 ) -> Iterator[BridgeProcess]:
     """Run a simulated bridge in ``workdir`` in front of ``upstream``; see module docstring.
 
-    ``args`` are extra ``shroud-bridge`` flags; ``env`` extra environment variables.
+    ``args`` are extra ``shroud-bridge`` flags; ``env`` extra environment variables;
+    ``simulated_dir`` a platform several bridges share (default: ``workdir/simulated``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port, metrics_port = free_port(), free_port()
@@ -121,7 +123,7 @@ def running_bridge(
         "--quote-provider",
         "simulated",
         "--simulated-dir",
-        str(workdir / "simulated"),
+        str(simulated_dir or workdir / "simulated"),
         "--dev-policy-out",
         str(policy_path),
         "--upstream",
