@@ -30,6 +30,7 @@ from typing import Any, NoReturn, TextIO
 
 from cryptography import x509
 
+from attestation import policy_init
 from attestation.collateral import Collateral
 from attestation.errors import AttestationError, EventLogError, PolicyError
 from attestation.eventlog import (
@@ -747,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = pol_sub.add_parser("check", help="validate a policy file and print it normalised")
     check.add_argument("file")
     check.add_argument("--json", action="store_true")
+    policy_init.add_parser(pol_sub)
     return parser
 
 
@@ -771,6 +773,8 @@ def main(
             return _cmd_collateral_fetch(args, out)
         if args.command == "simulate":
             return _cmd_simulate(args, out)
+        if args.policy_command == "init":
+            return policy_init.run(args, out, err)
         return _cmd_policy_check(args, out, err)
     except _UsageError as exc:
         print(f"shroud-attest: {exc}", file=err)

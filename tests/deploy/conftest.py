@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from attestation.policy import Policy
 from tests.deploy.fleet import Fleet, running_fleet
 from tests.deploy.nginx import require_nginx
 from tests.deploy.tls import DeployPki, make_pki
@@ -26,3 +27,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pki: DeployPki) -> Iterator[
     require_nginx()
     with running_fleet(tmp_path_factory.mktemp("fleet"), pki) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def published_policy(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    """The policy the operator drafted from one bridge's evidence (policy init --bridge)."""
+    return fleet.publish_policy(tmp_path_factory.mktemp("release") / "policy.toml")

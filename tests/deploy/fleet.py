@@ -13,7 +13,10 @@ Reusable for tests of the bridge behind a proxy: ``bridge_args`` adds flags to e
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import shroud_sdk
 from attestation.policy import Policy
 from attestation.simulated import SimulatedTdx
-from tests.bridgeproc import BridgeProcess, free_port, running_bridge
+from tests.bridgeproc import REPO_ROOT, BridgeProcess, free_port, running_bridge
 from tests.deploy.nginx import NginxProxy, running_nginx
 from tests.deploy.tls import DeployPki
 
@@ -53,6 +56,38 @@ class Fleet:
         """The simulated platform's root CA (what a development policy trusts)."""
         return self.platform_dir / "root.pem"
 
+    def publish_policy(self, path: Path, *, bridge: BridgeProcess | None = None) -> Policy:
+        """What an operator does: ``shroud-attest policy init --bridge``, then review.
+
+        Runs the real CLI as a subprocess against the public ``wss://`` URL (one handshake
+        with whichever bridge nginx picks) or, given ``bridge``, against that bridge directly
+        (naming the public audience), writes the draft to ``path`` and loads it.
+        """
+        where = (
+            ["--bridge", self.url, "--ca-file", str(self.pki.ca_cert)]
+            if bridge is None
+            else ["--bridge", bridge.url, "--audience", self.proxy.audience]
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "attestation.cli",
+            "policy",
+            "init",
+            *where,
+            "--trust-root",
+            str(self.root_pem_path),
+            "--simulated",
+            "-o",
+            str(path),
+        ]
+        environment = dict(os.environ) | {"PYTHONPATH": str(REPO_ROOT)}
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return Policy.load(path)
+
     def dev_policy(self) -> Policy:
         """The development policy one fleet bridge wrote (identical for all of them)."""
         return self.bridges[0].policy
@@ -75,6 +110,14 @@ class Fleet:
             -1 if i in self.stopped else ok_handshakes(b)
             for i, b in enumerate((*self.bridges, *self.extra))
         ]
+
+    def streams(self) -> int:
+        """Request streams all running bridges have seen (any outcome)."""
+        return sum(
+            int(_metric(b, "shroud_bridge_streams_total", {}))
+            for i, b in enumerate((*self.bridges, *self.extra))
+            if i not in self.stopped
+        )
 
     def active_sessions(self) -> list[int]:
         """Open attested connections per bridge (``bridges`` then ``extra``)."""

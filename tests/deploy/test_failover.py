@@ -62,24 +62,27 @@ def test_stopped_bridge_moves_the_client_to_another_reattested(
     tmp_path: Path, pki: DeployPki, how: str
 ) -> None:
     require_nginx()
-    with running_fleet(tmp_path, pki, count=3) as fleet:
-        with fleet.client(fleet.dev_policy()) as client:
-            assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
-            first_report = client.attestation
-            holder = _holder(fleet)
-            fleet.stop(holder, kill=how == "sigkill")
-            _wait_until_client_sees_the_close(client)
+    with (
+        running_fleet(tmp_path, pki, count=3) as fleet,
+        fleet.client(fleet.dev_policy()) as client,
+    ):
+        assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+        first_report = client.attestation
+        holder = _holder(fleet)
+        fleet.stop(holder, kill=how == "sigkill")
+        _wait_until_client_sees_the_close(client)
 
-            started = time.monotonic()
-            completion = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
-            elapsed = time.monotonic() - started
+        started = time.monotonic()
+        completion = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        elapsed = time.monotonic() - started
 
-            assert completion.choices[0].message.content
-            assert elapsed < FAILOVER_DEADLINE, f"next request took {elapsed:.2f}s"
-            assert client.transport.session.handshakes == 2  # a new handshake ...
-            assert client.attestation is not None and client.attestation.ok  # ... re-verified
-            assert client.attestation is not first_report
-            assert _holder(fleet) is not holder
+        assert completion.choices[0].message.content
+        assert elapsed < FAILOVER_DEADLINE, f"next request took {elapsed:.2f}s"
+        assert client.transport.session.handshakes == 2  # a new handshake ...
+        assert client.attestation is not None
+        assert client.attestation.ok  # ... re-verified
+        assert client.attestation is not first_report
+        assert _holder(fleet) is not holder
 
 
 def _serving(fleet: Fleet, upstream: FakeUpstream, requests: int) -> BridgeProcess:
@@ -94,49 +97,53 @@ def test_stream_cut_mid_response_by_a_dying_bridge_fails_loudly_and_is_not_retri
     tmp_path: Path, pki: DeployPki, upstream: FakeUpstream
 ) -> None:
     require_nginx()
-    with running_fleet(tmp_path, pki, count=2, upstream=upstream.base_url) as fleet:
-        # openai's default retries stay on: they must not repeat a request that reached a model.
-        with fleet.client(fleet.dev_policy(), max_retries=2) as client:
-            before = upstream.requests
-            stream = client.chat.completions.create(
-                model="slow-stream", messages=[{"role": "user", "content": "x"}], stream=True
-            )
-            chunks = iter(stream)
-            next(chunks)  # the response is flowing
-            fleet.stop(_serving(fleet, upstream, before + 1), kill=True)
-            with pytest.raises((StreamIntegrityError, StreamResetError)):
-                for _ in chunks:
-                    pass
-            assert upstream.requests == before + 1  # never sent again
+    # openai's default retries stay on: they must not repeat a request that reached a model.
+    with (
+        running_fleet(tmp_path, pki, count=2, upstream=upstream.base_url) as fleet,
+        fleet.client(fleet.dev_policy(), max_retries=2) as client,
+    ):
+        before = upstream.requests
+        stream = client.chat.completions.create(
+            model="slow-stream", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        chunks = iter(stream)
+        next(chunks)  # the response is flowing
+        fleet.stop(_serving(fleet, upstream, before + 1), kill=True)
+        with pytest.raises((StreamIntegrityError, StreamResetError)):
+            for _ in chunks:
+                pass
+        assert upstream.requests == before + 1  # never sent again
 
-            # The client carries on with another bridge, after a new attestation.
-            _wait_until_client_sees_the_close(client)
-            raw = client.chat.completions.with_raw_response.create(model="echo", messages=[])
-            assert raw.status_code == 200
-            assert client.transport.session.handshakes == 2
-            assert upstream.requests == before + 2
+        # The client carries on with another bridge, after a new attestation.
+        _wait_until_client_sees_the_close(client)
+        raw = client.chat.completions.with_raw_response.create(model="echo", messages=[])
+        assert raw.status_code == 200
+        assert client.transport.session.handshakes == 2
+        assert upstream.requests == before + 2
 
 
 def test_request_in_flight_when_its_bridge_dies_is_not_replayed(
     tmp_path: Path, pki: DeployPki, upstream: FakeUpstream
 ) -> None:
     require_nginx()
-    with running_fleet(tmp_path, pki, count=2, upstream=upstream.base_url) as fleet:
-        with fleet.client(fleet.dev_policy(), max_retries=2) as client:
-            before = upstream.requests
-            outcome: list[BaseException | object] = []
+    with (
+        running_fleet(tmp_path, pki, count=2, upstream=upstream.base_url) as fleet,
+        fleet.client(fleet.dev_policy(), max_retries=2) as client,
+    ):
+        before = upstream.requests
+        outcome: list[BaseException | object] = []
 
-            def call() -> None:
-                try:  # "slow" holds its response headers back for seconds
-                    outcome.append(client.chat.completions.create(model="slow", messages=[]))
-                except BaseException as exc:
-                    outcome.append(exc)
+        def call() -> None:
+            try:  # "slow" holds its response headers back for seconds
+                outcome.append(client.chat.completions.create(model="slow", messages=[]))
+            except BaseException as exc:
+                outcome.append(exc)
 
-            caller = threading.Thread(target=call)
-            caller.start()
-            fleet.stop(_serving(fleet, upstream, before + 1), kill=True)
-            caller.join(30)
-            assert not caller.is_alive()
-            assert len(outcome) == 1
-            assert isinstance(outcome[0], StreamIntegrityError), outcome[0]
-            assert upstream.requests == before + 1  # openai did not retry it elsewhere
+        caller = threading.Thread(target=call)
+        caller.start()
+        fleet.stop(_serving(fleet, upstream, before + 1), kill=True)
+        caller.join(30)
+        assert not caller.is_alive()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], StreamIntegrityError), outcome[0]
+        assert upstream.requests == before + 1  # openai did not retry it elsewhere

@@ -33,17 +33,19 @@ def test_idle_connection_and_proxy_read_timeout(
     tmp_path: Path, pki: DeployPki, ping_interval: str, handshakes_after_idle: int
 ) -> None:
     require_nginx()
-    with running_fleet(
-        tmp_path,
-        pki,
-        count=1,
-        read_timeout=f"{PROXY_READ_TIMEOUT:g}s",
-        bridge_args=["--ping-interval", ping_interval],
-    ) as fleet:
-        with fleet.client(fleet.dev_policy()) as client:
-            assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
-            time.sleep(IDLE)
-            assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
-            assert client.transport.session.handshakes == handshakes_after_idle
-            if handshakes_after_idle == 2:
-                assert "upstream timed out" in fleet.proxy.error_log()
+    with (
+        running_fleet(
+            tmp_path,
+            pki,
+            count=1,
+            read_timeout=f"{PROXY_READ_TIMEOUT:g}s",
+            bridge_args=["--ping-interval", ping_interval],
+        ) as fleet,
+        fleet.client(fleet.dev_policy()) as client,
+    ):
+        assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+        time.sleep(IDLE)
+        assert client.chat.completions.create(**CHAT).choices  # type: ignore[call-overload]
+        assert client.transport.session.handshakes == handshakes_after_idle
+        if handshakes_after_idle == 2:
+            assert "upstream timed out" in fleet.proxy.error_log()

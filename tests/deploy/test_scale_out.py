@@ -9,8 +9,9 @@ import openai
 import pytest
 
 import shroud_sdk
+from attestation.policy import Policy
 from shroud_sdk.transport import AttestationError
-from tests.deploy.fleet import OTHER_IMAGE_DIGEST, Fleet, running_fleet
+from tests.deploy.fleet import IMAGE_DIGEST, OTHER_IMAGE_DIGEST, Fleet, running_fleet
 from tests.deploy.nginx import require_nginx
 from tests.deploy.tls import DeployPki, make_pki
 
@@ -22,8 +23,26 @@ CHAT = {
 }
 
 
-def test_thirty_new_clients_spread_over_three_bridges(fleet: Fleet) -> None:
-    policy = fleet.dev_policy()
+def test_policy_init_drafts_the_published_policy_through_the_proxy_without_a_request(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    handshakes, streams = sum(fleet.ok_handshakes()), fleet.streams()
+    policy = fleet.publish_policy(tmp_path / "policy.toml")
+    assert sum(fleet.ok_handshakes()) == handshakes + 1  # one real handshake ...
+    assert fleet.streams() == streams  # ... and no request reached any bridge's upstream
+    assert policy.allow_simulated_tee
+    digests = policy.required_rtmr3_events
+    assert set(digests) == {"shroud.image-digest", "shroud.config-hash"}
+    assert digests == fleet.dev_policy().required_rtmr3_events  # what the bridges measured
+    text = (tmp_path / "policy.toml").read_text()
+    assert IMAGE_DIGEST in text
+    assert f"audience '{fleet.proxy.audience}'" in text
+
+
+def test_thirty_new_clients_spread_over_three_bridges_under_one_published_policy(
+    fleet: Fleet, published_policy: Policy
+) -> None:
+    policy = published_policy
     before = fleet.ok_handshakes()
     reports = []
     for _ in range(30):
@@ -95,7 +114,9 @@ def test_bridge_with_another_image_behind_the_same_proxy_is_refused(
 ) -> None:
     require_nginx()
     with running_fleet(tmp_path, pki, count=2, extra_images=[OTHER_IMAGE_DIGEST]) as mixed:
-        policy = mixed.dev_policy()
+        # The operator drafts the policy from a bridge of the release, reached directly.
+        policy = mixed.publish_policy(tmp_path / "policy.toml", bridge=mixed.bridges[0])
+        before = mixed.ok_handshakes()
         refused: list[AttestationError] = []
         served = 0
         for _ in range(9):
@@ -105,7 +126,7 @@ def test_bridge_with_another_image_behind_the_same_proxy_is_refused(
                     served += 1
                 except AttestationError as refusal:
                     refused.append(refusal)
-        counts = mixed.ok_handshakes()
+        counts = [n - b for n, b in zip(mixed.ok_handshakes(), before, strict=True)]
     assert refused, "round robin over three bridges never reached the other image"
     assert counts[2] == len(refused)  # exactly the clients that reached the other image
     assert sum(counts[:2]) == served == 9 - len(refused)
