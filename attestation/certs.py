@@ -18,6 +18,7 @@ extensions of PCK certificates (``attestation.pck``).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,9 +66,22 @@ class Window:
 
     def describe_failure(self, now: int) -> str:
         if now < self.not_before:
-            return f"{self.what} is not yet valid at {now} (valid from {self.not_before})"
+            return (
+                f"{self.what} is not yet valid at {iso_time(now)} "
+                f"(valid from {iso_time(self.not_before)})"
+            )
         bound = "before" if self.end_exclusive else "until"
-        return f"{self.what} expired before {now} (valid {bound} {self.not_after})"
+        return (
+            f"{self.what} expired before {iso_time(now)} (valid {bound} {iso_time(self.not_after)})"
+        )
+
+
+def iso_time(seconds: int) -> str:
+    """UNIX seconds as ISO 8601 UTC (``2025-07-19T10:00:34Z``), the form error details use."""
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # beyond datetime's range: say so plainly
+        return f"UNIX time {seconds}"
 
 
 def first_invalid(windows: Sequence[Window], now: int) -> str | None:

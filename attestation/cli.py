@@ -17,44 +17,32 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import sys
 import time
-import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from cryptography import x509
+# Only what every command needs is imported here; each command imports the rest when it runs,
+# so `verify` never loads the PCS client (httpx2), the simulator or the policy parser
+# (pydantic) unless it uses them. docs/attestation.md ("Start-up cost") has the figures.
+from attestation.quote import MEASUREMENT_REGISTERS
+from attestation.report import TcbStatus
 
-from attestation import policy_init
-from attestation.collateral import Collateral
-from attestation.errors import AttestationError, EventLogError, PolicyError
-from attestation.eventlog import (
-    EventLog,
-    ReplayResult,
-    RuntimeEventLog,
-    parse_event_log,
-    replay_against,
-)
-from attestation.image_hash import (
-    ImageDigests,
-    aggregate_image_hash,
-    compute_image_hashes,
-    image_digests,
-)
-from attestation.pck import split_pem_chain
-from attestation.pcs import INTEL_PCS_URL, CollateralFetcher, collateral_request_for_quote
-from attestation.policy import Policy, PolicyResult
-from attestation.quote import MEASUREMENT_REGISTERS, Quote, TdReport
-from attestation.quote_parser import parse_quote
-from attestation.report import TcbStatus, VerificationReport
-from attestation.simulated import Measurements, SimulatedTdx
-from attestation.verify import TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE, verify_quote
+if TYPE_CHECKING:
+    from attestation.collateral import Collateral
+    from attestation.eventlog import EventLog, ReplayResult
+    from attestation.image_hash import ImageDigests
+    from attestation.policy import Policy, PolicyResult
+    from attestation.quote import Quote, TdReport
+    from attestation.report import VerificationReport
 
+_PROG = "shroud-attest"
 EXIT_ACCEPT = 0
 EXIT_REJECT = 1
 EXIT_USAGE = 2
@@ -64,16 +52,6 @@ MEASUREMENT_KEYS = (*MEASUREMENT_REGISTERS, "report_data", "mr_seam", "td_attrib
 _MAX_INPUT_BYTES = 16 * 1024 * 1024  # quotes are a few KiB; refuse to slurp anything huge
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s_-]+")
-# Intel TDX Module ABI, TDINFO_STRUCT.ATTRIBUTES bits shown by `show` (the verifier's constants
-# for the two it enforces).
-_TD_ATTRIBUTE_NAMES = {
-    TD_ATTR_DEBUG: "DEBUG",
-    TD_ATTR_SEPT_VE_DISABLE: "SEPT_VE_DISABLE",
-    1 << 29: "MIGRATABLE",
-    1 << 30: "PKS",
-    1 << 31: "KL",
-    1 << 63: "PERFMON",
-}
 
 
 class _UsageError(Exception):
@@ -82,7 +60,9 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{self.prog}: {message}")
+        # main() prints the program name once; a subcommand's parser adds only its own name.
+        command = self.prog.removeprefix(_PROG).strip()
+        raise _UsageError(f"{command}: {message}" if command else message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +138,9 @@ def decode_quote_bytes(data: bytes) -> bytes:
 
 
 def _load_quote(path: str) -> Quote:
+    from attestation.errors import AttestationError
+    from attestation.quote_parser import parse_quote
+
     raw = decode_quote_bytes(_read_file(path, "quote"))
     try:
         return parse_quote(raw)
@@ -166,6 +149,11 @@ def _load_quote(path: str) -> Quote:
 
 
 def _load_logs(paths: Sequence[str]) -> list[EventLog]:
+    if not paths:
+        return []
+    from attestation.errors import AttestationError
+    from attestation.eventlog import parse_event_log
+
     logs = []
     for path in paths:
         try:
@@ -176,6 +164,10 @@ def _load_logs(paths: Sequence[str]) -> list[EventLog]:
 
 
 def _load_roots(paths: Sequence[str]) -> tuple[str, ...]:
+    if not paths:
+        return ()
+    from cryptography import x509
+
     pems = []
     for path in paths:
         data = _read_file(path, "trust root")
@@ -190,6 +182,9 @@ def _load_roots(paths: Sequence[str]) -> tuple[str, ...]:
 def _load_policy(path: str | None, roots: tuple[str, ...]) -> Policy:
     if path is not None and not Path(path).is_file():
         raise _UsageError(f"cannot read policy {path}: no such file")
+    from attestation.errors import PolicyError
+    from attestation.policy import Policy
+
     try:
         # No policy given: a visible, explicit choice not to pin measurements (the output says so).
         policy = Policy.load(path) if path is not None else None
@@ -205,6 +200,9 @@ def _load_policy(path: str | None, roots: tuple[str, ...]) -> Policy:
 
 
 def _fetch_collateral(quote: Quote, pccs_url: str | None) -> Collateral:
+    from attestation.errors import AttestationError
+    from attestation.pcs import INTEL_PCS_URL, CollateralFetcher, collateral_request_for_quote
+
     try:
         fmspc, ca_type = collateral_request_for_quote(quote)
         fetcher = CollateralFetcher(pccs_url or INTEL_PCS_URL)
@@ -216,6 +214,9 @@ def _fetch_collateral(quote: Quote, pccs_url: str | None) -> Collateral:
 
 
 def _load_collateral(path: str) -> Collateral:
+    from attestation.collateral import Collateral
+    from attestation.errors import AttestationError
+
     try:
         return Collateral.from_json_text(_read_file(path, "collateral"))
     except AttestationError as exc:
@@ -286,15 +287,19 @@ def _safe(text: str) -> str:
 
 
 def _time(seconds: int) -> str:
-    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{stamp} ({seconds})"
+    from attestation.certs import iso_time
+
+    return f"{iso_time(seconds)} ({seconds})"
 
 
 # ---------------------------------------------------------------------------------------------
 # verify
 
 
-def _cmd_verify(args: argparse.Namespace, stdout: TextIO) -> int:
+def _cmd_verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from attestation.eventlog import replay_against
+    from attestation.verify import verify_quote
+
     quote = _load_quote(args.quote)
     logs = _load_logs(args.event_log)
     roots = _load_roots(args.trust_root)
@@ -325,7 +330,25 @@ def _cmd_verify(args: argparse.Namespace, stdout: TextIO) -> int:
         )
     else:
         _verify_human(_Out(stdout), quote, report, policy, args.policy, result, replay, accepted)
+    if report.expired:
+        print(_expiry_hint(now, at_given=args.at is not None), file=stderr)
     return EXIT_ACCEPT if accepted else EXIT_REJECT
+
+
+def _expiry_hint(now: int, *, at_given: bool) -> str:
+    from attestation.certs import iso_time
+
+    when = iso_time(now)
+    if at_given:
+        return (
+            f"hint: some collateral or certificate is not valid at {when}; check the --at time, "
+            "or fetch fresh collateral (shroud-attest collateral fetch QUOTE -o FILE)"
+        )
+    return (
+        f"hint: some collateral or certificate is not valid now, {when}; fetch fresh collateral "
+        "(shroud-attest collateral fetch QUOTE -o FILE), or verify at the time the quote was "
+        "made with --at (UNIX seconds or ISO 8601, e.g. 2025-07-19T10:00:34Z)"
+    )
 
 
 def _verified_digests(replay: ReplayResult | None) -> ImageDigests | None:
@@ -333,6 +356,9 @@ def _verified_digests(replay: ReplayResult | None) -> ImageDigests | None:
     (the policy reports a malformed one as an ``event_log`` violation)."""
     if replay is None or replay.verified_events(3) is None:
         return None
+    from attestation.errors import EventLogError
+    from attestation.image_hash import image_digests
+
     try:
         return image_digests(replay)
     except EventLogError:
@@ -366,6 +392,8 @@ def _verify_json(
     digests: ImageDigests | None,
     accepted: bool,
 ) -> dict[str, Any]:
+    from attestation.image_hash import aggregate_image_hash
+
     checks = [{"name": c.name, "status": c.status.value, "detail": c.detail} for c in report.checks]
     obj: dict[str, Any] = {
         "verdict": "accept" if accepted else "reject",
@@ -443,14 +471,30 @@ def _verify_human(
 
 
 def _td_attribute_flags(value: int) -> str:
-    names = [name for bit, name in _TD_ATTRIBUTE_NAMES.items() if value & bit]
-    unknown = value & ~sum(_TD_ATTRIBUTE_NAMES)
+    from attestation.verify import TD_ATTR_DEBUG, TD_ATTR_SEPT_VE_DISABLE
+
+    # Intel TDX Module ABI, TDINFO_STRUCT.ATTRIBUTES bits (the verifier's constants for the two
+    # it enforces).
+    known = {
+        TD_ATTR_DEBUG: "DEBUG",
+        TD_ATTR_SEPT_VE_DISABLE: "SEPT_VE_DISABLE",
+        1 << 29: "MIGRATABLE",
+        1 << 30: "PKS",
+        1 << 31: "KL",
+        1 << 63: "PERFMON",
+    }
+    names = [name for bit, name in known.items() if value & bit]
+    unknown = value & ~sum(known)
     if unknown:
         names.append(f"other bits {unknown:#x}")
     return ", ".join(names) or "none"
 
 
 def _show_data(quote: Quote) -> dict[str, dict[str, Any]]:
+    from attestation.errors import AttestationError
+    from attestation.pck import split_pem_chain
+    from attestation.pcs import collateral_request_for_quote
+
     h = quote.header
     td = quote.td_report
     sig = quote.signature_data
@@ -522,7 +566,7 @@ def _show_data(quote: Quote) -> dict[str, dict[str, Any]]:
     }
 
 
-def _cmd_show(args: argparse.Namespace, stdout: TextIO) -> int:
+def _cmd_show(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     data = _show_data(_load_quote(args.quote))
     if args.json:
         _json_out(data, stdout)
@@ -545,7 +589,10 @@ def _cmd_show(args: argparse.Namespace, stdout: TextIO) -> int:
 # image-hash
 
 
-def _cmd_image_hash(args: argparse.Namespace, stdout: TextIO) -> int:
+def _cmd_image_hash(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from attestation.errors import AttestationError
+    from attestation.image_hash import compute_image_hashes
+
     quote = _load_quote(args.quote)
     logs = _load_logs(args.event_log)
     try:
@@ -598,7 +645,7 @@ def _cmd_image_hash(args: argparse.Namespace, stdout: TextIO) -> int:
 # collateral fetch, policy check, simulate
 
 
-def _cmd_collateral_fetch(args: argparse.Namespace, stdout: TextIO) -> int:
+def _cmd_collateral_fetch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     quote = _load_quote(args.quote)
     collateral = _fetch_collateral(quote, args.pccs_url)
     text = json.dumps(collateral.to_json(), indent=2) + "\n"
@@ -615,6 +662,11 @@ def _cmd_collateral_fetch(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _cmd_policy_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import tomllib
+
+    from attestation.errors import PolicyError
+    from attestation.policy import Policy
+
     if not Path(args.file).is_file():
         raise _UsageError(f"cannot read policy {args.file}: no such file")
     try:
@@ -632,6 +684,12 @@ def _cmd_policy_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) 
     return EXIT_ACCEPT
 
 
+def _cmd_policy_init(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from attestation import policy_init
+
+    return policy_init.run(args, stdout, stderr)
+
+
 def _parse_event_arg(value: str) -> tuple[str, bytes]:
     name, sep, payload = value.partition("=")
     if not sep:
@@ -639,7 +697,11 @@ def _parse_event_arg(value: str) -> tuple[str, bytes]:
     return name, payload.encode("utf-8")
 
 
-def _cmd_simulate(args: argparse.Namespace, stdout: TextIO) -> int:
+def _cmd_simulate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from attestation.errors import AttestationError
+    from attestation.eventlog import RuntimeEventLog
+    from attestation.simulated import Measurements, SimulatedTdx
+
     now = int(time.time()) if args.at is None else args.at
     try:
         report_data = bytes.fromhex(args.report_data)
@@ -686,27 +748,71 @@ def _cmd_simulate(args: argparse.Namespace, stdout: TextIO) -> int:
 # Argument parsing
 
 
-def _unix_seconds(value: str) -> int:
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer number of seconds: {value!r}") from None
+def parse_time(value: str) -> int:
+    """A ``--at`` value as UNIX seconds: an integer, or an ISO 8601 date-time with a UTC offset
+    (``2025-07-19T10:00:34Z``, ``2025-07-19T12:00:34+02:00``). A time without an offset is
+    refused rather than guessed: verifying at the wrong hour can turn "expired" into "valid".
+    """
+    text = value.strip()
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        seconds = int(text)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is neither UNIX seconds nor an ISO 8601 time like 2025-07-19T10:00:34Z"
+            ) from None
+        if when.tzinfo is None:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} has no UTC offset; add Z or +HH:MM (e.g. {text}Z)"
+            )
+        seconds = int(when.timestamp())
     if seconds < 0:
-        raise argparse.ArgumentTypeError("time must be non-negative")
+        raise argparse.ArgumentTypeError("time must not be before 1970-01-01T00:00:00Z")
     return seconds
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed distribution's version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("shroud-sdk")
+        except PackageNotFoundError:
+            number = "unknown (not installed)"
+        print(f"{_PROG} {number}")
+        parser.exit()
+
+
+_Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``shroud-attest`` argument parser (exposed for documentation and tests)."""
-    parser = _Parser(prog="shroud-attest", description="Decode, verify and pin TDX quotes.")
+    """The ``shroud-attest`` argument parser (exposed for documentation and tests).
+
+    Each subcommand's parser carries its handler as ``run`` (``set_defaults(run=...)``), a
+    function ``(args, stdout, stderr) -> exit code`` that imports what it needs when called:
+    adding a command is one ``add_parser`` block here.
+    """
+    parser = _Parser(prog=_PROG, description="Decode, verify and pin TDX quotes.")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     verify = sub.add_parser("verify", help="verify a quote and evaluate a policy")
+    verify.set_defaults(run=_cmd_verify)
     verify.add_argument("quote", help="quote file: raw bytes, hex or base64")
     verify.add_argument("--collateral", help="QuoteCollateralV3 JSON (default: fetch)")
-    verify.add_argument("--pccs-url", help=f"collateral service (default {INTEL_PCS_URL})")
+    verify.add_argument("--pccs-url", help="collateral service (default: Intel's PCS)")
     verify.add_argument(
-        "--at", type=_unix_seconds, help="verification time, UNIX seconds (default: now)"
+        "--at",
+        type=parse_time,
+        help="verification time: UNIX seconds or ISO 8601 with offset (default: now)",
     )
     verify.add_argument("--policy", help="TOML policy file (default: nothing pinned)")
     verify.add_argument(
@@ -718,27 +824,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print one JSON object")
 
     show = sub.add_parser("show", help="decode every field of a quote")
-    show.add_argument("quote")
-    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_cmd_show)
+    show.add_argument("quote", help="quote file: raw bytes, hex or base64")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
 
     image = sub.add_parser("image-hash", help="print the values to pin in a policy")
-    image.add_argument("quote")
-    image.add_argument("--event-log", action="append", default=[])
-    image.add_argument("--json", action="store_true")
+    image.set_defaults(run=_cmd_image_hash)
+    image.add_argument("quote", help="quote file: raw bytes, hex or base64")
+    image.add_argument(
+        "--event-log", action="append", default=[], help="CCEL, Shroud runtime or dstack log"
+    )
+    image.add_argument("--json", action="store_true", help="print one JSON object")
 
     coll = sub.add_parser("collateral", help="collateral commands")
     coll_sub = coll.add_subparsers(dest="collateral_command", required=True, parser_class=_Parser)
     fetch = coll_sub.add_parser("fetch", help="fetch a quote's collateral from PCS or a PCCS")
-    fetch.add_argument("quote")
-    fetch.add_argument("--pccs-url")
-    fetch.add_argument("-o", "--output", required=True)
+    fetch.set_defaults(run=_cmd_collateral_fetch)
+    fetch.add_argument("quote", help="quote file: raw bytes, hex or base64")
+    fetch.add_argument("--pccs-url", help="collateral service (default: Intel's PCS)")
+    fetch.add_argument("-o", "--output", required=True, help="file to write the JSON to")
 
     sim = sub.add_parser("simulate", help="write a simulated quote, collateral and root CA")
+    sim.set_defaults(run=_cmd_simulate)
     sim.add_argument("-o", "--output", required=True, help="directory to write into")
     sim.add_argument("--seed", help="make the platform deterministic")
-    sim.add_argument("--at", type=_unix_seconds, help="time the platform is valid around")
     sim.add_argument(
-        "--tcb-status", default=TcbStatus.UP_TO_DATE.value, choices=[s.value for s in TcbStatus]
+        "--at", type=parse_time, help="time the platform is valid around (default: now)"
+    )
+    sim.add_argument(
+        "--tcb-status",
+        default=TcbStatus.UP_TO_DATE.value,
+        choices=[s.value for s in TcbStatus],
+        help="the platform's TCB status in its collateral",
     )
     sim.add_argument("--report-data", default="", help="hex, up to 64 bytes (zero padded)")
     sim.add_argument("--event", action="append", default=[], help="RTMR3 runtime event NAME=VALUE")
@@ -746,9 +863,34 @@ def build_parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("policy", help="policy commands")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
     check = pol_sub.add_parser("check", help="validate a policy file and print it normalised")
-    check.add_argument("file")
-    check.add_argument("--json", action="store_true")
-    policy_init.add_parser(pol_sub)
+    check.set_defaults(run=_cmd_policy_check)
+    check.add_argument("file", help="TOML policy file")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    init = pol_sub.add_parser(
+        "init", help="draft a production policy from a bridge's evidence or a quote"
+    )
+    init.set_defaults(run=_cmd_policy_init)
+    source = init.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bridge", help="wss:// URL of a running bridge (one handshake)")
+    source.add_argument("--quote", help="quote file (raw, hex or base64)")
+    init.add_argument(
+        "--event-log", action="append", default=[], help="with --quote: CCEL or runtime log"
+    )
+    init.add_argument("--collateral", help="with --quote: QuoteCollateralV3 JSON")
+    init.add_argument("--pccs-url", help="collateral service (default: Intel's PCS)")
+    init.add_argument("--audience", help="with --bridge: audience to name (default host:port)")
+    init.add_argument("--ca-file", help="with --bridge: PEM CA for the TLS proxy's certificate")
+    init.add_argument(
+        "--trust-root", action="append", default=[], help="PEM root instead of Intel's"
+    )
+    init.add_argument(
+        "--simulated", action="store_true", help="a simulated bridge (needs --trust-root)"
+    )
+    init.add_argument(
+        "--at", type=parse_time, help="with --quote: verification time (UNIX seconds or ISO 8601)"
+    )
+    init.add_argument("-o", "--output", help="write the draft here (default: stdout)")
     return parser
 
 
@@ -762,24 +904,17 @@ def main(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "verify":
-            return _cmd_verify(args, out)
-        if args.command == "show":
-            return _cmd_show(args, out)
-        if args.command == "image-hash":
-            return _cmd_image_hash(args, out)
-        if args.command == "collateral":
-            return _cmd_collateral_fetch(args, out)
-        if args.command == "simulate":
-            return _cmd_simulate(args, out)
-        if args.policy_command == "init":
-            return policy_init.run(args, out, err)
-        return _cmd_policy_check(args, out, err)
+        # --help and --version print while parsing: to the caller's stream, like everything else.
+        with contextlib.redirect_stdout(out):
+            args = build_parser().parse_args(argv)
+        run: _Command = args.run
+        return run(args, out, err)
     except _UsageError as exc:
-        print(f"shroud-attest: {exc}", file=err)
+        print(f"{_PROG}: {exc}", file=err)
         return EXIT_USAGE
-    except SystemExit as exc:  # --help
+    except BrokenPipeError:  # `shroud-attest show q | head`: the reader left; nothing to say
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 

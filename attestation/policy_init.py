@@ -203,31 +203,6 @@ def _self_check(text: str, report: VerificationReport, replay: ReplayResult | No
 # The command
 
 
-def add_parser(policy_commands: Any) -> None:
-    """Register ``policy init`` under the ``policy`` command's subparsers."""
-    init = policy_commands.add_parser(
-        "init", help="draft a production policy from a bridge's evidence or a quote"
-    )
-    source = init.add_mutually_exclusive_group(required=True)
-    source.add_argument("--bridge", help="wss:// URL of a running bridge (one handshake)")
-    source.add_argument("--quote", help="quote file (raw, hex or base64)")
-    init.add_argument(
-        "--event-log", action="append", default=[], help="with --quote: CCEL or runtime log"
-    )
-    init.add_argument("--collateral", help="with --quote: QuoteCollateralV3 JSON")
-    init.add_argument("--pccs-url", help=f"collateral service (default {INTEL_PCS_URL})")
-    init.add_argument("--audience", help="with --bridge: audience to name (default host:port)")
-    init.add_argument("--ca-file", help="with --bridge: PEM CA for the TLS proxy's certificate")
-    init.add_argument(
-        "--trust-root", action="append", default=[], help="PEM root instead of Intel's"
-    )
-    init.add_argument(
-        "--simulated", action="store_true", help="a simulated bridge (needs --trust-root)"
-    )
-    init.add_argument("--at", type=int, help="with --quote: verification time (UNIX seconds)")
-    init.add_argument("-o", "--output", help="write the draft here (default: stdout)")
-
-
 class _UsageError(Exception):
     """Bad arguments or unreadable input (exit 2)."""
 

@@ -60,6 +60,10 @@ class CheckResult:
     name: str
     status: CheckStatus
     detail: str
+    # A FAIL only because ``now`` is outside a validity window (a certificate, CRL, TCB Info
+    # or QE Identity expired or not yet valid): verifying at another time or with fresher
+    # collateral may pass. Every other failure is about the evidence itself.
+    outside_validity: bool = False
 
 
 @dataclass
@@ -98,7 +102,14 @@ class VerificationReport:
                 return c
         raise KeyError(name)
 
-    def add(self, name: str, status: CheckStatus, detail: str) -> CheckResult:
-        result = CheckResult(name, status, detail)
+    @property
+    def expired(self) -> bool:
+        """Whether some check failed only because of the verification time (see CheckResult)."""
+        return any(c.outside_validity for c in self.checks)
+
+    def add(
+        self, name: str, status: CheckStatus, detail: str, *, outside_validity: bool = False
+    ) -> CheckResult:
+        result = CheckResult(name, status, detail, outside_validity)
         self.checks.append(result)
         return result

@@ -43,6 +43,7 @@ from attestation.certs import (
     Window,
     describe,
     first_invalid,
+    iso_time,
     load_der_crl,
     load_pem_chain,
     revoked_by,
@@ -321,12 +322,12 @@ class VerifiedCollateral:
         info, qe = c.tcb_info, c.qe_identity
         self._steps["tcb_info_validity"] = _Step(
             None,
-            f"TCB Info valid {info.issue_date}..{info.next_update}",
+            f"TCB Info valid {iso_time(info.issue_date)}..{iso_time(info.next_update)}",
             (Window("TCB Info", info.issue_date, info.next_update),),
         )
         self._steps["qe_identity_validity"] = _Step(
             None,
-            f"QE Identity valid {qe.issue_date}..{qe.next_update}",
+            f"QE Identity valid {iso_time(qe.issue_date)}..{iso_time(qe.next_update)}",
             (Window("QE Identity", qe.issue_date, qe.next_update),),
         )
 
@@ -514,7 +515,7 @@ class _Run:
             return False
         expired = first_invalid(step.windows, self.now)
         if expired:
-            self.report.add(name, CheckStatus.FAIL, expired)
+            self.report.add(name, CheckStatus.FAIL, expired, outside_validity=True)
             return False
         self.report.add(name, CheckStatus.PASS, step.detail)
         self.passed.add(name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -416,8 +418,9 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["verify", str(tmp / "missing"), "--collateral", coll], "cannot read quote"),
         (["verify", str(garbage), "--collateral", coll], "cannot parse quote"),
         (["verify", quote, "--collateral", str(bad_json)], "cannot parse collateral"),
-        (["verify", quote, "--collateral", coll, "--at", "soon"], "not an integer"),
-        (["verify", quote, "--collateral", coll, "--at", "-5"], "non-negative"),
+        (["verify", quote, "--collateral", coll, "--at", "soon"], "neither UNIX seconds nor"),
+        (["verify", quote, "--collateral", coll, "--at", "-5"], "before 1970"),
+        (["verify", quote, "--collateral", coll, "--at", "2025-07-19T10:00:34"], "no UTC offset"),
         (["verify", quote, "--collateral", coll, "--policy", str(bad_policy)], "unknown key"),
         (["verify", quote, "--collateral", coll, "--policy", str(tmp / "none")], "no such file"),
         (["verify", quote, "--collateral", coll, "--event-log", str(bad_json)], "event log"),
@@ -436,6 +439,9 @@ def test_usage_errors_and_unreadable_input_exit_2(tmp_path: Path) -> None:
         assert code == 2, argv
         assert message in err, (argv, err)
         assert "Traceback" not in err
+        # The program names itself once, and a subcommand adds only its own name.
+        assert err.count("shroud-attest") == 1, err
+        assert err.startswith("shroud-attest: "), err
 
 
 def test_help_exits_0() -> None:
@@ -536,3 +542,47 @@ def test_policy_check_json_is_sorted_and_stable() -> None:
         "b883bee0b216618b1ce0e7a1bb4a9379b486cef8aadf0c682cb6e80c083f7982"
         "dbf104183c24a74693d860f4ffc8b72f"
     ]
+
+
+# --- times, hints, version -------------------------------------------------------------------
+
+
+def test_at_accepts_iso_8601_with_an_offset_as_the_same_instant() -> None:
+    case = tdx_case("v4-uptodate")
+    code_unix, by_unix = run_json(*verify_args(case))
+    iso = dt.datetime.fromtimestamp(case.now, dt.UTC).isoformat().replace("+00:00", "Z")
+    shifted = dt.datetime.fromtimestamp(case.now, dt.timezone(dt.timedelta(hours=2))).isoformat()
+    for value in (iso, shifted):
+        argv = verify_args(case)
+        argv[argv.index("--at") + 1] = value
+        code, obj = run_json(*argv)
+        assert (code, obj["verified_at"]) == (code_unix, case.now), value
+        assert obj["checks"] == by_unix["checks"]
+
+
+def test_expired_collateral_is_explained_in_iso_8601_with_a_hint() -> None:
+    case = tdx_case("v4-uptodate")
+    later = case.now + 400 * 86400
+    argv = verify_args(case)
+    argv[argv.index("--at") + 1] = str(later)
+    code, out, err = run(*argv)
+    assert code == 1
+    stamp = dt.datetime.fromtimestamp(later, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"expired before {stamp}" in out
+    assert str(later) not in out.replace(f"({later})", "")  # raw seconds only beside ISO
+    assert err.startswith("hint: ")
+    assert "--at time" in err
+    assert "fresh collateral" in err
+    # Without --at the hint offers --at itself; a verdict that is not about time has no hint.
+    argv.remove("--at")
+    argv.remove(str(later))
+    _, _, err_now = run(*argv)
+    assert "--at (UNIX seconds or ISO 8601" in err_now
+    assert run(*verify_args(tdx_case("neg-debug-td")))[2] == ""
+
+
+def test_version_names_the_program_and_the_release() -> None:
+    code, out, err = run("--version")
+    assert code == 0
+    assert err == ""
+    assert re.fullmatch(r"shroud-attest \d+\.\d+\.\d+\S*\n", out), out
