@@ -10,7 +10,14 @@ do not follow.
 
 Time is kept apart from signatures on purpose: ``verify_chain`` and ``verify_crl_signature``
 do the expensive, time-independent work once and return ``Window``s; ``Window.check(now)``
-is the cheap part done on every verification. Nothing here caches by itself.
+is the cheap part done on every verification.
+
+Parsing is cached process-wide by content, never by name: a certificate or CRL is the same
+object for identical bytes (``split_pem_chain`` keys by the PEM bytes, ``load_der_crl`` by
+the DER), and what is derived from one parsed certificate alone (decodability, window,
+fingerprint, PCK extension) is kept with it. Signatures, issuers, revocation and time are
+never cached here; a ``VerifiedCollateral`` keeps those per collateral set.
+``clear_parse_caches`` empties every such cache (benchmarks measure a first sight with it).
 
 Deliberately not here: which roots are trusted (``attestation.trust``) and the SGX
 extensions of PCK certificates (``attestation.pck``).
@@ -25,10 +32,10 @@ from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from attestation.errors import CertificateError
-from attestation.pck import split_pem_chain
+from attestation.pck import clear_pck_caches, split_pem_chain
+from attestation.trust import certificate_sha256
 
 # What ``cryptography`` may raise while decoding (often lazily) a malformed certificate or CRL.
 # Only ValueError is documented for loading; a bad version field or a duplicated extension
@@ -102,6 +109,7 @@ def describe(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
+@lru_cache(maxsize=256)
 def certificate_window(cert: x509.Certificate) -> Window:
     return Window(
         f"certificate '{describe(cert)}'",
@@ -130,21 +138,21 @@ def check_decodable(cert: x509.Certificate, what: str) -> None:
     encodings, raises TypeError or UnsupportedAlgorithm on first access instead of failing at
     load; touching them here keeps that out of the checks that use them.
     """
+    problem = _decoding_problem(cert)
+    if problem is not None:
+        raise CertificateError(f"{what}: a certificate is malformed: {problem}")
+
+
+@lru_cache(maxsize=256)
+def _decoding_problem(cert: x509.Certificate) -> str | None:
+    # Decoding is a property of the bytes alone: the answer for identical DER never changes.
     try:
         _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
         _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
         _ = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     except _DECODE_OR_TYPE_ERRORS as exc:
-        raise CertificateError(f"{what}: a certificate is malformed: {exc}") from None
-
-
-def _check_crl_decodable(crl: x509.CertificateRevocationList, what: str) -> None:
-    try:
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc)
-        for entry in crl:
-            _ = entry.serial_number
-    except _DECODE_OR_TYPE_ERRORS as exc:
-        raise CertificateError(f"{what} is malformed: {exc}") from None
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
@@ -163,12 +171,45 @@ def load_pem_chain(pem: str | bytes, what: str) -> list[x509.Certificate]:
 
 
 def load_der_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
+    """Parse a DER CRL and decode every field read later; CertificateError if malformed."""
+    try:
+        return _load_der_crl(bytes(der))
+    except _MalformedCrlError as exc:
+        raise CertificateError(f"{what} {exc}") from None
+
+
+class _MalformedCrlError(Exception):
+    """Internal: the message completes "<what> ..." in the CertificateError."""
+
+
+# Keyed by the DER itself: a collateral refresh that keeps a CRL reuses its parse. Failures
+# raise, and lru_cache never stores them.
+@lru_cache(maxsize=32)
+def _load_der_crl(der: bytes) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_der_x509_crl(der)
     except X509_DECODE_ERRORS as exc:
-        raise CertificateError(f"{what} is not a valid DER CRL: {exc}") from None
-    _check_crl_decodable(crl, what)
+        raise _MalformedCrlError(f"is not a valid DER CRL: {exc}") from None
+    try:
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc)
+        for entry in crl:
+            _ = entry.serial_number
+    except _DECODE_OR_TYPE_ERRORS as exc:
+        raise _MalformedCrlError(f"is malformed: {exc}") from None
     return crl
+
+
+def clear_parse_caches() -> None:
+    """Forget every parsed certificate, CRL and PCK extension (see the module docstring)."""
+    clear_pck_caches()
+    for cached in (
+        _load_der_crl,
+        _decoding_problem,
+        certificate_window,
+        certificate_sha256,
+        describe,
+    ):
+        cached.cache_clear()
 
 
 def _check_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -207,7 +248,7 @@ def _check_ca(issuer: x509.Certificate, cas_below: int) -> None:
 
 
 def _same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
-    return a.public_bytes(Encoding.DER) == b.public_bytes(Encoding.DER)
+    return certificate_sha256(a) == certificate_sha256(b)
 
 
 def select_root(
@@ -240,12 +281,20 @@ def verify_root(root: x509.Certificate) -> Window:
 
 
 def verify_chain(
-    chain: Sequence[x509.Certificate], root: x509.Certificate
+    chain: Sequence[x509.Certificate],
+    root: x509.Certificate,
+    *,
+    verified_links: set[tuple[bytes, bytes]] | None = None,
 ) -> tuple[list[x509.Certificate], list[Window]]:
     """Check every link of ``chain`` (leaf first) up to ``root``; time is not looked at.
 
     Returns the full path (leaf ... root) and the validity window of every certificate in it,
     for ``first_invalid(windows, now)``. CertificateError says which link failed.
+
+    ``verified_links`` lets one caller skip a signature it already checked: it holds
+    (certificate SHA-256, issuer SHA-256) pairs whose signature verified, and gains the links
+    verified here. A signature is a function of those two DERs alone; every other check of
+    the link (CA constraints, key usage, path length) still runs.
     """
     if not chain:
         raise CertificateError("empty certificate chain")
@@ -263,7 +312,11 @@ def verify_chain(
     if len(path) < 2:
         raise CertificateError("chain holds only the root, no certificate issued by it")
     for i in range(len(path) - 1):
-        _check_issued_by(path[i], path[i + 1])
+        link = (certificate_sha256(path[i]), certificate_sha256(path[i + 1]))
+        if verified_links is None or link not in verified_links:
+            _check_issued_by(path[i], path[i + 1])
+            if verified_links is not None:
+                verified_links.add(link)
         _check_ca(path[i + 1], i)  # path[i+1] has i CA certificates between it and the leaf
     return path, [certificate_window(c) for c in path]
 
@@ -293,8 +346,9 @@ def revoked_by(
     A certificate for which no given CRL is responsible is an error, not a pass: a check that
     silently skips revocation is worse than none.
     """
+    issuer = cert.issuer
     for crl, what in crls:
-        if crl.issuer == cert.issuer:
+        if crl.issuer == issuer:
             try:
                 entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             except X509_DECODE_ERRORS as exc:
@@ -302,6 +356,4 @@ def revoked_by(
             if entry is not None:
                 return f"'{describe(cert)}' (serial {cert.serial_number:x}) is revoked by {what}"
             return None
-    raise CertificateError(
-        f"no CRL covers '{describe(cert)}' (issuer {cert.issuer.rfc4514_string()})"
-    )
+    raise CertificateError(f"no CRL covers '{describe(cert)}' (issuer {issuer.rfc4514_string()})")

@@ -321,11 +321,13 @@ class Collateral:
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # json.loads keeps the last duplicate silently; signed bodies must mean one thing only.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise CollateralError(f"duplicate JSON key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # the common case costs one dict build, the rare one a search
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CollateralError(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return out
 
 

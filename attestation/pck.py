@@ -309,6 +309,10 @@ def decode_sgx_extension(value: bytes) -> PckExtensions:
     )
 
 
+# A platform's PCK leaf is the same certificate in every quote it makes; certificates compare
+# and hash by their DER, so the decoded extension of identical bytes is decoded once. Errors
+# are not cached (lru_cache never stores a raised exception).
+@lru_cache(maxsize=64)
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """The SGX extension of a PCK leaf certificate, decoded.
 
@@ -427,6 +431,12 @@ def split_pem_chain(pem: bytes) -> list[x509.Certificate]:
     chain in real quotes. Raises ``CertificateError``.
     """
     return list(_split_pem_chain(bytes(pem)))
+
+
+def clear_pck_caches() -> None:
+    """Forget parsed PEM chains and PCK extensions (``attestation.certs.clear_parse_caches``)."""
+    _split_pem_chain.cache_clear()
+    parse_pck_extensions.cache_clear()
 
 
 # Quotes from one platform carry the same chain every time; certificates are immutable, so the

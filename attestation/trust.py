@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -24,9 +24,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 INTEL_SGX_ROOT_CA_SHA256 = bytes.fromhex(
     "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 )
-_INTEL_ROOT_RESOURCE = "intel_sgx_root_ca.pem"
+# Read as a plain file beside this module (package data, see pyproject.toml): going through
+# importlib.resources costs a few milliseconds of imports at every process start.
+_INTEL_ROOT_FILE = Path(__file__).parent / "data" / "intel_sgx_root_ca.pem"
 
 
+# Certificates compare and hash by their DER, so equal certificates share one entry.
+@lru_cache(maxsize=256)
 def certificate_sha256(cert: x509.Certificate) -> bytes:
     """SHA-256 over the certificate's DER: the fingerprint reports and policies use."""
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
@@ -35,7 +39,7 @@ def certificate_sha256(cert: x509.Certificate) -> bytes:
 @lru_cache(maxsize=1)
 def intel_sgx_root_ca() -> x509.Certificate:
     """The pinned Intel SGX Root CA. Raises RuntimeError if the shipped file was altered."""
-    pem = resources.files("attestation").joinpath("data", _INTEL_ROOT_RESOURCE).read_bytes()
+    pem = _INTEL_ROOT_FILE.read_bytes()
     cert = x509.load_pem_x509_certificate(pem)
     if certificate_sha256(cert) != INTEL_SGX_ROOT_CA_SHA256:
         # A packaging fault, not bad input: refusing to start beats trusting another root.

@@ -262,6 +262,9 @@ class VerifiedCollateral:
         self._pck_crl_issuer: x509.Certificate | None = None
         self._steps: dict[str, _Step] = {}
         self._chain_memo: dict[str, _Step] = {}
+        # Issuer signatures checked for this collateral set: the PCK Platform CA is checked
+        # against the root for the PCK CRL and again in every PCK chain.
+        self._links: set[tuple[bytes, bytes]] = set()
         self._pck_cache: OrderedDict[bytes, _PckResult] = OrderedDict()
         self._lock = threading.Lock()
         self._check_all()
@@ -401,7 +404,9 @@ class VerifiedCollateral:
 
     def _issuer_chain_uncached(self, pem: str, what: str) -> _Step:
         root_crl = _present(self._root_crl, "root CA CRL")
-        path, windows = verify_chain(load_pem_chain(pem, what), _present(self.root, "root"))
+        path, windows = verify_chain(
+            load_pem_chain(pem, what), _present(self.root, "root"), verified_links=self._links
+        )
         for cert in path[:-1]:
             reason = revoked_by(cert, [(root_crl, "the root CA CRL")])
             if reason:
@@ -444,7 +449,9 @@ class VerifiedCollateral:
 
         def chain() -> _Step:
             certs = split_pem_chain(pem)
-            path, windows = verify_chain(certs, _present(self.root, "root"))
+            path, windows = verify_chain(
+                certs, _present(self.root, "root"), verified_links=self._links
+            )
             leaf = path[0]
             if SGX_PCK_CN_PHRASE not in describe(leaf):
                 raise _CheckError(f"leaf '{describe(leaf)}' is not an SGX PCK certificate")
