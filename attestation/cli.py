@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     from attestation.collateral import Collateral
     from attestation.eventlog import EventLog, ReplayResult
     from attestation.image_hash import ImageDigests
-    from attestation.policy import Policy, PolicyResult
     from attestation.quote import Quote, TdReport
     from attestation.report import VerificationReport
+    from attestation.validate import PolicyResult, PolicyRules
 
 _PROG = "shroud-attest"
 EXIT_ACCEPT = 0
@@ -58,7 +58,29 @@ class _UsageError(Exception):
     """Bad arguments or unreadable input: exit code 2."""
 
 
+def _terminal_columns() -> int:
+    # What shutil.get_terminal_size answers, without importing shutil (argparse's default
+    # formatter does, at every start, only to wrap help text).
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # main() prints the program name once; a subcommand's parser adds only its own name.
         command = self.prog.removeprefix(_PROG).strip()
@@ -179,20 +201,27 @@ def _load_roots(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(pems)
 
 
-def _load_policy(path: str | None, roots: tuple[str, ...]) -> Policy:
-    if path is not None and not Path(path).is_file():
+def _load_policy(path: str | None, roots: tuple[str, ...]) -> PolicyRules:
+    if path is None:
+        # No policy given: a visible, explicit choice not to pin measurements (the output says
+        # so). These are Policy(allow_unpinned_measurements=True)'s rules, without loading the
+        # policy parser.
+        from cryptography import x509
+
+        from attestation.validate import BaselineRules
+
+        parsed = tuple(x509.load_pem_x509_certificate(r.encode("ascii")) for r in roots)
+        return BaselineRules(roots=parsed or None)
+    if not Path(path).is_file():
         raise _UsageError(f"cannot read policy {path}: no such file")
     from attestation.errors import PolicyError
     from attestation.policy import Policy
 
     try:
-        # No policy given: a visible, explicit choice not to pin measurements (the output says so).
-        policy = Policy.load(path) if path is not None else None
+        policy = Policy.load(path)
         if not roots:
-            return policy or Policy(allow_unpinned_measurements=True)
-        data: dict[str, Any] = (
-            policy.model_dump() if policy else {"allow_unpinned_measurements": True}
-        )
+            return policy
+        data: dict[str, Any] = policy.model_dump()
         data["trusted_roots"] = roots
         return Policy.from_mapping(data)
     except PolicyError as exc:
@@ -297,7 +326,7 @@ def _time(seconds: int) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from attestation.eventlog import replay_against
+    from attestation.validate import evaluate_policy
     from attestation.verify import verify_quote
 
     quote = _load_quote(args.quote)
@@ -317,9 +346,9 @@ def _cmd_verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         allow_mr_service_td=policy.allow_mr_service_td_nonzero,
     )
     td = quote.td_report
-    replay = replay_against(logs, td.rtmrs) if logs else None
+    replay = _replay(logs, td.rtmrs)
     digests = _verified_digests(replay)
-    result = policy.evaluate(report, replay)
+    result = evaluate_policy(policy, report, replay)
     # evaluate() already counts a failed report as a violation; the CLI checks both anyway so
     # its verdict never rests on one comparison alone.
     accepted = report.ok and result.ok
@@ -349,6 +378,14 @@ def _expiry_hint(now: int, *, at_given: bool) -> str:
         "(shroud-attest collateral fetch QUOTE -o FILE), or verify at the time the quote was "
         "made with --at (UNIX seconds or ISO 8601, e.g. 2025-07-19T10:00:34Z)"
     )
+
+
+def _replay(logs: Sequence[EventLog], rtmrs: tuple[bytes, ...]) -> ReplayResult | None:
+    if not logs:
+        return None
+    from attestation.eventlog import replay_against
+
+    return replay_against(logs, rtmrs)
 
 
 def _verified_digests(replay: ReplayResult | None) -> ImageDigests | None:
@@ -385,7 +422,7 @@ def _policy_checks(result: PolicyResult) -> list[dict[str, str]]:
 def _verify_json(
     quote: Quote,
     report: VerificationReport,
-    policy: Policy,
+    policy: PolicyRules,
     policy_path: str | None,
     result: PolicyResult,
     replay: ReplayResult | None,
@@ -425,7 +462,7 @@ def _verify_human(
     out: _Out,
     quote: Quote,
     report: VerificationReport,
-    policy: Policy,
+    policy: PolicyRules,
     policy_path: str | None,
     result: PolicyResult,
     replay: ReplayResult | None,

@@ -26,19 +26,17 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from attestation.errors import EventLogError
-from attestation.eventlog import (
-    CONFIG_HASH_EVENT,
-    DSTACK_COMPOSE_HASH_EVENT,
-    IMAGE_DIGEST_EVENT,
-    SHA384_SIZE,
-    Event,
-    EventLog,
-    ReplayResult,
-    replay_against,
-)
 from attestation.quote import TdReport
+
+if TYPE_CHECKING:
+    from attestation.eventlog import Event, EventLog, ReplayResult
+
+# Every policy evaluation computes the aggregate, most never see an event log: the log parser
+# (attestation.eventlog) is imported by the functions that read one, not at start-up.
+_REGISTER_SIZE = hashlib.sha384().digest_size  # MRTD and the RTMRs are SHA-384 values
 
 IMAGE_HASH_LABEL = b"shroud/image-hash/v1\x00"
 # The TdReport attributes hashed, in this order (see the module docstring for why these).
@@ -51,7 +49,7 @@ def aggregate_image_hash(td_report: TdReport) -> bytes:
     h = hashlib.sha384(IMAGE_HASH_LABEL)
     for register in IMAGE_HASH_REGISTERS:
         value: bytes = getattr(td_report, register)
-        if len(value) != SHA384_SIZE:
+        if len(value) != _REGISTER_SIZE:
             raise ValueError(f"TD report {register} is {len(value)} bytes, expected 48")
         h.update(value)
     return h.digest()
@@ -73,6 +71,13 @@ def image_digests(replay: ReplayResult) -> ImageDigests:
     Raises ``EventLogError`` when no log covers RTMR3, when its replay does not match, when a
     digest event appears more than once (which one would count?) or its payload is malformed.
     """
+    from attestation.eventlog import (
+        CONFIG_HASH_EVENT,
+        DSTACK_COMPOSE_HASH_EVENT,
+        IMAGE_DIGEST_EVENT,
+        SHA384_SIZE,
+    )
+
     events = replay.verified_events(3)
     if events is None:
         raise EventLogError(
@@ -120,6 +125,8 @@ def compute_image_hashes(td_report: TdReport, logs: Sequence[EventLog] = ()) -> 
     aggregate = aggregate_image_hash(td_report)
     if not logs:
         return ImageHashes(aggregate, None, None)
+    from attestation.eventlog import replay_against
+
     result = replay_against(logs, td_report.rtmrs)
     digests = image_digests(result) if result.verified_events(3) is not None else None
     return ImageHashes(aggregate, result, digests)

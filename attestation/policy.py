@@ -12,7 +12,8 @@ event, or a custom check that declares it pins one) is refused unless it says
 choice, never an accident of defaults. The normalised TOML output states it.
 
 Users add their own checks through the ``PolicyCheck`` protocol. Field-by-field reference:
-docs/policy.md. This module does not verify signatures or replay logs; it only compares.
+docs/policy.md. This module validates and serialises policies; the comparison itself is
+``attestation.validate`` (which needs no pydantic). Neither verifies signatures nor replays logs.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from __future__ import annotations
 import re
 import textwrap
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any
 
 import tomli_w
 from cryptography import x509
@@ -41,12 +41,23 @@ from pydantic import (
     model_validator,
 )
 
-from attestation.errors import AttestationError, EventLogError, PolicyError
+from attestation.errors import PolicyError
 from attestation.eventlog import ReplayResult
-from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
-from attestation.quote import MEASUREMENT_REGISTERS, TdReport
-from attestation.report import CheckStatus, TcbStatus, VerificationReport
-from attestation.trust import certificate_sha256, intel_sgx_root_ca
+from attestation.quote import MEASUREMENT_REGISTERS
+from attestation.report import TcbStatus, VerificationReport
+from attestation.trust import intel_sgx_root_ca
+
+# The result types live with the evaluation (which needs no pydantic); re-exported here, where
+# users have always found them.
+from attestation.validate import (
+    DEFAULT_ALLOWED_TCB_STATUSES,
+    PolicyCheck,
+    PolicyInput,
+    PolicyResult,
+    PolicyViolationError,
+    Violation,
+    evaluate_policy,
+)
 
 # The registers a policy may pin by allowlist, as named in TOML and on TdReport.
 PINNABLE_REGISTERS = MEASUREMENT_REGISTERS
@@ -126,81 +137,10 @@ class MeasurementPins(_Frozen):
         }
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One way the evidence failed the policy: the policy field, expectation and reality."""
-
-    field: str
-    expected: str
-    actual: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: expected {self.expected}, got {self.actual}"
-
-
-@dataclass(frozen=True)
-class PolicyInput:
-    """What a policy (and each custom check) is evaluated on.
-
-    ``image_digests`` is set only when an event log covering RTMR3 replayed to the quote.
-    """
-
-    report: VerificationReport
-    td_report: TdReport
-    replay: ReplayResult | None
-    aggregate_image_hash: bytes
-    image_digests: ImageDigests | None
-
-
-@runtime_checkable
-class PolicyCheck(Protocol):
-    """A user-supplied check, run after the built-in ones.
-
-    ``name`` labels its violations (``custom.<name>``). ``pins_measurements`` says whether the
-    check constrains what code runs (e.g. "the compose hash is in this signed release list"),
-    which satisfies the rule that a policy must pin some measurement. A check that raises is
-    reported as a violation, never ignored.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def pins_measurements(self) -> bool: ...
-
-    def __call__(self, evidence: PolicyInput) -> Sequence[Violation]: ...
-
-
-@dataclass(frozen=True)
-class PolicyResult:
-    """Every violation found (empty when the evidence satisfies the policy)."""
-
-    violations: tuple[Violation, ...]
-    evaluated: tuple[str, ...]  # the policy fields that were compared, in order
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    def raise_if_rejected(self) -> None:
-        """Raise ``PolicyViolationError`` carrying this result unless it is ``ok``."""
-        if self.violations:
-            summary = "; ".join(str(v) for v in self.violations)
-            raise PolicyViolationError(f"policy rejected the evidence: {summary}", self)
-
-
-class PolicyViolationError(AttestationError):
-    """The evidence verified but failed the policy; ``result`` lists every violation."""
-
-    def __init__(self, message: str, result: PolicyResult) -> None:
-        super().__init__(message)
-        self.result = result
-
-
 class Policy(_Frozen):
     """An attestation policy. Field reference: docs/policy.md."""
 
-    allowed_tcb_statuses: frozenset[TcbStatus] = frozenset({TcbStatus.UP_TO_DATE})
+    allowed_tcb_statuses: frozenset[TcbStatus] = DEFAULT_ALLOWED_TCB_STATUSES
     denied_advisory_ids: frozenset[str] = frozenset()
     min_tee_tcb_svn: Hex16 | None = None
     allowed_mr_seam: Allowlist48 = None
@@ -411,192 +351,9 @@ class Policy(_Frozen):
 
         ``replay`` is the event-log replay against the same quote
         (``eventlog.replay_against``); without it, ``required_rtmr3_events`` cannot be met.
+        The comparison itself is ``attestation.validate.evaluate_policy``.
         """
-        out: list[Violation] = []
-        evaluated: list[str] = []
-
-        def check(field: str, ok: bool, expected: str, actual: str) -> None:
-            evaluated.append(field)
-            if not ok:
-                out.append(Violation(field, expected, actual))
-
-        failed = [c.name for c in report.checks if c.status is not CheckStatus.PASS]
-        check(
-            "verification",
-            report.ok,
-            "every verification check passes",
-            "not passed: " + ", ".join(failed) if failed else "no checks recorded",
-        )
-        # Re-checked here because model_copy(update=...) skips validation.
-        check(
-            "allow_unpinned_measurements",
-            self.pins_measurements or self.allow_unpinned_measurements,
-            "a measurement pin, or allow_unpinned_measurements = true",
-            "nothing pinned",
-        )
-        self._check_tcb(report, check)
-        self._check_platform(report, check)
-        quote = report.quote
-        if quote is None:
-            check("quote", False, "a parsed quote in the report", "none")
-            return PolicyResult(tuple(out), tuple(evaluated))
-        td = quote.td_report
-        self._check_td(td, check)
-        aggregate = aggregate_image_hash(td)
-        if self.allowed_image_hashes is not None:
-            check(
-                "allowed_image_hashes",
-                aggregate.hex() in self.allowed_image_hashes,
-                _one_of(self.allowed_image_hashes),
-                aggregate.hex(),
-            )
-        digests = self._check_event_log(replay, check, out)
-        self._check_required_events(replay, check)
-        evidence = PolicyInput(report, td, replay, aggregate, digests)
-        for custom in self.custom_checks:
-            evaluated.append(f"custom.{custom.name}")
-            out.extend(_run_custom(custom, evidence))
-        return PolicyResult(tuple(out), tuple(evaluated))
-
-    def _check_tcb(self, report: VerificationReport, check: _Check) -> None:
-        status = report.tcb_status
-        check(
-            "allowed_tcb_statuses",
-            status is not None and status in self.allowed_tcb_statuses,
-            _one_of(s.value for s in self.allowed_tcb_statuses),
-            status.value if status is not None else "no TCB status",
-        )
-        denied = sorted(self.denied_advisory_ids & {a.upper() for a in report.advisory_ids})
-        check(
-            "denied_advisory_ids",
-            not denied,
-            "none of " + (", ".join(sorted(self.denied_advisory_ids)) or "(none denied)"),
-            ", ".join(denied),
-        )
-
-    def _check_platform(self, report: VerificationReport, check: _Check) -> None:
-        if self.allowed_fmspcs is not None:
-            fmspc = report.fmspc.hex() if report.fmspc is not None else "unknown"
-            check(
-                "allowed_fmspcs", fmspc in self.allowed_fmspcs, _one_of(self.allowed_fmspcs), fmspc
-            )
-        roots = {certificate_sha256(c).hex() for c in self.trusted_root_certificates()}
-        used = report.trusted_root_sha256
-        check(
-            "trusted_roots",
-            used is not None and used.hex() in roots,
-            "a chain ending in " + _one_of(roots),
-            used.hex() if used is not None else "no root recorded",
-        )
-        if self.max_collateral_age_seconds is not None:
-            issued, at = report.collateral_issue_date, report.verified_at
-            age = at - issued if issued is not None and at is not None else None
-            check(
-                "max_collateral_age_seconds",
-                age is not None and age <= self.max_collateral_age_seconds,
-                f"at most {self.max_collateral_age_seconds} s",
-                f"{age} s" if age is not None else "collateral issue date or time unknown",
-            )
-
-    def _check_td(self, td: TdReport, check: _Check) -> None:
-        if self.min_tee_tcb_svn is not None:
-            minimum = bytes.fromhex(self.min_tee_tcb_svn)
-            check(
-                "min_tee_tcb_svn",
-                len(td.tee_tcb_svn) == len(minimum)
-                and all(a >= m for a, m in zip(td.tee_tcb_svn, minimum, strict=True)),
-                f"every component >= {self.min_tee_tcb_svn}",
-                td.tee_tcb_svn.hex(),
-            )
-        if self.allowed_mr_seam is not None:
-            check(
-                "allowed_mr_seam",
-                td.mr_seam.hex() in self.allowed_mr_seam,
-                _one_of(self.allowed_mr_seam),
-                td.mr_seam.hex(),
-            )
-        for name in ("td_attributes", "xfam"):
-            masked: MaskedValue | None = getattr(self, name)
-            if masked is not None:
-                actual: bytes = getattr(td, name)
-                check(
-                    name,
-                    masked.matches(actual),
-                    f"{masked.value} under mask {masked.mask}",
-                    actual.hex(),
-                )
-        for name, allowed in self.measurements.pinned().items():
-            value: bytes = getattr(td, name)
-            check(f"measurements.{name}", value.hex() in allowed, _one_of(allowed), value.hex())
-        service_td = td.mr_service_td
-        if not self.allow_mr_service_td_nonzero:
-            check(
-                "allow_mr_service_td_nonzero",
-                service_td is None or not any(service_td),
-                "MRSERVICETD all zero",
-                service_td.hex() if service_td is not None else "absent",
-            )
-
-    def _check_event_log(
-        self, replay: ReplayResult | None, check: _Check, out: list[Violation]
-    ) -> ImageDigests | None:
-        if replay is None:
-            return None
-        diverging = [r for r in replay.registers if r.covered and not r.matches]
-        check(
-            "event_log",
-            not diverging,
-            "every logged register replays to the quote's value",
-            "; ".join(r.detail for r in diverging),
-        )
-        if replay.verified_events(3) is None:
-            return None
-        try:
-            return image_digests(replay)
-        except EventLogError as exc:
-            out.append(Violation("event_log", "well-formed image digest events", str(exc)))
-            return None
-
-    def _check_required_events(self, replay: ReplayResult | None, check: _Check) -> None:
-        if not self.required_rtmr3_events:
-            return
-        events = replay.verified_events(3) if replay is not None else None
-        for name, allowed in sorted(self.required_rtmr3_events.items()):
-            field = f"required_rtmr3_events.{name}"
-            if events is None:
-                check(
-                    field, False, _one_of(allowed), "no RTMR3 event log that replays to the quote"
-                )
-                continue
-            # Only runtime events carry names, and their digests were recomputed from name and
-            # payload by the parser: a digest the log merely claimed never gets here.
-            found = [e.digest.hex() for e in events if e.name == name]
-            bad = [d for d in found if d not in allowed]
-            if not found:
-                check(field, False, _one_of(allowed), "no such event in RTMR3")
-            else:
-                check(field, not bad, _one_of(allowed), ", ".join(bad or found))
-
-
-class _Check(Protocol):
-    def __call__(self, field: str, ok: bool, expected: str, actual: str) -> None: ...
-
-
-def _run_custom(custom: PolicyCheck, evidence: PolicyInput) -> list[Violation]:
-    field = f"custom.{custom.name}"
-    try:
-        found: list[object] = list(custom(evidence))
-    except Exception as exc:  # a custom check that fails must reject, not crash or be ignored
-        return [Violation(field, "the check to complete", f"raised {type(exc).__name__}: {exc}")]
-    violations = [v for v in found if isinstance(v, Violation)]
-    if len(violations) != len(found):
-        return [Violation(field, "a sequence of Violation", "something else")]
-    return violations
-
-
-def _one_of(values: Iterable[str]) -> str:
-    ordered = sorted(values)
-    return ordered[0] if len(ordered) == 1 else "one of " + ", ".join(ordered)
+        return evaluate_policy(self, report, replay)
 
 
 def _sorted(values: frozenset[str] | None) -> list[str] | None:

@@ -11,13 +11,12 @@ Deliberately not here: chain building and CRL checks (``attestation.certs``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import hashes
 
 # SHA-256 of the DER of "Intel SGX Root CA" (Intel SGX PCK Certificate and CRL Profile,
 # section 2.1; the same fingerprint Intel publishes with the certificate).
@@ -33,7 +32,8 @@ _INTEL_ROOT_FILE = Path(__file__).parent / "data" / "intel_sgx_root_ca.pem"
 @lru_cache(maxsize=256)
 def certificate_sha256(cert: x509.Certificate) -> bytes:
     """SHA-256 over the certificate's DER: the fingerprint reports and policies use."""
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    # fingerprint() hashes the DER; it spares importing the serialization module at start-up.
+    return cert.fingerprint(hashes.SHA256())
 
 
 @lru_cache(maxsize=1)

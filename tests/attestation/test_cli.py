@@ -586,3 +586,20 @@ def test_version_names_the_program_and_the_release() -> None:
     assert code == 0
     assert err == ""
     assert re.fullmatch(r"shroud-attest \d+\.\d+\.\d+\S*\n", out), out
+
+
+def test_verify_without_a_policy_file_loads_neither_pydantic_nor_the_pcs_client() -> None:
+    # Start-up cost is part of the product (benchmarks/attestation.py): a fresh process that
+    # verifies with --collateral must not import what only other commands need.
+    case = tdx_case("v4-uptodate")
+    heavy = ["pydantic", "httpx2", "attestation.simulated", "attestation.pcs", "attestation.policy"]
+    program = (
+        "import io, sys\n"
+        "from attestation.cli import main\n"
+        f"code = main({verify_args(case)!r}, stdout=io.StringIO())\n"
+        f"print(code, [m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert done.stdout.split(maxsplit=1) == ["0", "[]\n"], done.stdout + done.stderr

@@ -37,7 +37,8 @@ from attestation.quote import Quote
 from attestation.quote_parser import parse_quote
 from attestation.report import CheckStatus, TcbStatus, VerificationReport
 from attestation.trust import INTEL_SGX_ROOT_CA_SHA256
-from tests.vectors import TdxCase, tdx_case
+from attestation.validate import BASELINE_RULES, PolicyRules, evaluate_policy
+from tests.vectors import TDX_CASES, TdxCase, tdx_case
 
 ANY = {"allow_unpinned_measurements": True}
 DSTACK = tdx_case("v4-dstack-eventlog")
@@ -96,6 +97,28 @@ def test_default_policy_matches_each_vectors_expected_verdict(name: str) -> None
     case = tdx_case(name)
     result = Policy(**ANY).evaluate(report_for(case))
     assert result.ok is case.expected["expect_accept_default_policy"], result.violations
+
+
+def test_baseline_rules_are_the_unpinned_default_policy_field_by_field() -> None:
+    # shroud-attest verify without a policy file evaluates BASELINE_RULES (no pydantic); they
+    # must be exactly Policy(allow_unpinned_measurements=True), on every rule evaluated.
+    policy = Policy(**ANY)
+    rules = [n for n in dir(PolicyRules) if not n.startswith("_")]
+    assert len(rules) >= 16
+    for name in rules:
+        if name == "trusted_root_certificates":
+            assert BASELINE_RULES.trusted_root_certificates() == policy.trusted_root_certificates()
+        elif name == "measurements":
+            assert BASELINE_RULES.measurements.pinned() == policy.measurements.pinned() == {}
+        else:
+            assert getattr(BASELINE_RULES, name) == getattr(policy, name), name
+
+
+@pytest.mark.parametrize("name", TDX_CASES)
+@pytest.mark.parametrize("ok", [True, False])
+def test_baseline_rules_give_the_default_policys_verdicts(name: str, ok: bool) -> None:
+    report = report_for(tdx_case(name), ok=ok)
+    assert evaluate_policy(BASELINE_RULES, report) == Policy(**ANY).evaluate(report)
 
 
 def test_a_policy_that_pins_nothing_is_refused_unless_explicit() -> None:
