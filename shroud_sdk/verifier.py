@@ -21,6 +21,7 @@ the verification logic itself (``attestation``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -39,7 +40,7 @@ from attestation.quote import MEASUREMENT_REGISTERS, Quote
 from attestation.quote_parser import parse_quote
 from attestation.report import TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
-from attestation.verify import VerifiedCollateral, verify_quote
+from attestation.verify import VerifiedCollateral, verify_quote, warm_up
 from shroud_sdk.channel.constants import SIMULATED_SUITES
 from shroud_sdk.channel.evidence import Evidence
 from shroud_sdk.errors import AttestationFailedError
@@ -138,7 +139,9 @@ class AttestationVerifier:
 
     ``collateral`` pins one collateral set for every quote (tests, air-gapped use).
     ``collateral_source`` (e.g. a ``CollateralCache``) is asked when the evidence carries no
-    collateral. ``clock`` returns UNIX seconds (a parameter so tests can pin time). Thread-safe.
+    collateral. ``clock`` returns UNIX seconds (a parameter so tests can pin time).
+    ``warm_up`` starts ``start_warm_up`` (once per process), so the first handshake does not
+    pay OpenSSL's set-up. Thread-safe.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class AttestationVerifier:
         collateral: Collateral | None = None,
         collateral_source: QuoteCollateralSource | None = None,
         clock: Callable[[], float] = time.time,
+        warm_up: bool = True,
     ) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be an attestation.policy.Policy, not {type(policy)}")
@@ -159,6 +163,8 @@ class AttestationVerifier:
         self._intel_root = certificate_sha256(intel_sgx_root_ca())
         self._prepared: OrderedDict[bytes, VerifiedCollateral] = OrderedDict()
         self._lock = threading.Lock()
+        if warm_up:
+            start_warm_up()
 
     def __call__(self, evidence: Evidence, suite: int, /) -> VerifiedAttestation:
         """Verify ``evidence`` for the negotiated ``suite``; raise ``AttestationFailedError``."""
@@ -273,6 +279,33 @@ class AttestationVerifier:
                 "the quote does not chain to Intel's root but the bridge claims real hardware",
                 partial,
             )
+
+
+_warm_up_lock = threading.Lock()
+_warm_up_thread: threading.Thread | None = None
+
+
+def start_warm_up() -> threading.Thread:
+    """Run ``attestation.verify.warm_up`` on a daemon thread, once per process.
+
+    Called when a verifier is built, so the one-time costs overlap the caller's own set-up and
+    the handshake's network round trip instead of adding to them. Returns the thread (the same
+    one on every call). A failure there is ignored: the first verification meets it again
+    and reports it properly.
+    """
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _warm_up_thread is None:
+            _warm_up_thread = threading.Thread(
+                target=_warm_up_quietly, name="shroud-attestation-warm-up", daemon=True
+            )
+            _warm_up_thread.start()
+        return _warm_up_thread
+
+
+def _warm_up_quietly() -> None:
+    with contextlib.suppress(Exception):
+        warm_up()
 
 
 def _digests_of(replay: ReplayResult | None) -> ImageDigests | None:
