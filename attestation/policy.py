@@ -51,6 +51,7 @@ from attestation.trust import intel_sgx_root_ca
 # users have always found them.
 from attestation.validate import (
     DEFAULT_ALLOWED_TCB_STATUSES,
+    DEFAULT_MAX_COLLATERAL_AGE_SECONDS,
     PolicyCheck,
     PolicyInput,
     PolicyResult,
@@ -153,7 +154,10 @@ class Policy(_Frozen):
     )
     allowed_fmspcs: Annotated[frozenset[Hex6] | None, AfterValidator(_non_empty)] = None
     trusted_roots: tuple[str, ...] | None = None  # PEM certificates; None = Intel's root
-    max_collateral_age_seconds: Annotated[StrictInt, Field(gt=0)] | None = None
+    max_collateral_age_seconds: Annotated[StrictInt, Field(gt=0)] | None = (
+        DEFAULT_MAX_COLLATERAL_AGE_SECONDS
+    )
+    min_tcb_evaluation_data_number: Annotated[StrictInt, Field(ge=0)] | None = None
     allow_mr_service_td_nonzero: StrictBool = False
     allow_unpinned_measurements: StrictBool = False
     # Accept evidence from a simulated TEE (the channel's simulated suite). Off by default, and
@@ -304,6 +308,7 @@ class Policy(_Frozen):
             "allowed_fmspcs": _sorted(self.allowed_fmspcs),
             "allowed_image_hashes": _sorted(self.allowed_image_hashes),
             "max_collateral_age_seconds": self.max_collateral_age_seconds,
+            "min_tcb_evaluation_data_number": self.min_tcb_evaluation_data_number,
             "trusted_roots": list(self.trusted_roots) if self.trusted_roots else None,
             "td_attributes": self.td_attributes.model_dump() if self.td_attributes else None,
             "xfam": self.xfam.model_dump() if self.xfam else None,

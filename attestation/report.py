@@ -84,7 +84,12 @@ class VerificationReport:
     advisory_ids: tuple[str, ...] = ()
     fmspc: bytes | None = None
     verified_at: int | None = None  # UNIX seconds the verification was evaluated at
-    collateral_issue_date: int | None = None  # oldest issueDate among the collateral used
+    # The oldest of the TCB Info and QE Identity issueDate and the PCK CRL thisUpdate: how old
+    # the collateral the verdict rests on is (policy: max_collateral_age_seconds).
+    collateral_issue_date: int | None = None
+    # The lower of the TCB Info's and QE Identity's tcbEvaluationDataNumber: which of Intel's
+    # TCB recoveries the collateral reflects (policy: min_tcb_evaluation_data_number).
+    tcb_evaluation_data_number: int | None = None
     trusted_root_sha256: bytes | None = None  # fingerprint of the root the chains ended in
 
     @property

@@ -739,6 +739,7 @@ class SimulatedTdx:
         revoke_pck: bool = False,
         revoke_platform_ca: bool = False,
         lifetime: int = _DEFAULT_COLLATERAL_LIFETIME,
+        tcb_evaluation_data_number: int | None = None,
     ) -> dict[str, str]:
         """Signed collateral for this platform, in the QuoteCollateralV3 JSON shape.
 
@@ -747,7 +748,8 @@ class SimulatedTdx:
         collateral and ``now`` in the future collateral that is not yet valid. ``tcb_status``
         and ``advisory_ids`` override the platform's for this collateral; ``revoke_pck`` lists
         the PCK certificate in the PCK CRL, ``revoke_platform_ca`` the PCK Platform CA in the
-        root CA CRL. ``Collateral.from_json`` reads the result.
+        root CA CRL. ``tcb_evaluation_data_number`` overrides the platform's (as after one of
+        Intel's TCB recoveries). ``Collateral.from_json`` reads the result.
         """
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise SimulationError("collateral lifetime must be a positive number of seconds")
@@ -765,9 +767,14 @@ class SimulatedTdx:
             except ValueError:
                 raise SimulationError(f"unknown TCB status {tcb_status!r}") from None
             advisories = _advisories(status, advisory_ids)
+        number = tcb_evaluation_data_number
+        if number is None:
+            number = self._config.tcb_evaluation_data_number
+        elif isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise SimulationError("tcb_evaluation_data_number must be a non-negative int")
         issued = (self._config.now if now is None else now) - _BACKDATE
-        tcb_info = _json_text(self._tcb_info(issued, issued + lifetime, status, advisories))
-        qe_identity = _json_text(self._qe_identity(issued, issued + lifetime))
+        tcb_info = _json_text(self._tcb_info(issued, issued + lifetime, status, advisories, number))
+        qe_identity = _json_text(self._qe_identity(issued, issued + lifetime, number))
         root_crl = _crl(
             issuer=self._certs.root,
             issuer_key=self._keys.root,
@@ -798,7 +805,12 @@ class SimulatedTdx:
         }
 
     def _tcb_info(
-        self, issued: int, next_update: int, status: TcbStatus, advisories: tuple[str, ...]
+        self,
+        issued: int,
+        next_update: int,
+        status: TcbStatus,
+        advisories: tuple[str, ...],
+        number: int,
     ) -> dict[str, Any]:
         c = self._config
         tcb_date = _iso(issued - 30 * _DAY)
@@ -849,20 +861,20 @@ class SimulatedTdx:
             "fmspc": c.fmspc.hex().upper(),
             "pceId": c.pce_id.hex().upper(),
             "tcbType": 0,
-            "tcbEvaluationDataNumber": c.tcb_evaluation_data_number,
+            "tcbEvaluationDataNumber": number,
             "tdxModule": module,
             "tdxModuleIdentities": [identity],
             "tcbLevels": levels,
         }
 
-    def _qe_identity(self, issued: int, next_update: int) -> dict[str, Any]:
+    def _qe_identity(self, issued: int, next_update: int, number: int) -> dict[str, Any]:
         c = self._config
         return {
             "id": QE_IDENTITY_ID_TD_QE,
             "version": QE_IDENTITY_VERSION,
             "issueDate": _iso(issued),
             "nextUpdate": _iso(next_update),
-            "tcbEvaluationDataNumber": c.tcb_evaluation_data_number,
+            "tcbEvaluationDataNumber": number,
             # The report's little-endian u32 bytes, as Intel's QVL reads them.
             "miscselect": c.qe_misc_select.to_bytes(4, "little").hex().upper(),
             "miscselectMask": "FFFFFFFF",

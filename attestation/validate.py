@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 # The defaults ``Policy`` declares and ``BASELINE_RULES`` shares.
 DEFAULT_ALLOWED_TCB_STATUSES: frozenset[TcbStatus] = frozenset({TcbStatus.UP_TO_DATE})
+# 30 days: Intel issues TCB Info, QE Identity and the PCK CRL valid for 30 days from their
+# issue, and its service hands out freshly issued ones, so collateral a verifier obtained from
+# Intel or a PCCS refreshing on schedule is never older; older collateral is a stale cache or
+# a rollback. docs/policy.md ("Collateral freshness") explains the choice.
+DEFAULT_MAX_COLLATERAL_AGE_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ class PolicyRules(Protocol):
     @property
     def max_collateral_age_seconds(self) -> int | None: ...
     @property
+    def min_tcb_evaluation_data_number(self) -> int | None: ...
+    @property
     def allow_mr_service_td_nonzero(self) -> bool: ...
     @property
     def allow_unpinned_measurements(self) -> bool: ...
@@ -185,7 +192,8 @@ class BaselineRules:
     allowed_image_hashes: frozenset[str] | None = None
     required_rtmr3_events: Mapping[str, frozenset[str]] = field(default_factory=dict)
     allowed_fmspcs: frozenset[str] | None = None
-    max_collateral_age_seconds: int | None = None
+    max_collateral_age_seconds: int | None = DEFAULT_MAX_COLLATERAL_AGE_SECONDS
+    min_tcb_evaluation_data_number: int | None = None
     allow_mr_service_td_nonzero: bool = False
     allow_unpinned_measurements: bool = True
     custom_checks: tuple[PolicyCheck, ...] = ()
@@ -293,8 +301,18 @@ def _check_platform(rules: PolicyRules, report: VerificationReport, check: _Chec
         check(
             "max_collateral_age_seconds",
             age is not None and age <= rules.max_collateral_age_seconds,
-            f"at most {rules.max_collateral_age_seconds} s",
+            f"at most {rules.max_collateral_age_seconds} s since the oldest TCB Info or QE "
+            "Identity issueDate or PCK CRL thisUpdate",
             f"{age} s" if age is not None else "collateral issue date or time unknown",
+        )
+    if rules.min_tcb_evaluation_data_number is not None:
+        number = report.tcb_evaluation_data_number
+        check(
+            "min_tcb_evaluation_data_number",
+            number is not None and number >= rules.min_tcb_evaluation_data_number,
+            f"TCB Info and QE Identity tcbEvaluationDataNumber >= "
+            f"{rules.min_tcb_evaluation_data_number}",
+            str(number) if number is not None else "unknown",
         )
 
 

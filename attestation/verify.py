@@ -285,6 +285,25 @@ class VerifiedCollateral:
             raise TypeError(f"collateral must be a Collateral, not {type(collateral).__name__}")
         return cls(collateral, resolve_trusted_roots(trusted_roots))
 
+    @property
+    def issue_date(self) -> int:
+        """The oldest TCB Info / QE Identity ``issueDate`` and PCK CRL ``thisUpdate``.
+
+        A PCK CRL from before a revocation is as much a rollback as an old TCB Info, so the
+        age a policy bounds counts it. (The root CA CRL is left out: Intel issues it once a
+        year for its own CAs, so its age says nothing about how current the rest is.)
+        """
+        dates = [self.collateral.issue_date]
+        if self._pck_crl is not None:
+            dates.append(int(self._pck_crl.last_update_utc.timestamp()))
+        return min(dates)
+
+    @property
+    def tcb_evaluation_data_number(self) -> int:
+        """The lower of the TCB Info's and QE Identity's ``tcbEvaluationDataNumber``."""
+        c = self.collateral
+        return min(c.tcb_info.tcb_evaluation_data_number, c.qe_identity.tcb_evaluation_data_number)
+
     def trusts_exactly(self, roots: tuple[x509.Certificate, ...]) -> bool:
         """Whether this object was prepared for exactly these roots (compared by DER hash)."""
         return self._root_ders == frozenset(certificate_sha256(r) for r in roots)
@@ -578,7 +597,9 @@ def verify_collateral(
     _check_now(now)
     verified = _resolve_collateral(collateral, resolve_trusted_roots(trusted_roots))
     report = VerificationReport(
-        verified_at=now, collateral_issue_date=verified.collateral.issue_date
+        verified_at=now,
+        collateral_issue_date=verified.issue_date,
+        tcb_evaluation_data_number=verified.tcb_evaluation_data_number,
     )
     run = _Run(report, now)
     for name in COLLATERAL_CHECK_NAMES:
@@ -611,7 +632,9 @@ def verify_quote(
     verified = _resolve_collateral(collateral, resolve_trusted_roots(trusted_roots))
 
     report = VerificationReport(
-        verified_at=now, collateral_issue_date=verified.collateral.issue_date
+        verified_at=now,
+        collateral_issue_date=verified.issue_date,
+        tcb_evaluation_data_number=verified.tcb_evaluation_data_number,
     )
     run = _Run(report, now)
     steps = verified._steps

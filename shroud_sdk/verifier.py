@@ -34,6 +34,7 @@ from typing import Final, Protocol
 from attestation.collateral import Collateral
 from attestation.errors import AttestationError
 from attestation.eventlog import ReplayResult, parse_event_log, replay_against
+from attestation.freshness import newer_collateral
 from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
 from attestation.policy import Policy, PolicyResult
 from attestation.quote import MEASUREMENT_REGISTERS, Quote
@@ -138,8 +139,10 @@ class AttestationVerifier:
     """Verify TDX evidence against ``policy``; an ``EvidenceVerifier`` for the channel core.
 
     ``collateral`` pins one collateral set for every quote (tests, air-gapped use).
-    ``collateral_source`` (e.g. a ``CollateralCache``) is asked when the evidence carries no
-    collateral. ``clock`` returns UNIX seconds (a parameter so tests can pin time).
+    ``collateral_source`` (e.g. a ``CollateralCache``) is the client's own: with it, the
+    bridge's collateral is used only when it supersedes the source's
+    (``attestation.freshness``), so a bridge cannot roll collateral back. ``clock`` returns
+    UNIX seconds (a parameter so tests can pin time).
     ``warm_up`` starts ``start_warm_up`` (once per process), so the first handshake does not
     pay OpenSSL's set-up. Thread-safe.
     """
@@ -224,20 +227,51 @@ class AttestationVerifier:
     ) -> tuple[VerifiedCollateral, str]:
         if self._collateral is not None:
             return self._prepare(self._collateral), "given"
+        if self._source is not None:
+            return self._freshest_collateral(self._source, evidence, quote, now)
         if evidence.collateral is not None:
             # Keyed by the exact bytes received: a bridge sends the same collateral until it
             # refreshes it, so a warm client neither re-parses nor re-checks its signatures.
             # Validity windows are still compared with ``now`` by every verify_quote.
             raw = evidence.collateral
             return self._prepared_for(raw, lambda: self._parse_evidence_collateral(raw)), "evidence"
-        if self._source is None:
-            raise AttestationFailedError(
-                "collateral", "the evidence carries no collateral and no collateral source is set"
-            )
+        raise AttestationFailedError(
+            "collateral", "the evidence carries no collateral and no collateral source is set"
+        )
+
+    def _freshest_collateral(
+        self, source: QuoteCollateralSource, evidence: Evidence, quote: Quote, now: int
+    ) -> tuple[VerifiedCollateral, str]:
+        # docs/attestation.md, "Collateral freshness": with a source of its own the client
+        # never takes older collateral from the bridge, which could predate a TCB recovery or
+        # a revocation; the bridge's is used only when it supersedes the client's own.
         try:
-            return self._prepare(self._source.get_for_quote(quote, now)), "source"
+            own = source.get_for_quote(quote, now)
         except AttestationError as exc:
-            raise AttestationFailedError("collateral", str(exc)) from None
+            # Not the bridge's collateral instead: blocking the client's source and shipping
+            # old collateral is exactly the rollback this guards against.
+            raise AttestationFailedError(
+                "collateral",
+                f"the client's own collateral source failed ({exc}); the bridge's collateral "
+                "is not used in its place",
+            ) from None
+        raw = evidence.collateral
+        shipped = self._shipped_collateral(raw) if raw is not None else None
+        if raw is not None and shipped is not None and newer_collateral(own, shipped) is shipped:
+            return self._prepared_for(raw, lambda: shipped), "evidence"
+        return self._prepare(own), "source"
+
+    def _shipped_collateral(self, raw: bytes) -> Collateral | None:
+        """The bridge's collateral, parsed (from the prepared cache when seen before); None
+        when it does not parse: with a source of its own the client has no need of it."""
+        with self._lock:
+            prepared = self._prepared.get(hashlib.sha256(raw).digest())
+        if prepared is not None:
+            return prepared.collateral
+        try:
+            return Collateral.from_json_text(raw)
+        except (AttestationError, ValueError):
+            return None
 
     @staticmethod
     def _parse_evidence_collateral(raw: bytes) -> Collateral:
