@@ -37,7 +37,7 @@ from attestation.report import TcbStatus
 if TYPE_CHECKING:
     from attestation.collateral import Collateral
     from attestation.eventlog import EventLog, ReplayResult
-    from attestation.image_hash import ImageDigests
+    from attestation.image_hash import ImageDigests, ImageHashes
     from attestation.quote import Quote, TdReport
     from attestation.report import VerificationReport
     from attestation.validate import PolicyResult, PolicyRules
@@ -646,6 +646,7 @@ def _cmd_image_hash(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) ->
         if hashes.replay is not None:
             obj["event_log"] = _replay_json(hashes.replay)
             obj["image_digests"] = _digests_json(hashes.digests)
+        obj["policy_toml"] = _policy_lines(hashes)
         _json_out(obj, stdout)
         return EXIT_ACCEPT if replay_ok else EXIT_REJECT
     out = _Out(stdout)
@@ -675,7 +676,30 @@ def _cmd_image_hash(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) ->
     elif hashes.replay is not None:
         out.line()
         out.line("No image digests: no log replays to the quote's RTMR3.")
+    out.heading("Policy lines (paste into your policy file, docs/policy.md)")
+    out.line(_policy_lines(hashes).rstrip("\n"))
     return EXIT_ACCEPT if replay_ok else EXIT_REJECT
+
+
+def _policy_lines(hashes: ImageHashes) -> str:
+    """TOML pinning what this quote (and its verified RTMR3 log) shows: the aggregate image
+    hash always; the bridge's image digest and configuration hash, and dstack's compose hash,
+    when the log recorded them. Printed by a TOML writer, so any event name is quoted right."""
+    import tomli_w
+
+    from attestation.eventlog import DSTACK_COMPOSE_HASH_EVENT
+
+    doc: dict[str, Any] = {"allowed_image_hashes": [hashes.aggregate.hex()]}
+    digests = hashes.digests
+    if digests is not None:
+        if digests.image_digest is not None:
+            doc["image_digest"] = digests.image_digest
+        if digests.config_hash is not None:
+            doc["config_hash"] = digests.config_hash.hex()
+        compose = [e.digest.hex() for e in digests.events if e.name == DSTACK_COMPOSE_HASH_EVENT]
+        if compose:
+            doc["required_rtmr3_events"] = {DSTACK_COMPOSE_HASH_EVENT: compose}
+    return tomli_w.dumps(doc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ _REGISTER_SIZE = hashlib.sha384().digest_size  # MRTD and the RTMRs are SHA-384 
 IMAGE_HASH_LABEL = b"shroud/image-hash/v1\x00"
 # The TdReport attributes hashed, in this order (see the module docstring for why these).
 IMAGE_HASH_REGISTERS = ("mr_td", "rtmr0", "rtmr1", "rtmr2")
-_OCI_DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})")
+# An OCI content digest as registries print it (lower-case hex), as the bridge logs it.
+OCI_DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})")
 
 
 def aggregate_image_hash(td_report: TdReport) -> bytes:
@@ -96,7 +97,7 @@ def image_digests(replay: ReplayResult) -> ImageDigests:
     image_text: str | None = None
     if image is not None:
         image_text = image.decode("ascii", errors="replace")
-        if _OCI_DIGEST_RE.fullmatch(image_text) is None:
+        if OCI_DIGEST_RE.fullmatch(image_text) is None:
             raise EventLogError(
                 f"{IMAGE_DIGEST_EVENT} payload is not ALGO:HEX (sha256/384/512, lower-case hex)"
             )

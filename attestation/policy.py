@@ -31,6 +31,7 @@ from cryptography import x509
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -43,6 +44,7 @@ from pydantic import (
 
 from attestation.errors import PolicyError
 from attestation.eventlog import ReplayResult
+from attestation.image_hash import OCI_DIGEST_RE
 from attestation.quote import MEASUREMENT_REGISTERS
 from attestation.report import TcbStatus, VerificationReport
 from attestation.trust import intel_sgx_root_ca
@@ -88,6 +90,27 @@ def _non_empty(value: frozenset[Any] | None) -> frozenset[Any] | None:
 
 
 Allowlist48 = Annotated[frozenset[Hex48] | None, AfterValidator(_non_empty)]
+
+
+def _oci_digest(value: str) -> str:
+    normalised = value.lower()
+    if OCI_DIGEST_RE.fullmatch(normalised) is None:
+        raise ValueError("must be an image digest like sha256:<64 hex digits>")
+    return normalised
+
+
+def _one_or_many(value: object) -> object:
+    # `image_digest = "sha256:..."` for one release, a list while two are rolled out.
+    return [value] if isinstance(value, str) else value
+
+
+OciDigest = Annotated[str, AfterValidator(_oci_digest)]
+ImageDigestPin = Annotated[
+    frozenset[OciDigest] | None, BeforeValidator(_one_or_many), AfterValidator(_non_empty)
+]
+ConfigHashPin = Annotated[
+    frozenset[Hex48] | None, BeforeValidator(_one_or_many), AfterValidator(_non_empty)
+]
 
 _ADVISORY_RE = re.compile(r"[A-Z0-9]+(-[A-Z0-9]+)+")
 _EVENT_NAME_RE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
@@ -149,6 +172,9 @@ class Policy(_Frozen):
     xfam: MaskedValue | None = None
     measurements: MeasurementPins = MeasurementPins()
     allowed_image_hashes: Allowlist48 = None
+    # The bridge's image digest and configuration hash, read from a verified RTMR3 log.
+    image_digest: ImageDigestPin = None
+    config_hash: ConfigHashPin = None
     required_rtmr3_events: Mapping[str, frozenset[Hex48]] = Field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -277,6 +303,7 @@ class Policy(_Frozen):
             _CODE_REGISTERS & pinned.keys()
             or self.allowed_image_hashes
             or self.required_rtmr3_events
+            or self.image_digest
             or any(check.pins_measurements for check in self.custom_checks)
         )
 
@@ -307,6 +334,8 @@ class Policy(_Frozen):
             "allowed_mr_seam": _sorted(self.allowed_mr_seam),
             "allowed_fmspcs": _sorted(self.allowed_fmspcs),
             "allowed_image_hashes": _sorted(self.allowed_image_hashes),
+            "image_digest": _one_or_list(self.image_digest),
+            "config_hash": _one_or_list(self.config_hash),
             "max_collateral_age_seconds": self.max_collateral_age_seconds,
             "min_tcb_evaluation_data_number": self.min_tcb_evaluation_data_number,
             "trusted_roots": list(self.trusted_roots) if self.trusted_roots else None,
@@ -363,6 +392,12 @@ class Policy(_Frozen):
 
 def _sorted(values: frozenset[str] | None) -> list[str] | None:
     return sorted(values) if values is not None else None
+
+
+def _one_or_list(values: frozenset[str] | None) -> str | list[str] | None:
+    if values is None:
+        return None
+    return next(iter(values)) if len(values) == 1 else sorted(values)
 
 
 def _read_root(entry: object, base_dir: Path | None) -> object:

@@ -150,6 +150,10 @@ class PolicyRules(Protocol):
     @property
     def required_rtmr3_events(self) -> Mapping[str, frozenset[str]]: ...
     @property
+    def image_digest(self) -> frozenset[str] | None: ...
+    @property
+    def config_hash(self) -> frozenset[str] | None: ...
+    @property
     def allowed_fmspcs(self) -> frozenset[str] | None: ...
     @property
     def max_collateral_age_seconds(self) -> int | None: ...
@@ -191,6 +195,8 @@ class BaselineRules:
     measurements: RegisterPins = field(default_factory=_NoPins)
     allowed_image_hashes: frozenset[str] | None = None
     required_rtmr3_events: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    image_digest: frozenset[str] | None = None
+    config_hash: frozenset[str] | None = None
     allowed_fmspcs: frozenset[str] | None = None
     max_collateral_age_seconds: int | None = DEFAULT_MAX_COLLATERAL_AGE_SECONDS
     min_tcb_evaluation_data_number: int | None = None
@@ -253,6 +259,7 @@ def evaluate_policy(
             aggregate.hex(),
         )
     digests = _check_event_log(replay, check, out)
+    _check_image_pins(rules, replay, digests, check)
     _check_required_events(rules, replay, check)
     evidence = PolicyInput(report, td, replay, aggregate, digests)
     for custom in rules.custom_checks:
@@ -375,6 +382,35 @@ def _check_event_log(
     except EventLogError as exc:
         out.append(Violation("event_log", "well-formed image digest events", str(exc)))
         return None
+
+
+def _check_image_pins(
+    rules: PolicyRules, replay: ReplayResult | None, digests: ImageDigests | None, check: _Check
+) -> None:
+    # The values an operator publishes (a registry's image digest, the bridge's config hash),
+    # compared with what the verified RTMR3 log recorded; both sides are shown on a mismatch.
+    if rules.image_digest is None and rules.config_hash is None:
+        return
+    from attestation.eventlog import CONFIG_HASH_EVENT, IMAGE_DIGEST_EVENT
+
+    found = {
+        "image_digest": digests.image_digest if digests else None,
+        "config_hash": digests.config_hash.hex() if digests and digests.config_hash else None,
+    }
+    events = {"image_digest": IMAGE_DIGEST_EVENT, "config_hash": CONFIG_HASH_EVENT}
+    for name, allowed in (("image_digest", rules.image_digest), ("config_hash", rules.config_hash)):
+        if allowed is None:
+            continue
+        value = found[name]
+        if value is not None:
+            actual = value
+        elif replay is None or replay.verified_events(3) is None:
+            actual = "no RTMR3 event log that replays to the quote"
+        elif digests is None:
+            actual = "a malformed RTMR3 digest event (see event_log)"
+        else:
+            actual = f"no {events[name]!r} event in RTMR3"
+        check(name, value in allowed, _one_of(allowed), actual)
 
 
 def _check_required_events(rules: PolicyRules, replay: ReplayResult | None, check: _Check) -> None:

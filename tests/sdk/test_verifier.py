@@ -7,8 +7,6 @@ that check makes its test fail.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -277,36 +275,3 @@ def test_policy_mr_service_td_choice_reaches_the_quote_check(allowed: bool) -> N
     assert isinstance(report, AttestationReport)
     failed = [c.name for c in report.verification.failed]
     assert failed == (["quote_signature"] if allowed else ["quote_signature", "mr_service_td"])
-
-
-# --- warm-up ---------------------------------------------------------------------------------
-
-_WARM_UP_PROBE = """
-import sys
-from attestation.policy import Policy
-from shroud_sdk import verifier
-policy = Policy(allow_unpinned_measurements=True)
-verifier.AttestationVerifier(policy, warm_up=sys.argv[1] == "on")
-thread = verifier._warm_up_thread
-if thread is None:
-    print("none")
-else:
-    thread.join(60)
-    verifier.AttestationVerifier(policy)  # a second verifier starts no second thread
-    print(thread.daemon, thread.is_alive(), verifier.start_warm_up() is thread)
-"""
-
-
-@pytest.mark.parametrize(("mode", "expected"), [("on", "True False True"), ("off", "none")])
-def test_building_a_verifier_warms_up_once_per_process_on_a_daemon_thread(
-    mode: str, expected: str
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _WARM_UP_PROBE, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
-    assert done.stdout.strip() == expected, done.stderr
