@@ -239,7 +239,7 @@ def _fetch(quote: Quote, pccs_url: str | None) -> Collateral:
 
 
 class _FetchingSource:
-    """A ``QuoteCollateralSource`` for bridges that ship no collateral."""
+    """The command's own ``QuoteCollateralSource``: Intel's PCS, or ``--pccs-url``."""
 
     def __init__(self, pccs_url: str | None) -> None:
         self._pccs_url = pccs_url
@@ -289,7 +289,11 @@ def _from_bridge(args: argparse.Namespace, roots: tuple[str, ...] | None) -> Dra
             trusted_roots=roots,
             simulated=args.simulated,
             ssl_context=context,
-            collateral_source=_FetchingSource(args.pccs_url),
+            # A simulated platform's collateral exists only on its bridge. A real bridge's is
+            # checked against Intel's current collateral, fetched here: the client verifier
+            # takes the bridge's only when it is newer (docs/attestation.md, "Collateral
+            # freshness").
+            collateral_source=None if args.simulated else _FetchingSource(args.pccs_url),
         )
     except (ShroudError, ValueError, OSError) as exc:
         summary = getattr(getattr(exc, "report", None), "summary", None)
