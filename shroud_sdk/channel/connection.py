@@ -40,6 +40,7 @@ from shroud_sdk.channel.constants import (
     NONCE_LEN,
     PROTOCOL_VERSION,
     REPORT_DATA_LEN,
+    SIGNATURE_LEN,
     SIMULATED_SUITES,
     RecordType,
 )
@@ -53,17 +54,27 @@ from shroud_sdk.channel.events import (
     StreamEnded,
     StreamReset,
 )
-from shroud_sdk.channel.evidence import Evidence, EvidenceProvider, EvidenceVerifier
+from shroud_sdk.channel.evidence import (
+    Evidence,
+    EvidenceMode,
+    EvidenceProvider,
+    EvidenceVerifier,
+    KeyEvidence,
+    KeyEvidenceProvider,
+)
 from shroud_sdk.channel.fields import Headers
 from shroud_sdk.channel.handshake import (
     BridgeHelloCore,
     ClientHello,
+    compute_key_report_data,
     compute_report_data,
     compute_transcript_hash,
     decode_bridge_hello,
     encode_bridge_hello,
     load_mlkem_key,
     load_p256_point,
+    transcript_signature_input,
+    verify_transcript_signature,
 )
 from shroud_sdk.channel.keyschedule import (
     SessionKeys,
@@ -97,7 +108,11 @@ class ConnectionState(enum.Enum):
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Client settings. ``allowed_suites`` defaults to suite 1 only: simulated TEEs refused."""
+    """Client settings. ``allowed_suites`` defaults to suite 1 only: simulated TEEs refused.
+
+    ``fresh_quote`` asks for a quote over this handshake instead of the bridge's attested key
+    (protocol.md §3.6); either way the bridge must answer in exactly the mode asked for.
+    """
 
     audience: str
     verifier: EvidenceVerifier
@@ -105,6 +120,7 @@ class ClientConfig:
     disclose: frozenset[str] = frozenset()
     limits: Limits = field(default_factory=Limits)
     max_concurrent_streams: int = MAX_CONCURRENT_STREAMS
+    fresh_quote: bool = False
 
     def __post_init__(self) -> None:
         _check_audience(self.audience)
@@ -116,7 +132,11 @@ class ClientConfig:
 
 @dataclass(frozen=True)
 class BridgeConfig:
-    """Bridge settings: who we are (``audience``), how to get evidence, the usage key."""
+    """Bridge settings: who we are (``audience``), how to get evidence, the usage key.
+
+    ``evidence_provider`` serves fresh mode (a quote per handshake); ``key_evidence`` serves
+    attested-key mode. A bridge without ``key_evidence`` refuses attested-key hellos.
+    """
 
     audience: str
     evidence_provider: EvidenceProvider
@@ -124,6 +144,7 @@ class BridgeConfig:
     suites: frozenset[int] = DEFAULT_CLIENT_SUITES
     limits: Limits = field(default_factory=Limits)
     max_concurrent_streams: int = MAX_CONCURRENT_STREAMS
+    key_evidence: KeyEvidenceProvider | None = None
 
     def __post_init__(self) -> None:
         _check_audience(self.audience)
@@ -417,6 +438,7 @@ class ClientConnection(_Connection):
             audience=config.audience,
             disclose=tuple(sorted(config.disclose)),
             kem=None if self._kem_key is None else self._kem_key.public_key().public_bytes_raw(),
+            fresh=config.fresh_quote,
         )
         self._hello_bytes = self._hello.encode()
         self._outgoing.append(self._hello_bytes)
@@ -459,15 +481,29 @@ class ClientConnection(_Connection):
         return stream.stream_id
 
     def _receive_handshake(self, message: bytes) -> None:
-        core_bytes, fin = decode_bridge_hello(message)
+        core_bytes, signature, fin = decode_bridge_hello(message)
         core = BridgeHelloCore.decode(core_bytes)
         if core.suite not in self._hello.suites:
             raise HandshakeError("suite", f"bridge chose suite {core.suite}, which was not offered")
         if core.disclose != self._hello.disclose:
             raise HandshakeError("disclose", "bridge confirmed a different disclosure set")
-        expected = compute_report_data(
-            self._hello_bytes, core.suite, core.kx, core.usage_key, core.kem_ct or b""
-        )
+        attested_key = core.evidence.attested_key
+        if (signature is not None) != (attested_key is not None):
+            raise HandshakeError(
+                "bridge-hello", "a transcript signature comes with attested-key evidence only"
+            )
+        mode = core.evidence.mode
+        requested = EvidenceMode.FRESH if self._hello.fresh else EvidenceMode.ATTESTED_KEY
+        if mode is not requested:  # a downgrade either way (protocol.md §3.6)
+            raise HandshakeError(
+                "evidence-mode", f"asked for {requested.value} evidence, got {mode.value}"
+            )
+        if attested_key is None:
+            expected = compute_report_data(
+                self._hello_bytes, core.suite, core.kx, core.usage_key, core.kem_ct or b""
+            )
+        else:
+            expected = compute_key_report_data(attested_key)
         verified = self._verify(core.evidence, core.suite)
         proven = verified.report_data
         if not isinstance(proven, bytes) or len(proven) != REPORT_DATA_LEN:
@@ -476,6 +512,10 @@ class ClientConnection(_Connection):
             raise HandshakeError(
                 "report-data", "REPORTDATA in the evidence does not bind this handshake"
             )
+        transcript_hash = compute_transcript_hash(self._hello_bytes, core_bytes)
+        if attested_key is not None:
+            assert signature is not None  # checked with the mode above
+            verify_transcript_signature(attested_key.public_key, transcript_hash, signature)
         assert self._ephemeral is not None
         peer = load_p256_point(core.kx, "bridge key share")
         shared = self._ephemeral.exchange(ec.ECDH(), peer)
@@ -485,9 +525,9 @@ class ClientConnection(_Connection):
         # Forward secrecy: neither private key is kept.
         self._ephemeral = None
         self._kem_key = None
-        transcript_hash = compute_transcript_hash(self._hello_bytes, core_bytes)
         keys = derive_session_keys(shared, transcript_hash)
-        if not hmac.compare_digest(fin, finished_mac(keys.finished_key, transcript_hash)):
+        expected_fin = finished_mac(keys.finished_key, transcript_hash + (signature or b""))
+        if not hmac.compare_digest(fin, expected_fin):
             raise HandshakeError("fin", "bridge fin does not match the transcript")
         self._usage_key = core.usage_key
         self._disclose = core.disclose
@@ -501,6 +541,7 @@ class ClientConnection(_Connection):
                 audience=self._hello.audience,
                 usage_key=core.usage_key,
                 report=verified.report,
+                evidence_mode=mode,
             )
         )
 
@@ -575,19 +616,20 @@ class BridgeConnection(_Connection):
         suite = next((s for s in hello.suites if s in self._config.suites), None)
         if suite is None:
             raise HandshakeError("suite", f"no common suite in offer {list(hello.suites)}")
+        # Attested-key mode takes its evidence before any key is made: no work is spent on a
+        # handshake the bridge cannot answer.
+        key_evidence = None if hello.fresh else self._current_key_evidence()
         ephemeral = ec.generate_private_key(ec.SECP256R1())
         kx = _public_bytes(ephemeral)
         kem_secret, kem_ct = b"", None
         if suite in HYBRID_SUITES:
             assert hello.kem is not None  # ClientHello.decode requires it when hybrid is offered
             kem_secret, kem_ct = load_mlkem_key(hello.kem).encapsulate()
-        report_data = compute_report_data(message, suite, kx, self._usage_key, kem_ct or b"")
-        try:
-            evidence = self._config.evidence_provider(report_data)
-        except Exception as exc:
-            raise HandshakeError("evidence-provider", f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(evidence, Evidence):
-            raise HandshakeError("evidence-provider", "provider did not return Evidence")
+        if key_evidence is None:
+            report_data = compute_report_data(message, suite, kx, self._usage_key, kem_ct or b"")
+            evidence = self._fresh_evidence(report_data)
+        else:
+            evidence = key_evidence.evidence
         core_bytes = BridgeHelloCore(
             PROTOCOL_VERSION, suite, kx, self._usage_key, hello.disclose, evidence, kem_ct
         ).encode()
@@ -595,10 +637,12 @@ class BridgeConnection(_Connection):
         shared += kem_secret
         del ephemeral  # forward secrecy: the private key is not kept
         transcript_hash = compute_transcript_hash(message, core_bytes)
+        signature = None
+        if key_evidence is not None:
+            signature = self._sign_transcript(key_evidence, transcript_hash)
         keys = derive_session_keys(shared, transcript_hash)
-        self._outgoing.append(
-            encode_bridge_hello(core_bytes, finished_mac(keys.finished_key, transcript_hash))
-        )
+        fin = finished_mac(keys.finished_key, transcript_hash + (signature or b""))
+        self._outgoing.append(encode_bridge_hello(core_bytes, fin, signature))
         self._disclose = hello.disclose
         self._start_records(keys, transcript_hash, client=False)
         self._events.append(
@@ -609,8 +653,42 @@ class BridgeConnection(_Connection):
                 disclose=hello.disclose,
                 audience=hello.audience,
                 usage_key=self._usage_key,
+                evidence_mode=evidence.mode,
             )
         )
+
+    def _fresh_evidence(self, report_data: bytes) -> Evidence:
+        try:
+            evidence = self._config.evidence_provider(report_data)
+        except Exception as exc:
+            raise HandshakeError("evidence-provider", f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(evidence, Evidence) or evidence.attested_key is not None:
+            raise HandshakeError("evidence-provider", "provider did not return fresh Evidence")
+        return evidence
+
+    def _current_key_evidence(self) -> KeyEvidence:
+        provider = self._config.key_evidence
+        if provider is None:
+            raise HandshakeError("evidence-unavailable", "this bridge serves fresh quotes only")
+        try:
+            current = provider()
+        except Exception as exc:
+            raise HandshakeError(
+                "evidence-unavailable", f"no valid attested key: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(current, KeyEvidence):
+            raise HandshakeError("evidence-unavailable", "provider did not return KeyEvidence")
+        return current
+
+    @staticmethod
+    def _sign_transcript(key_evidence: KeyEvidence, transcript_hash: bytes) -> bytes:
+        try:
+            signature = key_evidence.signer.sign(transcript_signature_input(transcript_hash))
+        except Exception as exc:
+            raise HandshakeError("evidence-unavailable", f"signing failed: {exc}") from exc
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LEN:
+            raise HandshakeError("evidence-unavailable", "signer returned a malformed signature")
+        return signature
 
     def _check_metadata_allowed(self, record_type: RecordType, record: Record) -> None:
         if record.metadata and record_type is not RecordType.HEADERS:

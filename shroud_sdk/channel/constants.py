@@ -43,6 +43,7 @@ P256_UNCOMPRESSED_PREFIX: Final = 0x04
 MLKEM768_ENCAPSULATION_KEY_LEN: Final = 1184  # FIPS 203 §8, ML-KEM-768 ek
 MLKEM768_CIPHERTEXT_LEN: Final = 1088  # FIPS 203 §8, ML-KEM-768 ciphertext
 FIN_LEN: Final = 32
+SIGNATURE_LEN: Final = 64  # ECDSA P-256 raw r || s, 32 bytes each, big-endian
 REPORT_DATA_LEN: Final = 64  # TDX REPORTDATA field size
 MAX_AUDIENCE_LEN: Final = 255
 MAX_CLIENT_HELLO_LEN: Final = 4096
@@ -53,6 +54,10 @@ MAX_EVENT_LOGS: Final = 8
 # protocol.md §4 "Bindings": domain labels (ASCII, no terminator)
 LABEL_REPORT_DATA: Final = b"shroud/1 reportdata"
 LABEL_TRANSCRIPT: Final = b"shroud/1 transcript"
+# protocol.md §4.3 "Attested-key binding" and §4.4 "Transcript signature"
+LABEL_ATTESTED_KEY: Final = b"shroud/1 attested key"
+LABEL_TRANSCRIPT_SIGNATURE: Final = b"shroud/1 transcript signature"
+MAX_WINDOW_BOUND: Final = (1 << 64) - 1  # not_before / not_after are u64 UNIX seconds
 LABEL_USAGE: Final = "shroud/1 usage"
 
 # protocol.md §5 "Key schedule": HKDF-Expand-Label prefix and labels

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shroud_sdk.channel.evidence import EvidenceMode
 from shroud_sdk.channel.usage import SignedUsage
 
 
@@ -18,6 +19,8 @@ class HandshakeComplete:
 
     On the client, ``report`` is what the evidence verifier returned and ``usage_key`` the
     bridge's usage-signing key (uncompressed P-256). On the bridge, ``report`` is None.
+    ``evidence_mode`` says whether the evidence was a quote over this handshake or the
+    bridge's attested key (protocol.md §3.6).
     """
 
     suite: int
@@ -27,6 +30,7 @@ class HandshakeComplete:
     audience: str
     usage_key: bytes = field(repr=False)
     report: object = field(default=None, repr=False)
+    evidence_mode: EvidenceMode = EvidenceMode.FRESH
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from shroud_sdk.channel.constants import (
     DISCLOSABLE_FIELDS,
     FIN_LEN,
     HYBRID_SUITES,
+    LABEL_ATTESTED_KEY,
     LABEL_REPORT_DATA,
     LABEL_TRANSCRIPT,
+    LABEL_TRANSCRIPT_SIGNATURE,
     MAX_AUDIENCE_LEN,
     MAX_BRIDGE_HELLO_LEN,
     MAX_CLIENT_HELLO_LEN,
@@ -32,8 +34,10 @@ from shroud_sdk.channel.constants import (
     P256_POINT_LEN,
     P256_UNCOMPRESSED_PREFIX,
     PROTOCOL_VERSION,
+    SIGNATURE_LEN,
 )
-from shroud_sdk.channel.evidence import Evidence
+from shroud_sdk.channel.ecdsa import verify_raw
+from shroud_sdk.channel.evidence import AttestedKey, Evidence
 from shroud_sdk.errors import HandshakeError
 
 
@@ -42,6 +46,8 @@ class ClientHello:
     """protocol.md §3.2. ``suites`` in preference order; ``disclose`` sorted, unique.
 
     ``kem`` (an ML-KEM-768 encapsulation key) is present exactly when a hybrid suite is offered.
+    ``fresh`` asks for a quote over this handshake instead of the bridge's attested key
+    (protocol.md §3.6); on the wire ``"fresh": true`` is present only then.
     """
 
     version: int
@@ -51,6 +57,7 @@ class ClientHello:
     audience: str
     disclose: tuple[str, ...]
     kem: bytes | None = field(default=None, repr=False)
+    fresh: bool = False
 
     def encode(self) -> bytes:
         """Deterministic CBOR of the ClientHello map."""
@@ -64,6 +71,8 @@ class ClientHello:
         }
         if self.kem is not None:
             value["kem"] = self.kem
+        if self.fresh:
+            value["fresh"] = True
         return cbor.encode(value)
 
     @classmethod
@@ -71,7 +80,10 @@ class ClientHello:
         """Strictly parse ClientHello bytes; raise ``HandshakeError``/``MalformedCborError``."""
         value = cbor.decode(data, max_len=MAX_CLIENT_HELLO_LEN)
         _require_map(
-            value, {"v", "suites", "nonce", "kx", "aud", "disclose"}, "ClientHello", {"kem"}
+            value,
+            {"v", "suites", "nonce", "kx", "aud", "disclose"},
+            "ClientHello",
+            {"kem", "fresh"},
         )
         version = _version(value["v"])
         suites = value["suites"]
@@ -91,6 +103,9 @@ class ClientHello:
         kem = value.get("kem")
         if (kem is not None) != any(s in HYBRID_SUITES for s in suites):
             raise HandshakeError("client-hello", "kem must be present exactly when offering hybrid")
+        # One encoding per meaning: attested-key mode is the absence of the key, never false.
+        if "fresh" in value and value["fresh"] is not True:
+            raise HandshakeError("client-hello", "fresh, when present, must be true")
         return cls(
             version,
             tuple(suites),
@@ -99,6 +114,7 @@ class ClientHello:
             audience,
             check_disclose(value["disclose"]),
             None if kem is None else check_mlkem_key(kem),
+            "fresh" in value,
         )
 
 
@@ -152,36 +168,51 @@ class BridgeHelloCore:
             not isinstance(kem_ct, bytes) or len(kem_ct) != MLKEM768_CIPHERTEXT_LEN
         ):
             raise HandshakeError("key-share", "kem_ct is not an ML-KEM-768 ciphertext")
+        evidence = Evidence.from_cbor_value(value["evidence"])
+        if evidence.attested_key is not None:
+            check_p256_point(evidence.attested_key.public_key, "attested key")
         return cls(
             version,
             suite,
             check_p256_point(value["kx"], "bridge key share"),
             check_p256_point(value["usage_key"], "usage key"),
             check_disclose(value["disclose"]),
-            Evidence.from_cbor_value(value["evidence"]),
+            evidence,
             kem_ct,
         )
 
 
-def encode_bridge_hello(core_bytes: bytes, fin: bytes) -> bytes:
-    """BridgeHello = CBOR array ``[core: bstr, fin: bstr]`` (the core kept as exact bytes)."""
-    return cbor.encode([core_bytes, fin])
+def encode_bridge_hello(core_bytes: bytes, fin: bytes, signature: bytes | None = None) -> bytes:
+    """BridgeHello = ``[core, fin]`` (fresh) or ``[core, sig, fin]`` (attested key), CBOR.
+
+    The core is kept as exact bytes so the transcript hashes what was received.
+    """
+    if signature is None:
+        return cbor.encode([core_bytes, fin])
+    return cbor.encode([core_bytes, signature, fin])
 
 
-def decode_bridge_hello(data: bytes) -> tuple[bytes, bytes]:
-    """Split BridgeHello bytes into (core bytes, fin) after strict decoding."""
+def decode_bridge_hello(data: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """Split BridgeHello bytes into (core bytes, signature or None, fin) after strict decoding.
+
+    Whether a signature *should* be there is decided by the core's evidence mode, which the
+    caller checks against it (protocol.md §3.5 step 3).
+    """
     value = cbor.decode(data, max_len=MAX_BRIDGE_HELLO_LEN)
     if (
         not isinstance(value, list)
-        or len(value) != 2
-        or not isinstance(value[0], bytes)
-        or not isinstance(value[1], bytes)
+        or len(value) not in (2, 3)
+        or not all(isinstance(item, bytes) for item in value)
     ):
-        raise HandshakeError("bridge-hello", "BridgeHello must be [core: bstr, fin: bstr]")
-    core_bytes, fin = value
+        raise HandshakeError(
+            "bridge-hello", "BridgeHello must be [core: bstr, fin: bstr] or [core, sig, fin]"
+        )
+    core_bytes, *signature, fin = value
     if len(fin) != FIN_LEN:
         raise HandshakeError("bridge-hello", f"fin must be {FIN_LEN} bytes")
-    return core_bytes, fin
+    if signature and len(signature[0]) != SIGNATURE_LEN:
+        raise HandshakeError("bridge-hello", f"sig must be {SIGNATURE_LEN} bytes")
+    return core_bytes, signature[0] if signature else None, fin
 
 
 def compute_report_data(
@@ -198,6 +229,31 @@ def compute_report_data(
         + usage_key
         + kem_ct
     ).digest()
+
+
+def compute_key_report_data(attested_key: AttestedKey) -> bytes:
+    """REPORTDATA = SHA-512(label || attested key || u64 not_before || u64 not_after)
+    for attested-key evidence (protocol.md §4.3)."""
+    return hashlib.sha512(
+        LABEL_ATTESTED_KEY
+        + attested_key.public_key
+        + struct.pack(">QQ", attested_key.not_before, attested_key.not_after)
+    ).digest()
+
+
+def transcript_signature_input(transcript_hash: bytes) -> bytes:
+    """What the attested key signs: ``label || TH`` (protocol.md §4.4)."""
+    return LABEL_TRANSCRIPT_SIGNATURE + transcript_hash
+
+
+def verify_transcript_signature(
+    public_key: bytes, transcript_hash: bytes, signature: bytes
+) -> None:
+    """Check ``signature`` (raw ``r || s``) by the attested key over the transcript; raise
+    ``HandshakeError("transcript-signature")`` if it does not verify."""
+    key = load_p256_point(public_key, "attested key")
+    if not verify_raw(key, signature, transcript_signature_input(transcript_hash)):
+        raise HandshakeError("transcript-signature", "the attested key did not sign this handshake")
 
 
 def compute_transcript_hash(client_hello: bytes, bridge_hello_core: bytes) -> bytes:

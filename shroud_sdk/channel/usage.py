@@ -11,20 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
 from shroud_sdk.channel import cbor
-from shroud_sdk.channel.constants import LABEL_USAGE
+from shroud_sdk.channel.constants import LABEL_USAGE, SIGNATURE_LEN
+from shroud_sdk.channel.ecdsa import sign_raw, verify_raw
 from shroud_sdk.errors import IntegrityError, ProtocolError
 
-SIGNATURE_LEN = 64  # r || s, each 32 bytes big-endian
-_COORD_LEN = 32
 _MAX_TOKENS = (1 << 63) - 1
 
 
@@ -106,9 +99,7 @@ def sign_usage(
     key: ec.EllipticCurvePrivateKey, transcript_hash: bytes, stream_id: int, usage: Usage
 ) -> SignedUsage:
     """Sign ``usage`` for ``stream_id`` of the session with ``transcript_hash``."""
-    der = key.sign(usage_to_be_signed(transcript_hash, stream_id, usage), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    return SignedUsage(usage, r.to_bytes(_COORD_LEN, "big") + s.to_bytes(_COORD_LEN, "big"))
+    return SignedUsage(usage, sign_raw(key, usage_to_be_signed(transcript_hash, stream_id, usage)))
 
 
 def verify_usage(
@@ -119,13 +110,7 @@ def verify_usage(
     sig = signed.signature
     if len(sig) != SIGNATURE_LEN:
         raise IntegrityError("usage-signature", "usage signature has the wrong length")
-    der = encode_dss_signature(
-        int.from_bytes(sig[:_COORD_LEN], "big"), int.from_bytes(sig[_COORD_LEN:], "big")
-    )
-    try:
-        message = usage_to_be_signed(transcript_hash, stream_id, signed.usage)
-        key.verify(der, message, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+    if not verify_raw(key, sig, usage_to_be_signed(transcript_hash, stream_id, signed.usage)):
         raise IntegrityError(
             "usage-signature", f"usage signature for stream {stream_id} does not verify"
-        ) from None
+        )

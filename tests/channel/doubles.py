@@ -4,16 +4,20 @@ The stub "quote" is ``MAGIC || REPORTDATA || HMAC(test key, MAGIC || REPORTDATA)
 real quote it cannot be re-targeted to other REPORTDATA without the signing key, so the
 handshake tests exercise the core's own REPORTDATA, ``fin`` and binding checks. Never
 shipped: the real provider and verifier come with the attestation work.
+
+``StubKeyEvidence`` is the attested-key mode's double: a real P-256 key whose public half and
+window a stub quote binds, and a signer holding the private half.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shroud_sdk.channel.connection import (
     BridgeConfig,
@@ -21,13 +25,17 @@ from shroud_sdk.channel.connection import (
     ClientConfig,
     ClientConnection,
 )
+from shroud_sdk.channel.ecdsa import sign_raw
 from shroud_sdk.channel.events import Event
-from shroud_sdk.channel.evidence import EventLog, Evidence
+from shroud_sdk.channel.evidence import AttestedKey, EventLog, Evidence, KeyEvidence
+from shroud_sdk.channel.handshake import compute_key_report_data
 
 STUB_TYPE = "stub"
 _MAGIC = b"STUBQUOTE1"
 _SIGNING_KEY = b"test-double evidence key, not a secret"
 AUDIENCE = "inference.example.test"
+NOT_BEFORE = 1_750_000_000
+LIFETIME = 600
 
 
 class StubEvidenceError(Exception):
@@ -47,6 +55,50 @@ def stub_provider(report_data: bytes) -> Evidence:
         (EventLog("stub-log", b"\x00" * 8),),
         collateral=b"{}",
     )
+
+
+class StubSigner:
+    """The private half of a stub attested key (a real P-256 key)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+        self.signed: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return "StubSigner()"
+
+    def sign(self, data: bytes, /) -> bytes:
+        self.signed.append(data)
+        return sign_raw(self._key, data)
+
+
+def p256_point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The uncompressed public point of ``key``."""
+    return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+def stub_key_evidence(
+    key: ec.EllipticCurvePrivateKey | None = None,
+    not_before: int = NOT_BEFORE,
+    not_after: int = NOT_BEFORE + LIFETIME,
+) -> KeyEvidence:
+    """Attested-key evidence: a stub quote over the binding of ``key`` and its window."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    attested = AttestedKey(p256_point(key), not_before, not_after)
+    evidence = replace(stub_provider(compute_key_report_data(attested)), attested_key=attested)
+    return KeyEvidence(evidence, StubSigner(key))
+
+
+class StubKeyEvidence:
+    """Bridge-side double for attested-key mode: always the same ``KeyEvidence``."""
+
+    def __init__(self, current: KeyEvidence | None = None) -> None:
+        self.current = current or stub_key_evidence()
+        self.calls = 0
+
+    def __call__(self) -> KeyEvidence:
+        self.calls += 1
+        return self.current
 
 
 @dataclass(frozen=True)
@@ -81,11 +133,17 @@ def make_client(**overrides: Any) -> ClientConnection:
     return ClientConnection(ClientConfig(**options))
 
 
+def make_fresh_client(**overrides: Any) -> ClientConnection:
+    """A client that asks for a quote over each handshake (fresh mode)."""
+    return make_client(**{"fresh_quote": True, **overrides})
+
+
 def make_bridge(**overrides: Any) -> BridgeConnection:
     """A bridge with the stub provider and a fresh usage key; overrides go to ``BridgeConfig``."""
     options: dict[str, Any] = {
         "audience": AUDIENCE,
         "evidence_provider": stub_provider,
+        "key_evidence": StubKeyEvidence(),
         "usage_signing_key": ec.generate_private_key(ec.SECP256R1()),
     }
     options.update(overrides)

@@ -41,7 +41,7 @@ from tests.channel.doubles import (
     StubVerifier,
     handshake,
     make_bridge,
-    make_client,
+    make_fresh_client,
     stub_provider,
 )
 
@@ -109,7 +109,7 @@ def _expect_handshake_error(client: Any, message: bytes, check: str) -> Handshak
 
 
 def test_handshake_completes_and_both_sides_agree() -> None:
-    client, bridge = make_client(disclose=frozenset({"model"})), make_bridge()
+    client, bridge = make_fresh_client(disclose=frozenset({"model"})), make_bridge()
     client_events, bridge_events = handshake(client, bridge)
     (done,) = client_events
     (bridge_done,) = bridge_events
@@ -124,12 +124,12 @@ def test_handshake_completes_and_both_sides_agree() -> None:
 
 def test_report_data_and_transcript_follow_the_spec_formula() -> None:
     verifier = StubVerifier()
-    client, bridge = make_client(verifier=verifier), make_bridge()
+    client, bridge = make_fresh_client(verifier=verifier), make_bridge()
     (client_hello,) = client.data_to_send()
     bridge.receive_data(client_hello)
     (bridge_hello,) = bridge.data_to_send()
     client.receive_data(bridge_hello)
-    core_bytes, _ = decode_bridge_hello(bridge_hello)
+    core_bytes, _, _ = decode_bridge_hello(bridge_hello)
     core = BridgeHelloCore.decode(core_bytes)
     expected_rd = hashlib.sha512(
         b"shroud/1 reportdata"
@@ -154,14 +154,14 @@ def test_report_data_and_transcript_follow_the_spec_formula() -> None:
 
 def test_evidence_reaches_the_verifier_intact() -> None:
     verifier = StubVerifier()
-    handshake(make_client(verifier=verifier), make_bridge())
+    handshake(make_fresh_client(verifier=verifier), make_bridge())
     evidence, _ = verifier.calls[0]
     assert evidence.event_logs[0].format == "stub-log"
     assert evidence.collateral == b"{}"
 
 
 def test_ephemeral_private_keys_are_dropped_after_handshake() -> None:
-    client, bridge = make_client(), make_bridge()
+    client, bridge = make_fresh_client(), make_bridge()
     handshake(client, bridge)
     assert client._ephemeral is None  # forward secrecy
     assert not any(isinstance(v, ec.EllipticCurvePrivateKey) for v in vars(bridge).values())
@@ -171,7 +171,7 @@ def test_ephemeral_private_keys_are_dropped_after_handshake() -> None:
 
 
 def test_no_request_before_handshake_completes() -> None:
-    client = make_client()
+    client = make_fresh_client()
     assert len(client.data_to_send()) == 1  # ClientHello only
     with pytest.raises(LocalProtocolError) as info:
         client.send_request("POST", "/v1/chat/completions", [], disclosed={})
@@ -180,7 +180,7 @@ def test_no_request_before_handshake_completes() -> None:
 
 
 def test_no_request_after_failed_handshake() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
     bridge_hello = bytearray(_genuine_bridge_hello(client_hello))
     bridge_hello[-1] ^= 1
@@ -191,9 +191,9 @@ def test_no_request_after_failed_handshake() -> None:
 
 
 def test_replayed_bridge_hello_is_rejected() -> None:
-    first = make_client()
+    first = make_fresh_client()
     old_hello = _genuine_bridge_hello(first.data_to_send()[0])
-    second = make_client()
+    second = make_fresh_client()
     second.data_to_send()
     _expect_handshake_error(second, old_hello, "report-data")
 
@@ -201,15 +201,15 @@ def test_replayed_bridge_hello_is_rejected() -> None:
 def test_swapped_bridge_key_share_is_rejected() -> None:
     # The attacker keeps the genuine evidence but substitutes its own key share and can
     # therefore compute a valid fin: only the REPORTDATA comparison stands in the way.
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, _ = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, _ = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     forged = _attacker_bridge_hello(client_hello, BridgeHelloCore.decode(core_bytes))
     _expect_handshake_error(client, forged, "report-data")
 
 
 def test_swapped_client_key_share_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
     attacker = _point(ec.generate_private_key(ec.SECP256R1()))
     bridge_hello = _genuine_bridge_hello(_rewrite_client_hello(client_hello, kx=attacker))
@@ -217,14 +217,14 @@ def test_swapped_client_key_share_is_rejected() -> None:
 
 
 def test_modified_client_hello_nonce_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
     tampered = _rewrite_client_hello(client_hello, nonce=b"\x00" * 32)
     _expect_handshake_error(client, _genuine_bridge_hello(tampered), "report-data")
 
 
 def test_narrowed_disclosure_in_client_hello_is_rejected() -> None:
-    client = make_client(disclose=frozenset({"model", "stream"}))
+    client = make_fresh_client(disclose=frozenset({"model", "stream"}))
     (client_hello,) = client.data_to_send()
     # Server-side the bridge would now see a different set; the client notices via REPORTDATA.
     narrowed = _rewrite_client_hello(client_hello, disclose=["model"])
@@ -235,24 +235,24 @@ def test_narrowed_disclosure_in_client_hello_is_rejected() -> None:
 
 
 def test_bridge_confirming_a_widened_disclosure_set_is_rejected() -> None:
-    client = make_client(disclose=frozenset({"model"}))
+    client = make_fresh_client(disclose=frozenset({"model"}))
     (client_hello,) = client.data_to_send()
     forged = _compromised_bridge_hello(client_hello, disclose=("max_tokens", "model"))
     _expect_handshake_error(client, forged, "disclose")
 
 
 def test_tampered_fin_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     flipped = bytes([fin[0] ^ 0x80]) + fin[1:]
     _expect_handshake_error(client, encode_bridge_hello(core_bytes, flipped), "fin")
 
 
 def test_tampered_evidence_is_rejected_by_verifier() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     core = BridgeHelloCore.decode(core_bytes)
     quote = bytearray(core.evidence.quote)
     quote[20] ^= 1
@@ -262,7 +262,7 @@ def test_tampered_evidence_is_rejected_by_verifier() -> None:
 
 
 def test_wrong_audience_is_rejected_by_bridge() -> None:
-    client = make_client(audience="other.example.test")
+    client = make_fresh_client(audience="other.example.test")
     bridge = make_bridge()
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(client.data_to_send()[0])
@@ -272,7 +272,7 @@ def test_wrong_audience_is_rejected_by_bridge() -> None:
 
 def test_diverted_client_hello_cannot_be_answered_for_another_audience() -> None:
     # A middlebox rewrites aud so a bridge of another deployment answers: REPORTDATA differs.
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
     diverted = _rewrite_client_hello(client_hello, aud="evil.example.test")
     bridge_hello = _genuine_bridge_hello(diverted, audience="evil.example.test")
@@ -298,7 +298,7 @@ def _bad_points() -> list[tuple[str, bytes]]:
 
 @pytest.mark.parametrize(("name", "point"), _bad_points(), ids=[n for n, _ in _bad_points()])
 def test_invalid_or_compressed_client_point_is_rejected(name: str, point: bytes) -> None:
-    client = make_client()
+    client = make_fresh_client()
     bridge = make_bridge()
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(_rewrite_client_hello(client.data_to_send()[0], kx=point))
@@ -307,18 +307,18 @@ def test_invalid_or_compressed_client_point_is_rejected(name: str, point: bytes)
 
 @pytest.mark.parametrize(("name", "point"), _bad_points(), ids=[n for n, _ in _bad_points()])
 def test_invalid_or_compressed_bridge_point_is_rejected(name: str, point: bytes) -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     value["kx"] = point
     _expect_handshake_error(client, encode_bridge_hello(cbor.encode(value), fin), "key-share")
 
 
 def test_invalid_usage_key_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     value["usage_key"] = value["usage_key"][:33]
     _expect_handshake_error(client, encode_bridge_hello(cbor.encode(value), fin), "key-share")
@@ -328,23 +328,23 @@ def test_invalid_usage_key_is_rejected() -> None:
 
 
 def test_unknown_version_in_client_hello_is_rejected() -> None:
-    client, bridge = make_client(), make_bridge()
+    client, bridge = make_fresh_client(), make_bridge()
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(_rewrite_client_hello(client.data_to_send()[0], v=2))
     assert info.value.check == "version"
 
 
 def test_unknown_version_in_bridge_hello_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     value["v"] = 2
     _expect_handshake_error(client, encode_bridge_hello(cbor.encode(value), fin), "version")
 
 
 def test_unknown_suite_only_offer_is_rejected() -> None:
-    client, bridge = make_client(), make_bridge()
+    client, bridge = make_fresh_client(), make_bridge()
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(_rewrite_client_hello(client.data_to_send()[0], suites=[0x1234]))
     assert info.value.check == "suite"
@@ -352,20 +352,20 @@ def test_unknown_suite_only_offer_is_rejected() -> None:
 
 def test_unknown_suite_ids_cannot_be_configured() -> None:
     with pytest.raises(ValueError, match="allowed_suites"):
-        make_client(allowed_suites=frozenset({0x1234}))
+        make_fresh_client(allowed_suites=frozenset({0x1234}))
     with pytest.raises(ValueError, match="suites"):
         make_bridge(suites=frozenset({0x1234}))
 
 
 def test_default_client_refuses_simulated_tee_bridge() -> None:
-    client, bridge = make_client(), make_bridge(suites=frozenset({SIMULATED}))
+    client, bridge = make_fresh_client(), make_bridge(suites=frozenset({SIMULATED}))
     with pytest.raises(HandshakeError) as info:
         handshake(client, bridge)
     assert info.value.check == "suite"
 
 
 def test_bridge_choosing_an_unoffered_simulated_suite_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
     forged = _compromised_bridge_hello(client_hello, suite=int(SIMULATED))
     _expect_handshake_error(client, forged, "suite")
@@ -373,7 +373,7 @@ def test_bridge_choosing_an_unoffered_simulated_suite_is_rejected() -> None:
 
 def test_simulated_suite_works_only_when_explicitly_allowed() -> None:
     verifier = StubVerifier()
-    client = make_client(allowed_suites=frozenset({SIMULATED}), verifier=verifier)
+    client = make_fresh_client(allowed_suites=frozenset({SIMULATED}), verifier=verifier)
     (done,), _ = handshake(client, make_bridge(suites=frozenset({SIMULATED})))
     assert isinstance(done, HandshakeComplete)
     assert done.simulated
@@ -382,7 +382,9 @@ def test_simulated_suite_works_only_when_explicitly_allowed() -> None:
 
 
 def test_real_suite_is_preferred_when_both_are_allowed() -> None:
-    client = make_client(allowed_suites=frozenset({SIMULATED, Suite.P256_HKDF_SHA256_AES256GCM}))
+    client = make_fresh_client(
+        allowed_suites=frozenset({SIMULATED, Suite.P256_HKDF_SHA256_AES256GCM})
+    )
     bridge = make_bridge(suites=frozenset({SIMULATED, Suite.P256_HKDF_SHA256_AES256GCM}))
     (done,), _ = handshake(client, bridge)
     assert isinstance(done, HandshakeComplete)
@@ -418,7 +420,7 @@ def test_real_suite_is_preferred_when_both_are_allowed() -> None:
     ],
 )
 def test_malformed_client_hello_is_rejected(mutate: Any) -> None:
-    value = cbor.decode(make_client().data_to_send()[0], max_len=4096)
+    value = cbor.decode(make_fresh_client().data_to_send()[0], max_len=4096)
     mutate(value)
     bridge = make_bridge()
     with pytest.raises(HandshakeError):
@@ -427,7 +429,7 @@ def test_malformed_client_hello_is_rejected(mutate: Any) -> None:
 
 
 def test_client_hello_with_duplicate_key_is_rejected() -> None:
-    hello = make_client().data_to_send()[0]
+    hello = make_fresh_client().data_to_send()[0]
     # Append a second "v" entry by rewriting the map header: a6 -> a7, plus "v": 1.
     forged = b"\xa7" + hello[1:] + b"\x61v\x01"
     with pytest.raises(MalformedCborError):
@@ -436,7 +438,7 @@ def test_client_hello_with_duplicate_key_is_rejected() -> None:
 
 def test_client_hello_with_trailing_bytes_is_rejected() -> None:
     with pytest.raises(MalformedCborError) as info:
-        make_bridge().receive_data(make_client().data_to_send()[0] + b"\x00")
+        make_bridge().receive_data(make_fresh_client().data_to_send()[0] + b"\x00")
     assert info.value.check == "cbor-trailing"
 
 
@@ -447,9 +449,9 @@ def test_oversized_client_hello_is_rejected() -> None:
 
 
 def test_bridge_hello_with_unknown_evidence_key_is_rejected() -> None:
-    client = make_client()
+    client = make_fresh_client()
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     value["evidence"]["oracle"] = b""
     forged = encode_bridge_hello(cbor.encode(value), fin)
@@ -462,7 +464,7 @@ def test_bridge_hello_with_unknown_evidence_key_is_rejected() -> None:
     ids=["empty", "empty-array", "short-fin", "map"],
 )
 def test_malformed_bridge_hello_is_rejected(message: bytes) -> None:
-    client = make_client()
+    client = make_fresh_client()
     client.data_to_send()
     with pytest.raises((HandshakeError, MalformedCborError)):
         client.receive_data(message)
@@ -477,7 +479,7 @@ def test_verifier_rejection_surfaces_as_handshake_error() -> None:
     def refuse(evidence: Evidence, suite: int, /) -> Any:
         raise RuntimeError("policy says no")
 
-    client = make_client(verifier=refuse)
+    client = make_fresh_client(verifier=refuse)
     (client_hello,) = client.data_to_send()
     error = _expect_handshake_error(client, _genuine_bridge_hello(client_hello), "evidence")
     assert isinstance(error.__cause__, RuntimeError)
@@ -490,7 +492,7 @@ def test_verifier_handshake_errors_pass_through_unchanged() -> None:
     def refuse(evidence: Evidence, suite: int, /) -> Any:
         raise AttestationFailedError("policy", "MRTD not allowed")
 
-    client = make_client(verifier=refuse)
+    client = make_fresh_client(verifier=refuse)
     (client_hello,) = client.data_to_send()
     with pytest.raises(AttestationFailedError):
         client.receive_data(_genuine_bridge_hello(client_hello))
@@ -501,7 +503,7 @@ def test_verifier_returning_short_report_data_is_rejected() -> None:
         report_data = b"\x00" * 32
         report = None
 
-    client = make_client(verifier=lambda evidence, suite: Short())
+    client = make_fresh_client(verifier=lambda evidence, suite: Short())
     (client_hello,) = client.data_to_send()
     _expect_handshake_error(client, _genuine_bridge_hello(client_hello), "report-data")
 
@@ -512,7 +514,7 @@ def test_evidence_provider_failure_is_a_handshake_error() -> None:
 
     bridge = make_bridge(evidence_provider=broken)
     with pytest.raises(HandshakeError) as info:
-        bridge.receive_data(make_client().data_to_send()[0])
+        bridge.receive_data(make_fresh_client().data_to_send()[0])
     assert info.value.check == "evidence-provider"
     assert bridge.data_to_send() == []
 
@@ -524,13 +526,13 @@ def test_provider_receives_exactly_64_bytes_of_report_data() -> None:
         seen.append(report_data)
         return stub_provider(report_data)
 
-    handshake(make_client(), make_bridge(evidence_provider=provider))
+    handshake(make_fresh_client(), make_bridge(evidence_provider=provider))
     assert len(seen) == 1
     assert len(seen[0]) == 64
 
 
 def test_eof_during_handshake_is_a_handshake_error() -> None:
-    client = make_client()
+    client = make_fresh_client()
     with pytest.raises(HandshakeError) as info:
         client.receive_eof()
     assert info.value.check == "eof"
@@ -538,8 +540,8 @@ def test_eof_during_handshake_is_a_handshake_error() -> None:
 
 def test_audience_is_required() -> None:
     with pytest.raises(ValueError, match="audience"):
-        make_client(audience="")
-    assert make_client().client_hello  # sanity: default AUDIENCE is valid
+        make_fresh_client(audience="")
+    assert make_fresh_client().client_hello  # sanity: default AUDIENCE is valid
     assert AUDIENCE
 
 
@@ -551,7 +553,7 @@ def test_misbehaving_verifier_result_fails_closed() -> None:
 
         report = None
 
-    client = make_client(verifier=lambda evidence, suite: Exploding())
+    client = make_fresh_client(verifier=lambda evidence, suite: Exploding())
     (client_hello,) = client.data_to_send()
     with pytest.raises(ChannelError) as info:
         client.receive_data(_genuine_bridge_hello(client_hello))
@@ -580,7 +582,7 @@ def test_misbehaving_verifier_result_fails_closed() -> None:
 )
 def test_client_hello_suites_must_be_one_to_eight_unique_uint16(suites: Any) -> None:
     # Most offers also hold suite 1 (True == 1, b"\x01" iterates to 1): only this check refuses.
-    client, bridge = make_client(), make_bridge()
+    client, bridge = make_fresh_client(), make_bridge()
     hello = _rewrite_client_hello(client.data_to_send()[0], suites=suites)
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(hello)
@@ -616,12 +618,12 @@ def _non_uncompressed_encodings() -> list[tuple[str, bytes]]:
 )
 def test_key_share_not_in_uncompressed_form_is_refused_as_such(name: str, point: bytes) -> None:
     # The refusal names the encoding rule, not whatever cryptography says later.
-    client, bridge = make_client(), make_bridge()
+    client, bridge = make_fresh_client(), make_bridge()
     (client_hello,) = client.data_to_send()
     with pytest.raises(HandshakeError, match="not an uncompressed P-256 point") as info:
         bridge.receive_data(_rewrite_client_hello(client_hello, kx=point))
     assert info.value.check == "key-share"
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     value["kx"] = point
     error = _expect_handshake_error(

@@ -20,7 +20,7 @@ from shroud_sdk.channel.handshake import (
 )
 from shroud_sdk.channel.keyschedule import derive_session_keys, export_keying_material
 from shroud_sdk.errors import ConnectionFailedError, HandshakeError
-from tests.channel.doubles import StubVerifier, deliver, handshake, make_bridge, make_client
+from tests.channel.doubles import StubVerifier, deliver, handshake, make_bridge, make_fresh_client
 
 CLASSIC = Suite.P256_HKDF_SHA256_AES256GCM
 HYBRID = Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM
@@ -41,7 +41,7 @@ def _expect_refusal(client_hello: bytes, check: str) -> None:
 
 
 def test_hybrid_handshake_completes_and_carries_requests() -> None:
-    client, bridge = make_client(allowed_suites=BOTH), make_bridge(suites=BOTH)
+    client, bridge = make_fresh_client(allowed_suites=BOTH), make_bridge(suites=BOTH)
     (done,), (bridge_done,) = handshake(client, bridge)
     assert isinstance(done, HandshakeComplete)
     assert isinstance(bridge_done, HandshakeComplete)
@@ -54,7 +54,7 @@ def test_hybrid_handshake_completes_and_carries_requests() -> None:
 
 
 def test_hybrid_is_preferred_and_offered_with_a_kem_key() -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     hello = ClientHello.decode(client.data_to_send()[0])
     assert hello.suites == (HYBRID, CLASSIC)
     assert hello.kem is not None
@@ -62,7 +62,7 @@ def test_hybrid_is_preferred_and_offered_with_a_kem_key() -> None:
 
 
 def test_classic_bridge_still_serves_a_hybrid_capable_client() -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     (done,), _ = handshake(client, make_bridge())
     assert isinstance(done, HandshakeComplete)
     assert done.suite == CLASSIC
@@ -70,7 +70,7 @@ def test_classic_bridge_still_serves_a_hybrid_capable_client() -> None:
 
 
 def test_kem_private_key_is_dropped_after_handshake() -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     assert client._kem_key is not None
     handshake(client, make_bridge(suites=BOTH))
     assert client._kem_key is None
@@ -78,14 +78,14 @@ def test_kem_private_key_is_dropped_after_handshake() -> None:
 
 def test_hybrid_key_schedule_and_report_data_follow_the_spec() -> None:
     verifier = StubVerifier()
-    client = make_client(allowed_suites=BOTH, verifier=verifier)
+    client = make_fresh_client(allowed_suites=BOTH, verifier=verifier)
     ecdh_key, kem_key = client._ephemeral, client._kem_key
     assert ecdh_key is not None
     assert kem_key is not None
     (client_hello,) = client.data_to_send()
     bridge_hello = _genuine_bridge_hello(client_hello)
     client.receive_data(bridge_hello)
-    core_bytes, _ = decode_bridge_hello(bridge_hello)
+    core_bytes, _, _ = decode_bridge_hello(bridge_hello)
     core = BridgeHelloCore.decode(core_bytes)
     assert core.kem_ct is not None
     expected_rd = hashlib.sha512(
@@ -106,9 +106,9 @@ def test_hybrid_key_schedule_and_report_data_follow_the_spec() -> None:
 
 
 def test_swapped_kem_ciphertext_is_rejected() -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     (client_hello,) = client.data_to_send()
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     core = BridgeHelloCore.decode(core_bytes)
     ek = ClientHello.decode(client_hello).kem
     assert ek is not None
@@ -122,7 +122,7 @@ def test_swapped_kem_ciphertext_is_rejected() -> None:
 
 
 def test_swapped_client_kem_key_is_rejected() -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     (client_hello,) = client.data_to_send()
     attacker = mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes_raw()
     value = cbor.decode(client_hello, max_len=4096)
@@ -133,13 +133,13 @@ def test_swapped_client_kem_key_is_rejected() -> None:
 
 
 def test_hybrid_offer_without_kem_key_is_rejected() -> None:
-    value = cbor.decode(make_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
+    value = cbor.decode(make_fresh_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
     del value["kem"]
     _expect_refusal(cbor.encode(value), "client-hello")
 
 
 def test_kem_key_without_hybrid_offer_is_rejected() -> None:
-    value = cbor.decode(make_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
+    value = cbor.decode(make_fresh_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
     value["suites"] = [CLASSIC]
     _expect_refusal(cbor.encode(value), "client-hello")
 
@@ -148,13 +148,13 @@ def test_kem_key_without_hybrid_offer_is_rejected() -> None:
     "kem", [b"\x00" * 1183, b"\xff" * 1184, 5], ids=["short", "coefficients-out-of-range", "int"]
 )
 def test_malformed_kem_key_is_rejected(kem: object) -> None:
-    value = cbor.decode(make_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
+    value = cbor.decode(make_fresh_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
     value["kem"] = kem
     _expect_refusal(cbor.encode(value), "key-share")
 
 
 def _bridge_hello_with(client_hello: bytes, **changes: object) -> bytes:
-    core_bytes, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
+    core_bytes, _, fin = decode_bridge_hello(_genuine_bridge_hello(client_hello))
     value = cbor.decode(core_bytes, max_len=1 << 20)
     for key, new in changes.items():
         if new is None:
@@ -174,7 +174,7 @@ def _bridge_hello_with(client_hello: bytes, **changes: object) -> bytes:
     ids=["hybrid-without-ciphertext", "short-ciphertext", "ciphertext-with-classic-suite"],
 )
 def test_malformed_hybrid_bridge_hello_is_rejected(changes: dict[str, object], check: str) -> None:
-    client = make_client(allowed_suites=BOTH)
+    client = make_fresh_client(allowed_suites=BOTH)
     (client_hello,) = client.data_to_send()
     with pytest.raises(HandshakeError) as info:
         client.receive_data(_bridge_hello_with(client_hello, **changes))
@@ -182,7 +182,7 @@ def test_malformed_hybrid_bridge_hello_is_rejected(changes: dict[str, object], c
 
 
 def test_malformed_kem_key_is_rejected_even_when_hybrid_is_not_chosen() -> None:
-    value = cbor.decode(make_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
+    value = cbor.decode(make_fresh_client(allowed_suites=BOTH).data_to_send()[0], max_len=4096)
     value["kem"] = b"\xff" * 1184
     with pytest.raises(HandshakeError) as info:
         make_bridge().receive_data(cbor.encode(value))  # classic-only bridge

@@ -140,7 +140,7 @@ def _valid_inputs() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
     (client_hello,) = client.data_to_send()
     bridge.receive_data(client_hello)
     (bridge_hello,) = bridge.data_to_send()
-    core, _fin = decode_bridge_hello(bridge_hello)
+    core, _sig, _fin = decode_bridge_hello(bridge_hello)
     usage = SignedUsage(Usage(1, 2, 3), b"\x01" * 64).to_metadata()
     return {
         "cbor": (_decode_cbor, client_hello),
