@@ -190,6 +190,11 @@ class Policy(_Frozen):
     # even when on, the evidence must still chain to one of ``trusted_roots``: a policy that
     # trusts only Intel's root can never accept a simulated quote.
     allow_simulated_tee: StrictBool = False
+    # Evidence modes (docs/protocol.md section 3.6): the longest attested-key window accepted,
+    # and whether to insist on a quote over every handshake instead. The SDK's verifier enforces
+    # both (a window is not part of a VerificationReport, so ``evaluate`` does not see it).
+    max_evidence_lifetime_seconds: Annotated[StrictInt, Field(gt=0, le=86400)] = 3600
+    fresh_quote: StrictBool = False
     custom_checks: tuple[PolicyCheck, ...] = Field(default=(), exclude=True)
 
     def __init__(self, **data: Any) -> None:
@@ -327,6 +332,8 @@ class Policy(_Frozen):
             "denied_advisory_ids": sorted(self.denied_advisory_ids),
             "allow_mr_service_td_nonzero": self.allow_mr_service_td_nonzero,
             "allow_simulated_tee": self.allow_simulated_tee,
+            "max_evidence_lifetime_seconds": self.max_evidence_lifetime_seconds,
+            "fresh_quote": self.fresh_quote,
         }
         unpinned: list[str] = []
         optional: dict[str, Any] = {

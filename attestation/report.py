@@ -91,6 +91,9 @@ class VerificationReport:
     # TCB recoveries the collateral reflects (policy: min_tcb_evaluation_data_number).
     tcb_evaluation_data_number: int | None = None
     trusted_root_sha256: bytes | None = None  # fingerprint of the root the chains ended in
+    # The last second at which every validity window this verification relied on (collateral,
+    # CRLs, certificates) still holds; None when no window was checked.
+    valid_until: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -545,6 +545,10 @@ class _Run:
             return False
         self.report.add(name, CheckStatus.PASS, step.detail)
         self.passed.add(name)
+        for window in step.windows:
+            last = window.not_after - 1 if window.end_exclusive else window.not_after
+            if self.report.valid_until is None or last < self.report.valid_until:
+                self.report.valid_until = last
         return True
 
     def check(self, name: str, fn: Callable[[], str]) -> bool:

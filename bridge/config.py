@@ -43,6 +43,10 @@ ENV_PREFIX: Final = "SHROUD_BRIDGE_"
 ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
 DEMO_UPSTREAM: Final = "demo"
 
+# The SDK policy's default max_evidence_lifetime_seconds (docs/policy.md); a longer
+# evidence_lifetime is allowed but warned about.
+DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME: Final = 3600
+
 # Version of the canonical document hashed into RTMR3; bump when its fields change.
 CONFIG_DOCUMENT_VERSION: Final = 1
 
@@ -164,6 +168,16 @@ class BridgeConfig(BaseModel):
     dev_policy_out: Path | None = None
     collateral: CollateralSource | None = None
     pccs_url: str | None = None
+    # Attested-key evidence (docs/protocol.md section 3.6): how long one key and its quote are
+    # valid. Rotation starts at half-life; default SDK policies accept at most 3600 s.
+    evidence_lifetime: int = Field(default=600, ge=10, le=86400)
+    # Fresh-mode quotes per client source: a token bucket of this rate and burst (0: refuse
+    # fresh mode entirely). The quote concurrency cap (max_concurrent_handshakes) also applies.
+    fresh_quotes_per_minute: float = Field(default=6.0, ge=0, le=6000)
+    fresh_quote_burst: int = Field(default=2, ge=1, le=1000)
+    # The simulated provider's time per quote, to model configfs-tsm / QGS in tests and
+    # benchmarks (11 ms with fast polling, about 1 s on a stock kernel).
+    simulated_quote_latency: float = Field(default=0.0, ge=0, le=60)
 
     @field_validator("listen", "metrics_listen", mode="before")
     @classmethod
@@ -273,6 +287,10 @@ class BridgeConfig(BaseModel):
             for name in ("simulated_dir", "simulated_seed", "dev_policy_out"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} only applies to the simulated quote provider")
+            if self.simulated_quote_latency:
+                raise ValueError(
+                    "simulated_quote_latency only applies to the simulated quote provider"
+                )
         if simulated and self.collateral not in {CollateralSource.SIMULATED, CollateralSource.NONE}:
             raise ValueError("simulated quotes need collateral 'simulated' or 'none'")
         if not simulated and self.collateral is CollateralSource.SIMULATED:
@@ -533,6 +551,22 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-policy-out", type=Path, help="write a dev policy TOML (simulated only)")
     p.add_argument("--collateral", choices=[c.value for c in CollateralSource])
     p.add_argument("--pccs-url", help="https URL of a PCCS (with --collateral pccs)")
+    p.add_argument(
+        "--evidence-lifetime",
+        type=int,
+        help="seconds one attested key and its quote are valid (default 600)",
+    )
+    p.add_argument(
+        "--fresh-quotes-per-minute",
+        type=float,
+        help="fresh-mode quotes per client source and minute (default 6; 0 refuses fresh mode)",
+    )
+    p.add_argument("--fresh-quote-burst", type=int, help="fresh-mode burst per source (default 2)")
+    p.add_argument(
+        "--simulated-quote-latency",
+        type=float,
+        help="seconds per simulated quote, serialised per host (models configfs-tsm/QGS time)",
+    )
     return p
 
 

@@ -1,10 +1,17 @@
-"""The bridge's ``EvidenceProvider``: a quote over the handshake's REPORTDATA, and its helpers.
+"""The bridge's evidence: a quote over a handshake's REPORTDATA, or over a fresh attested key.
 
-:class:`BridgeEvidence` is the only object in the bridge that holds the quote provider. The
-channel core (``BridgeConnection``) calls it with the REPORTDATA the core itself computed from the
-ClientHello, the suite and the bridge's keys; nothing else in the bridge can reach the provider,
-so no input from the network chooses the bytes a quote is made over (the "no oracle" rule of
-DESIGN.md section 5). The evidence carries:
+:class:`BridgeEvidence` is the only object in the bridge that holds the quote provider, and it
+asks for quotes over exactly two kinds of REPORTDATA, each computed by channel code under its
+own domain label (docs/protocol.md section 4):
+
+- fresh mode: the channel core (``BridgeConnection``) calls it with the REPORTDATA the core
+  itself computed from the ClientHello, the suite and the bridge's keys;
+- attested-key mode: :meth:`BridgeEvidence.mint_attested_key` generates a key pair here, reads
+  the clock for its window and quotes the key binding; the private key goes only into the
+  returned :class:`~bridge.attested_key.AttestedKeySigner`.
+
+Nothing else in the bridge can reach the provider, so no input from the network chooses the
+bytes a quote is made over (the "no oracle" rule of DESIGN.md section 5). The evidence carries:
 
 - the quote, type ``"tdx"`` (the simulated platform's quotes are byte-compatible TDX v4 quotes;
   the channel's simulated suite, not the evidence type, marks them as simulated);
@@ -29,15 +36,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from attestation.collateral_cache import CollateralCache
 from attestation.errors import AttestationError
 from attestation.eventlog import EventLogFormat
 from attestation.pcs import CollateralFetcher
 from attestation.quote_parser import parse_quote
+from bridge.attested_key import AttestedKeySigner
 from bridge.config import BridgeConfig, CollateralSource
+from bridge.metrics import QuotePurpose
 from bridge.providers.base import QuoteProvider, QuoteProviderError
 from bridge.providers.simulated import SimulatedQuoteProvider
-from shroud_sdk.channel.evidence import EventLog, Evidence
+from shroud_sdk.channel.evidence import AttestedKey, EventLog, Evidence, KeyEvidence
+from shroud_sdk.channel.handshake import compute_key_report_data
 
 _log = logging.getLogger(__name__)
 
@@ -116,9 +129,12 @@ def collateral_supplier_for(
 
 
 class BridgeEvidence:
-    """The ``EvidenceProvider`` handed to ``BridgeConfig``; see the module docstring.
+    """The fresh-mode ``EvidenceProvider`` handed to ``BridgeConfig``, and the minter of
+    attested keys; see the module docstring.
 
-    Blocking: the session calls the channel core, and so this, in a worker thread.
+    Blocking: the session calls the channel core, and so this, in a worker thread; rotation
+    calls :meth:`mint_attested_key` in one too. ``on_quote`` is told each quote's purpose and
+    how long the provider took (for metrics).
     """
 
     def __init__(
@@ -128,6 +144,7 @@ class BridgeEvidence:
         *,
         collateral: CollateralSupplier | None = None,
         clock: Callable[[], float] = time.time,
+        on_quote: Callable[[QuotePurpose, float], None] | None = None,
     ) -> None:
         self.__provider = provider  # name-mangled: reachable only through __call__
         logs = []
@@ -138,14 +155,44 @@ class BridgeEvidence:
         self._logs = tuple(logs)
         self._collateral = collateral
         self._clock = clock
+        self._on_quote = on_quote
 
     def __repr__(self) -> str:
         return f"BridgeEvidence(logs={[log.format for log in self._logs]})"
 
     def __call__(self, report_data: bytes, /) -> Evidence:
         """Evidence whose quote is over exactly ``report_data`` (from the channel core)."""
-        quote = self.__provider.get_quote(report_data)
+        quote = self._quote(report_data, QuotePurpose.FRESH)
         return Evidence(EVIDENCE_TYPE_TDX, quote, self._logs, self._fetch_collateral(quote))
+
+    def mint_attested_key(self, lifetime: int) -> KeyEvidence:
+        """A new attested key valid for ``lifetime`` seconds from now, with its evidence.
+
+        The key pair is generated here, in TD memory; its private half goes only into the
+        returned signer. The window starts when the key is made, before the quote.
+        """
+        if lifetime <= 0:
+            raise ValueError("an attested key needs a positive lifetime")
+        key = ec.generate_private_key(ec.SECP256R1())
+        public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        not_before = int(self._clock())
+        attested = AttestedKey(public, not_before, not_before + lifetime)
+        quote = self._quote(compute_key_report_data(attested), QuotePurpose.ATTESTED_KEY)
+        evidence = Evidence(
+            EVIDENCE_TYPE_TDX, quote, self._logs, self._fetch_collateral(quote), attested
+        )
+        return KeyEvidence(evidence, AttestedKeySigner(key))
+
+    def collateral_for(self, quote: bytes) -> bytes | None:
+        """The collateral the bridge would ship with ``quote`` now (None: none, or failed)."""
+        return self._fetch_collateral(quote)
+
+    def _quote(self, report_data: bytes, purpose: QuotePurpose) -> bytes:
+        started = time.perf_counter()
+        quote = self.__provider.get_quote(report_data)
+        if self._on_quote is not None:
+            self._on_quote(purpose, time.perf_counter() - started)
+        return quote
 
     def _fetch_collateral(self, quote: bytes) -> bytes | None:
         if self._collateral is None:

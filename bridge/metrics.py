@@ -47,6 +47,8 @@ class HandshakeFailure(StrEnum):
     UNAUTHORIZED = "unauthorized"
     OVERLOADED = "overloaded"
     QUOTE_FAILED = "quote_failed"
+    EVIDENCE_UNAVAILABLE = "evidence_unavailable"  # no valid attested key (rotation failing)
+    FRESH_QUOTE_LIMITED = "fresh_quote_limited"  # the source's fresh-quote budget is spent
     CLIENT_CLOSED = "client_closed"
     INTERNAL = "internal"
 
@@ -65,6 +67,20 @@ class ErrorKind(StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_PROTOCOL = "upstream_protocol"
     INTERNAL = "internal"
+
+
+class QuotePurpose(StrEnum):
+    """What a quote was made for (docs/protocol.md section 3.6)."""
+
+    ATTESTED_KEY = "attested_key"  # binds a rotation's attested key and window
+    FRESH = "fresh"  # binds one handshake
+
+
+class RotationResult(StrEnum):
+    """How an attested-key rotation ended."""
+
+    OK = "ok"
+    FAILED = "failed"
 
 
 class StreamOutcome(StrEnum):
@@ -123,10 +139,34 @@ class BridgeMetrics:
             ["result", "reason"],
             registry=r,
         )
-        self.quote_seconds = Histogram(
-            f"{_NAMESPACE}_quote_seconds",
-            "Time to obtain a quote from the provider.",
+        self.handshake_seconds = Histogram(
+            f"{_NAMESPACE}_handshake_seconds",
+            "Time to answer a ClientHello (including a fresh quote, if one was asked for).",
             buckets=_QUOTE_BUCKETS,
+            registry=r,
+        )
+        self.quotes_generated = Counter(
+            f"{_NAMESPACE}_quotes_generated",
+            "Quotes obtained from the provider, by purpose (attested_key or fresh).",
+            ["purpose"],
+            registry=r,
+        )
+        self.quote_generation_seconds = Histogram(
+            f"{_NAMESPACE}_quote_generation_seconds",
+            "Time the quote provider took per quote, by purpose.",
+            ["purpose"],
+            buckets=_QUOTE_BUCKETS,
+            registry=r,
+        )
+        self.evidence_rotations = Counter(
+            f"{_NAMESPACE}_evidence_rotations",
+            "Attested-key rotations by result.",
+            ["result"],
+            registry=r,
+        )
+        self.evidence_expiry = Gauge(
+            f"{_NAMESPACE}_evidence_expiry_timestamp_seconds",
+            "not_after (UNIX seconds) of the attested key being served; alert well before it.",
             registry=r,
         )
         self.handshakes_in_progress = Gauge(
@@ -182,10 +222,22 @@ class BridgeMetrics:
 
     # -- recording ---------------------------------------------------------------------------
 
-    def handshake_ok(self, quote_seconds: float) -> None:
-        """A completed handshake, with the time the quote took."""
+    def handshake_ok(self, seconds: float) -> None:
+        """A completed handshake, with the time it took to answer."""
         self.handshakes.labels("ok", "").inc()
-        self.quote_seconds.observe(quote_seconds)
+        self.handshake_seconds.observe(seconds)
+
+    def quote_generated(self, purpose: QuotePurpose, seconds: float) -> None:
+        """The provider produced a quote in ``seconds``."""
+        label = QuotePurpose(purpose).value
+        self.quotes_generated.labels(label).inc()
+        self.quote_generation_seconds.labels(label).observe(seconds)
+
+    def rotation(self, result: RotationResult, not_after: int | None = None) -> None:
+        """An attested-key rotation ended; ``not_after`` of the key now served, if new."""
+        self.evidence_rotations.labels(RotationResult(result).value).inc()
+        if not_after is not None:
+            self.evidence_expiry.set(not_after)
 
     def handshake_failed(self, reason: HandshakeFailure) -> None:
         """A failed handshake."""

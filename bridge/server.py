@@ -9,6 +9,8 @@
 2. with the simulated provider, the development policy for clients (``--dev-policy-out``);
 3. the evidence provider (``bridge.evidence``), which from then on is the only holder of the
    quote provider; the channel core calls it with the REPORTDATA it computed (no oracle);
+   then this process's attested key (``bridge.attested_key``): the first key and its quote are
+   made before listening (a failure fails the start), later ones by a background rotation;
 4. a fresh per-process usage-signing key (ECDSA P-256, never written anywhere; its public key
    is bound into every quote's REPORTDATA through the handshake);
 5. the upstream client (or the built-in demo model) and the WebSocket listener:
@@ -38,9 +40,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from bridge.config import BridgeConfig
+from bridge.attested_key import AttestedKeyHolder
+from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig
 from bridge.demo_upstream import DemoUpstream
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
+from bridge.fresh_quotes import FreshQuoteLimiter
 from bridge.metrics import BridgeMetrics
 from bridge.providers import QuoteProvider, create_provider
 from bridge.providers.measure import measure_bridge
@@ -98,6 +102,7 @@ class BridgeServer:
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._state: RuntimeLogStore | None = None
         self._sessions: set[Session] = set()
+        self._attested_key: AttestedKeyHolder | None = None
         self._closing = False
         self.metrics: BridgeMetrics | None = None
         self.usage_public_key: ec.EllipticCurvePublicKey | None = None
@@ -159,6 +164,7 @@ class BridgeServer:
             provider,
             measured.runtime_log,
             collateral=collateral_supplier_for(config, provider),
+            on_quote=metrics.quote_generated,
         )
         # A simulated TEE is announced only as such; hardware gets every real suite (the
         # client's offer order decides, and clients offer the hybrid suite only when asked).
@@ -166,12 +172,25 @@ class BridgeServer:
         # From here on only `evidence` holds the provider (the "no oracle" rule).
         del provider
         self._injected_provider = None
+        if config.evidence_lifetime > DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME:
+            _log.warning(
+                "evidence_lifetime is %d s: clients with the default policy refuse attested "
+                "keys valid longer than %d s (max_evidence_lifetime_seconds)",
+                config.evidence_lifetime,
+                DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME,
+            )
+        attested_key = AttestedKeyHolder(
+            evidence, config.evidence_lifetime, on_rotation=metrics.rotation
+        )
+        await attested_key.start()
+        self._attested_key = attested_key
         usage_key = self._usage_key or ec.generate_private_key(ec.SECP256R1())
         self._usage_key = None
         self.usage_public_key = usage_key.public_key()
         channel = ChannelConfig(
             audience=config.effective_audience,
             evidence_provider=evidence,
+            key_evidence=attested_key,
             usage_signing_key=usage_key,
             suites=frozenset(suites),
             # The core's own cap only guards against a broken peer (a violation is fatal);
@@ -201,6 +220,9 @@ class BridgeServer:
             metrics=metrics,
             handshake_slots=asyncio.Semaphore(config.max_concurrent_handshakes),
             api_keys=tuple(k.get_secret_value().encode("utf-8") for k in config.api_keys),
+            fresh_quotes=FreshQuoteLimiter(
+                config.fresh_quotes_per_minute, config.fresh_quote_burst
+            ),
         )
         self._context = context
         self._server = await serve(
@@ -272,6 +294,8 @@ class BridgeServer:
             self._server.close(close_connections=False)
             await self._server.wait_closed()
             self._server = None
+        if self._attested_key is not None:
+            await self._attested_key.stop()
         if self._upstream is not None:
             await self._upstream.aclose()
         if self._demo is not None:

@@ -4,9 +4,12 @@ The channel core is sans-I/O; this is its asyncio shell on the bridge. A session
 
 1. waits (at most ``handshake_timeout``) for the ClientHello, checks the client's disclosure set
    against the operator's rules (closing with 1008 and a reason listing the required and
-   allowed fields when it does not fit them), takes one of the server's handshake slots
-   (closing with 1013 when none is free: quote generation is the expensive step) and runs the
-   core's handshake in a worker thread, because the quote provider blocks;
+   allowed fields when it does not fit them), then answers in the evidence mode the client
+   asked for (docs/protocol.md section 3.6): in attested-key mode at once, on the event loop
+   (a signature, no quote); in fresh mode only within the source's fresh-quote budget (else
+   1013, "fresh quote rate limit: retry after <n>s") and one of the server's handshake slots
+   (else 1013: quote generation is the expensive step), in a worker thread, because the quote
+   provider blocks;
 2. then reads records, turning each request stream into a task that proxies it to the upstream
    (``bridge.upstream``) and streams the response back, many streams at once;
 3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
@@ -42,6 +45,7 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 
 from bridge import errors
 from bridge.config import BridgeConfig
+from bridge.fresh_quotes import FreshQuoteLimiter, retry_after_seconds
 from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure, StreamOutcome
 from bridge.upstream import Upstream, UpstreamError, UpstreamRequest, UpstreamTimeoutError
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
@@ -74,6 +78,8 @@ MAX_CLOSE_REASON_BYTES: Final = 123
 # The close reason of a refused disclosure set; the SDK parses the two lists out of it
 # (docs/protocol.md section 9, docs/deployment.md).
 DISCLOSURE_REFUSED_PREFIX: Final = "disclosure refused:"
+# The close reason of a refused fresh quote (docs/protocol.md section 9); the SDK parses it.
+FRESH_QUOTE_LIMIT_PREFIX: Final = "fresh quote rate limit"
 RETRY_AFTER_SECONDS: Final = 1
 # Paths whose streamed responses follow OpenAI's chat/completions SSE shape, where the bridge
 # may ask the upstream for a final usage chunk (stream_options.include_usage).
@@ -95,6 +101,7 @@ _HANDSHAKE_REASONS: Final = {
     "suite": HandshakeFailure.UNSUPPORTED_SUITE,
     "version": HandshakeFailure.UNSUPPORTED_VERSION,
     "evidence-provider": HandshakeFailure.QUOTE_FAILED,
+    "evidence-unavailable": HandshakeFailure.EVIDENCE_UNAVAILABLE,
     "disclose": HandshakeFailure.DISCLOSURE_REFUSED,
 }
 
@@ -109,6 +116,7 @@ class SessionContext:
     metrics: BridgeMetrics
     handshake_slots: asyncio.Semaphore
     api_keys: tuple[bytes, ...] = field(repr=False)
+    fresh_quotes: FreshQuoteLimiter = field(default_factory=lambda: FreshQuoteLimiter(6, 2))
 
 
 def close_reason(text: str) -> str:
@@ -401,10 +409,19 @@ class Session:
             )
         if self._shutting_down:
             return await self._refuse(HandshakeFailure.OVERLOADED, WS_GOING_AWAY, "shutting down")
+        if not hello.fresh:
+            return await self._answer_with_attested_key(message)
         slots = self._ctx.handshake_slots
         if slots.locked():
             return await self._refuse(
                 HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, "handshake capacity reached"
+            )
+        wait = self._ctx.fresh_quotes.try_acquire(self.source)
+        if wait is not None:
+            return await self._refuse(
+                HandshakeFailure.FRESH_QUOTE_LIMITED,
+                WS_TRY_AGAIN_LATER,
+                f"{FRESH_QUOTE_LIMIT_PREFIX}: retry after {retry_after_seconds(wait)}s",
             )
         await slots.acquire()  # cannot block: checked just above, no await in between
         self._metrics.handshakes_in_progress.inc()
@@ -423,6 +440,20 @@ class Session:
             _log.info("handshake refused: %s", exc)
             reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
             return await self._refuse(reason, exc.ws_close_code, exc.check)
+        return await self._handshake_answered(started)
+
+    async def _answer_with_attested_key(self, message: bytes) -> bool:
+        # No quote, nothing blocking: a signature and key agreement, on the loop.
+        started = time.perf_counter()
+        try:
+            self._conn.receive_data(message)
+        except ChannelError as exc:
+            _log.info("handshake refused: %s", exc)
+            reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
+            return await self._refuse(reason, exc.ws_close_code, exc.check)
+        return await self._handshake_answered(started)
+
+    async def _handshake_answered(self, started: float) -> bool:
         self._metrics.handshake_ok(time.perf_counter() - started)
         self._conn.events_received()  # HandshakeComplete: nothing to act on
         self._established = True
@@ -431,6 +462,14 @@ class Session:
             await self._close_channel()
             return False
         return True
+
+    @property
+    def source(self) -> str:
+        """Who this client is for per-source limits: the peer's IP address."""
+        peer = self._ws.remote_address
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            return peer[0]
+        return "unknown"
 
     def _handshake_done(self, slots: asyncio.Semaphore) -> None:
         self._metrics.handshakes_in_progress.dec()

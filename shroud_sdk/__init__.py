@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shroud_sdk.channel.evidence import EvidenceMode
     from shroud_sdk.channel.usage import Usage
     from shroud_sdk.client import AsyncOpenAI, ConfigurationError, OpenAI, resolve_policy
     from shroud_sdk.errors import AttestationFailedError, ShroudError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
         AsyncShroudTransport,
         AttestationError,
         DisclosureRefusedError,
+        FreshQuoteRateLimitedError,
         LegacyShroudTransport,
         RefusedDestinationError,
         ShroudTransport,
@@ -40,6 +42,8 @@ _EXPORTS = {
     "AttestationVerifier": "shroud_sdk.verifier",
     "ConfigurationError": "shroud_sdk.client",
     "DisclosureRefusedError": "shroud_sdk.transport",
+    "EvidenceMode": "shroud_sdk.channel.evidence",
+    "FreshQuoteRateLimitedError": "shroud_sdk.transport",
     "LegacyShroudTransport": "shroud_sdk.transport",
     "OpenAI": "shroud_sdk.client",
     "RefusedDestinationError": "shroud_sdk.transport",
@@ -61,6 +65,8 @@ __all__ = [
     "AttestationVerifier",
     "ConfigurationError",
     "DisclosureRefusedError",
+    "EvidenceMode",
+    "FreshQuoteRateLimitedError",
     "LegacyShroudTransport",
     "OpenAI",
     "RefusedDestinationError",

@@ -78,6 +78,13 @@ _MAX_MESSAGE: Final = MAX_BRIDGE_HELLO_LEN
 _WS_POLICY_VIOLATION: Final = 1008
 _DISCLOSURE_REASON_PREFIX: Final = "disclosure"
 _DISCLOSURE_FIELD_LIST: Final = re.compile(r"\b(required|allowed)=([A-Za-z_,]*)")
+# docs/protocol.md §9: a bridge out of fresh quotes for this source closes with 1013 and
+# "fresh quote rate limit: retry after <n>s"; one without a valid attested key with 4001 and
+# "evidence-unavailable".
+_WS_TRY_AGAIN_LATER: Final = 1013
+_FRESH_QUOTE_LIMIT_PREFIX: Final = "fresh quote rate limit"
+_RETRY_AFTER: Final = re.compile(r"retry after (\d{1,6})s")
+_EVIDENCE_UNAVAILABLE: Final = "evidence-unavailable"
 
 
 class SessionConnectError(ShroudError):
@@ -99,6 +106,17 @@ class StreamAbortedError(ShroudError):
         super().__init__(f"the bridge reset the stream (code {code}): {reason[:200]}")
         self.code = code
         self.reason = reason
+
+
+class SessionFreshQuoteRefusedError(ShroudError):
+    """The bridge refused a fresh quote for this client's source (its rate limit); nothing
+    was sent. ``retry_after`` is the bridge's advice in seconds (None if it gave none); like
+    every close reason it is unauthenticated."""
+
+    def __init__(self, retry_after: int | None) -> None:
+        after = f"; retry after {retry_after} s" if retry_after is not None else ""
+        super().__init__(f"the bridge refused a fresh quote (its per-source rate limit){after}")
+        self.retry_after = retry_after
 
 
 class SessionDisclosureRefusedError(ShroudError):
@@ -140,7 +158,9 @@ class SessionConfig:
     the URL); ``verifier`` the evidence verifier; ``allow_simulated`` offers the simulated-TEE
     suite; ``disclose`` the request fields shown to the operator in clear; ``ssl_context``
     verifies the TLS terminator of a ``wss://`` URL (default: ``ssl.create_default_context()``,
-    made here, so the system CAs or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they are now).
+    made here, so the system CAs or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they are now). The
+    evidence mode follows the verifier: fresh when it ``requires_fresh_quote`` (the policy's
+    ``fresh_quote``), the bridge's attested key otherwise.
     """
 
     url: str
@@ -170,6 +190,7 @@ class SessionConfig:
             verifier=verifier,
             allowed_suites=frozenset(suites),
             disclose=self.disclose,
+            fresh_quote=bool(getattr(self.verifier, "requires_fresh_quote", False)),
         )
 
 
@@ -553,6 +574,25 @@ class AsyncSession:
                 # middlebox make the client reveal more. Only the user may opt in.
                 raise SessionDisclosureRefusedError.from_close_reason(
                     self.config.disclose, received.reason
+                ) from None
+            if (
+                received is not None
+                and received.code == _WS_TRY_AGAIN_LATER
+                and received.reason.startswith(_FRESH_QUOTE_LIMIT_PREFIX)
+            ):
+                after = _RETRY_AFTER.search(received.reason)
+                raise SessionFreshQuoteRefusedError(
+                    int(after.group(1)) if after else None
+                ) from None
+            if (
+                received is not None
+                and received.code == HandshakeError.ws_close_code
+                and received.reason == _EVIDENCE_UNAVAILABLE
+            ):
+                raise HandshakeError(
+                    _EVIDENCE_UNAVAILABLE,
+                    "the bridge has no valid attested key (its evidence expired and rotation "
+                    "is failing); retry later, or ask for a fresh quote",
                 ) from None
             if received is not None and received.code == HandshakeError.ws_close_code:
                 # The bridge refused our hello (no common suite, other audience): it cannot

@@ -53,6 +53,7 @@ from shroud_sdk.session import (
     SessionConfig,
     SessionConnectError,
     SessionDisclosureRefusedError,
+    SessionFreshQuoteRefusedError,
     SessionTimeoutError,
     StreamAbortedError,
     SyncSession,
@@ -182,6 +183,23 @@ def _disclosure_advice(
     )
 
 
+class FreshQuoteRateLimitedError(openai.APIConnectionError):
+    """The bridge refused this client a fresh quote (its per-source rate limit for policies
+    with ``fresh_quote = true``); no request byte was sent.
+
+    ``retry_after`` is the bridge's advice in seconds (None when it gave none); it is
+    unauthenticated. Bridges serve attested-key evidence without this limit.
+    """
+
+    def __init__(self, *, retry_after: int | None, request: httpx2.Request) -> None:
+        after = f"; retry after {retry_after} s" if retry_after is not None else ""
+        super().__init__(
+            message=f"the bridge refused a fresh quote (per-source rate limit){after}",
+            request=request,
+        )
+        self.retry_after = retry_after
+
+
 class RefusedDestinationError(ShroudError):
     """The request was addressed to a host other than the attested bridge; nothing was sent."""
 
@@ -290,6 +308,8 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
         return DisclosureRefusedError(
             disclosed=exc.disclosed, required=exc.required, allowed=exc.allowed, request=req
         )
+    if isinstance(exc, SessionFreshQuoteRefusedError):
+        return FreshQuoteRateLimitedError(retry_after=exc.retry_after, request=req)
     if isinstance(exc, LocalProtocolError):
         return exc  # the caller asked for something the protocol forbids: a bug to fix
     if isinstance(exc, ChannelError):

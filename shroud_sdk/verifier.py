@@ -12,11 +12,19 @@ the report when one exists. Simulated TEEs are refused unless ``policy.allow_sim
 even then the quote must chain to one of the policy's roots, and the suite must match the
 root: the simulated suite never with Intel's root, the real suite only with Intel's.
 
-What is cached: only collateral-level work (``VerifiedCollateral``: signatures, chains and
-CRLs of the collateral, keyed by its exact bytes and the trusted roots). Every quote is
-verified in full and every time window is compared with the current time: a verdict is never
-reused across quotes. Deliberately not here: I/O to the bridge (``shroud_sdk.session``) and
-the verification logic itself (``attestation``).
+Attested-key evidence (docs/protocol.md §3.6) is judged first on its window, on every call:
+refused when the policy wants a fresh quote per handshake (``fresh_quote``), when the window is
+longer than ``max_evidence_lifetime_seconds``, or when the clock is outside it (allowing
+``CLOCK_SKEW_SECONDS`` before ``not_before``, none after ``not_after``).
+
+What is cached: collateral-level work (``VerifiedCollateral``: signatures, chains and CRLs of
+the collateral, keyed by its exact bytes and the trusted roots), and, for attested-key evidence
+only, whole *acceptances* in a process-wide ``VerdictCache`` keyed by the exact evidence
+bytes, the collateral bytes, the suite and the policy, each valid until the earliest of the
+evidence window's end, the collateral's validity and the policy's collateral-age limit. A
+refusal is never cached. Fresh-mode quotes differ per handshake and are always verified in full.
+Deliberately not here: I/O to the bridge (``shroud_sdk.session``) and the verification logic
+itself (``attestation``).
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+from weakref import WeakKeyDictionary
 
 from attestation.collateral import Collateral
 from attestation.errors import AttestationError
@@ -42,9 +52,11 @@ from attestation.quote_parser import parse_quote
 from attestation.report import TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
 from attestation.verify import VerifiedCollateral, verify_quote, warm_up
+from shroud_sdk.channel import cbor
 from shroud_sdk.channel.constants import SIMULATED_SUITES
-from shroud_sdk.channel.evidence import Evidence
+from shroud_sdk.channel.evidence import AttestedKey, Evidence, EvidenceMode
 from shroud_sdk.errors import AttestationFailedError
+from shroud_sdk.verdicts import PROCESS_VERDICTS, VerdictCache
 
 # docs/protocol.md §3.3: the evidence type of an Intel TDX quote.
 EVIDENCE_TYPE_TDX: Final = "tdx"
@@ -52,6 +64,10 @@ EVIDENCE_TYPE_TDX: Final = "tdx"
 _PREPARED_CACHE_SIZE: Final = 8
 # The registers reported as "measurements", in the quote's order.
 _MEASUREMENT_FIELDS: Final = (*MEASUREMENT_REGISTERS, "mr_seam")
+# docs/protocol.md §3.6: how far the client's clock may run behind the bridge's when a new
+# attested key is first seen. Only before not_before: past not_after nothing is granted, so a
+# skewed clock never lengthens a key's life.
+CLOCK_SKEW_SECONDS: Final = 60
 
 
 class QuoteCollateralSource(Protocol):
@@ -81,6 +97,10 @@ class AttestationReport:
     image_hash: bytes | None = None
     replay: ReplayResult | None = field(default=None, repr=False)
     image_digests: ImageDigests | None = None  # from a verified RTMR3 log, when there is one
+    # Fresh (a quote over the handshake) or attested key (a quote over a key that signed it);
+    # for the latter, the key's validity window [not_before, not_after) in UNIX seconds.
+    evidence_mode: EvidenceMode = EvidenceMode.FRESH
+    evidence_window: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,6 +127,12 @@ class AttestationReport:
             f"attestation: {'ACCEPTED' if self.ok else 'REJECTED'}"
             f"{' (SIMULATED TEE: proves nothing about hardware)' if self.simulated else ''}",
             f"tcb status: {self.tcb_status.value if self.tcb_status else 'unknown'}",
+            f"evidence: {self.evidence_mode.value}"
+            + (
+                f" (valid {self.evidence_window[0]}..{self.evidence_window[1]})"
+                if self.evidence_window
+                else ""
+            ),
         ]
         if self.verification.advisory_ids:
             lines.append("advisories: " + ", ".join(self.verification.advisory_ids))
@@ -144,7 +170,9 @@ class AttestationVerifier:
     (``attestation.freshness``), so a bridge cannot roll collateral back. ``clock`` returns
     UNIX seconds (a parameter so tests can pin time).
     ``warm_up`` starts ``start_warm_up`` (once per process), so the first handshake does not
-    pay OpenSSL's set-up. Thread-safe.
+    pay OpenSSL's set-up. ``verdicts`` is where acceptances of attested-key evidence are
+    kept (the process-wide cache by default, so every client in the process shares it).
+    Thread-safe.
     """
 
     def __init__(
@@ -155,6 +183,7 @@ class AttestationVerifier:
         collateral_source: QuoteCollateralSource | None = None,
         clock: Callable[[], float] = time.time,
         warm_up: bool = True,
+        verdicts: VerdictCache[Any] | None = None,
     ) -> None:
         if not isinstance(policy, Policy):
             raise TypeError(f"policy must be an attestation.policy.Policy, not {type(policy)}")
@@ -168,9 +197,41 @@ class AttestationVerifier:
         self._lock = threading.Lock()
         if warm_up:
             start_warm_up()
+        self._verdicts = PROCESS_VERDICTS if verdicts is None else verdicts
+        self._verdict_scope = _verdict_scope(policy, collateral)
+        self._collateral_digests: WeakKeyDictionary[VerifiedCollateral, bytes] = WeakKeyDictionary()
+
+    @property
+    def requires_fresh_quote(self) -> bool:
+        """True when the policy wants a quote over every handshake (``fresh_quote``)."""
+        return self.policy.fresh_quote
 
     def __call__(self, evidence: Evidence, suite: int, /) -> VerifiedAttestation:
         """Verify ``evidence`` for the negotiated ``suite``; raise ``AttestationFailedError``."""
+        now = int(self._clock())
+        attested = evidence.attested_key
+        verdict_key: Hashable | None = None
+        collateral_digest = self._collateral_digest(evidence)
+        if attested is not None:
+            self._check_attested_key(attested, now)
+            if collateral_digest is not None:
+                verdict_key = self._verdict_key(evidence, collateral_digest, suite)
+                cached = self._cached(verdict_key, now)
+                if cached is not None:
+                    return cached
+        verified = self._verify(evidence, suite, now, verdict_key, collateral_digest)
+        if attested is not None and verdict_key is not None:
+            self._remember(verdict_key, verified, attested, now)
+        return verified
+
+    def _verify(
+        self,
+        evidence: Evidence,
+        suite: int,
+        now: int,
+        verdict_key: Hashable | None,
+        collateral_digest: bytes | None,
+    ) -> VerifiedAttestation:
         simulated = suite in SIMULATED_SUITES
         if simulated and not self.policy.allow_simulated_tee:
             raise AttestationFailedError(
@@ -185,8 +246,16 @@ class AttestationVerifier:
             quote = parse_quote(evidence.quote)
         except AttestationError as exc:
             raise AttestationFailedError("quote-format", str(exc)) from None
-        now = int(self._clock())
         prepared, origin = self._collateral_for(evidence, quote, now)
+        attested = evidence.attested_key
+        if attested is not None and collateral_digest is None:
+            # Collateral from a source: known only now, so the verdict is looked up now.
+            verdict_key = self._verdict_key(evidence, self._digest_of(prepared), suite)
+            cached = self._cached(verdict_key, now)
+            if cached is not None:
+                return cached
+        mode = evidence.mode
+        window = None if attested is None else (attested.not_before, attested.not_after)
         report = verify_quote(
             quote,
             prepared,
@@ -194,7 +263,9 @@ class AttestationVerifier:
             trusted_roots=self._roots,
             allow_mr_service_td=self.policy.allow_mr_service_td_nonzero,
         )
-        partial = AttestationReport(report, None, suite, simulated, origin)
+        partial = AttestationReport(
+            report, None, suite, simulated, origin, evidence_mode=mode, evidence_window=window
+        )
         if not report.ok:
             failed = ", ".join(f"{c.name} ({c.detail})" for c in report.failed) or "checks skipped"
             raise AttestationFailedError("verification", f"quote failed: {failed}", partial)
@@ -214,11 +285,99 @@ class AttestationVerifier:
             aggregate_image_hash(quote.td_report),
             replay,
             _digests_of(replay),
+            mode,
+            window,
         )
         if not result.ok:
             summary = "; ".join(str(v) for v in result.violations)
             raise AttestationFailedError("policy", f"policy rejected the bridge: {summary}", full)
-        return VerifiedAttestation(quote.td_report.report_data, full)
+        verified = VerifiedAttestation(quote.td_report.report_data, full)
+        if attested is not None and collateral_digest is None and verdict_key is not None:
+            self._remember(verdict_key, verified, attested, now)
+        return verified
+
+    # -- attested-key evidence (docs/protocol.md §3.6) ---------------------------------------
+
+    def _check_attested_key(self, attested: AttestedKey, now: int) -> None:
+        """The window rules, on every handshake (a cached verdict never skips them)."""
+        if self.policy.fresh_quote:
+            raise AttestationFailedError(
+                "evidence-mode",
+                "the policy requires a fresh quote per handshake (fresh_quote = true); the "
+                "bridge offered its attested key",
+            )
+        maximum = self.policy.max_evidence_lifetime_seconds
+        if attested.lifetime > maximum:
+            raise AttestationFailedError(
+                "evidence-lifetime",
+                f"the attested key's window is {attested.lifetime} s, longer than the "
+                f"policy's max_evidence_lifetime_seconds ({maximum} s)",
+            )
+        if now < attested.not_before - CLOCK_SKEW_SECONDS:
+            raise AttestationFailedError(
+                "evidence-window",
+                f"the attested key is not valid before {attested.not_before} (now {now}, "
+                f"{CLOCK_SKEW_SECONDS} s skew allowed): check this machine's clock",
+            )
+        if now >= attested.not_after:
+            raise AttestationFailedError(
+                "evidence-window",
+                f"the attested key expired at {attested.not_after} (now {now})",
+            )
+
+    def _collateral_digest(self, evidence: Evidence) -> bytes | None:
+        """What identifies the collateral before any work: None when a source decides."""
+        if self._collateral is not None:
+            return self._verdict_scope.pinned_collateral
+        if self._source is not None:
+            # The client's own source is asked on every handshake: whether the bridge's
+            # collateral or the source's is used (attestation.freshness) can change between
+            # two handshakes with the same evidence, so a verdict is looked up only after.
+            return None
+        if evidence.collateral is not None:
+            return b"evidence:" + hashlib.sha256(evidence.collateral).digest()
+        return None
+
+    def _digest_of(self, prepared: VerifiedCollateral) -> bytes:
+        with self._lock:
+            digest = self._collateral_digests.get(prepared)
+        if digest is None:
+            digest = b"content:" + _collateral_content_digest(prepared.collateral)
+            with self._lock:
+                self._collateral_digests[prepared] = digest
+        return digest
+
+    def _verdict_key(self, evidence: Evidence, collateral_digest: bytes, suite: int) -> Hashable:
+        # The evidence without its collateral, in the exact (canonical) encoding received.
+        encoded = cbor.encode(evidence.to_cbor_value(with_collateral=False))
+        return (
+            hashlib.sha256(encoded).digest(),
+            collateral_digest,
+            struct.pack(">H", suite),
+            self._verdict_scope.policy,
+            self._verdict_scope.custom_checks,
+        )
+
+    def _cached(self, key: Hashable, now: int) -> VerifiedAttestation | None:
+        if not self._verdict_scope.cacheable:
+            return None
+        cached = self._verdicts.get(key, now)
+        return cached if isinstance(cached, VerifiedAttestation) else None
+
+    def _remember(
+        self, key: Hashable, verified: VerifiedAttestation, attested: AttestedKey, now: int
+    ) -> None:
+        """Keep an acceptance (only ever called once every check passed)."""
+        report = verified.report.verification
+        if not self._verdict_scope.cacheable or report.valid_until is None:
+            return
+        ends = [attested.not_after, report.valid_until + 1]
+        age_limit = self.policy.max_collateral_age_seconds
+        if age_limit is not None:
+            if report.collateral_issue_date is None:
+                return
+            ends.append(report.collateral_issue_date + age_limit + 1)
+        self._verdicts.put(key, verified, verified_at=now, expires_at=min(ends))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -340,6 +499,36 @@ def start_warm_up() -> threading.Thread:
 def _warm_up_quietly() -> None:
     with contextlib.suppress(Exception):
         warm_up()
+@dataclass(frozen=True)
+class _VerdictScope:
+    """What, besides the evidence and collateral, decides a verdict: fixed per verifier."""
+
+    policy: bytes  # digest of the policy's every serialisable field (roots included)
+    custom_checks: tuple[object, ...]  # held by the cache key, so their identities stay unique
+    pinned_collateral: bytes | None
+    cacheable: bool
+
+
+def _verdict_scope(policy: Policy, collateral: Collateral | None) -> _VerdictScope:
+    checks = tuple(policy.custom_checks)
+    try:
+        hash(checks)
+        cacheable = True
+    except TypeError:  # an unhashable custom check: verify every time rather than guess
+        cacheable = False
+    pinned = None
+    if collateral is not None:
+        pinned = b"given:" + _collateral_content_digest(collateral)
+    return _VerdictScope(
+        hashlib.sha256(policy.model_dump_json().encode("utf-8")).digest(),
+        checks,
+        pinned,
+        cacheable,
+    )
+
+
+def _collateral_content_digest(collateral: Collateral) -> bytes:
+    return hashlib.sha256(json.dumps(collateral.to_json(), sort_keys=True).encode()).digest()
 
 
 def _digests_of(replay: ReplayResult | None) -> ImageDigests | None:

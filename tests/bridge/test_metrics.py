@@ -15,6 +15,8 @@ from bridge.metrics import (
     Direction,
     ErrorKind,
     HandshakeFailure,
+    QuotePurpose,
+    RotationResult,
     StreamOutcome,
     status_label,
 )
@@ -36,6 +38,8 @@ def _metrics(config: BridgeConfig | None = None) -> BridgeMetrics:
 
 def _exercise(metrics: BridgeMetrics, path: str) -> None:
     metrics.handshake_ok(0.02)
+    metrics.quote_generated(QuotePurpose.FRESH, 0.02)
+    metrics.rotation(RotationResult.OK, 1_800_000_000)
     metrics.handshake_failed(HandshakeFailure.WRONG_AUDIENCE)
     metrics.sessions_active.inc()
     metrics.stream_finished(path, StreamOutcome.COMPLETED)
@@ -63,7 +67,11 @@ def test_exposition_has_the_documented_metric_names() -> None:
     assert {
         "shroud_bridge_info",
         "shroud_bridge_handshakes",
-        "shroud_bridge_quote_seconds",
+        "shroud_bridge_handshake_seconds",
+        "shroud_bridge_quotes_generated",
+        "shroud_bridge_quote_generation_seconds",
+        "shroud_bridge_evidence_rotations",
+        "shroud_bridge_evidence_expiry_timestamp_seconds",
         "shroud_bridge_handshakes_in_progress",
         "shroud_bridge_sessions_active",
         "shroud_bridge_streams",
@@ -77,6 +85,7 @@ def test_exposition_has_the_documented_metric_names() -> None:
     assert b'shroud_bridge_handshakes_total{reason="wrong_audience",result="failed"} 1.0' in text
     assert b'shroud_bridge_responses_total{path="/v1/chat/completions",status="200"} 1.0' in text
     assert b'shroud_bridge_info{quote_provider="simulated",simulated="true"} 1.0' in text
+    assert b'shroud_bridge_quotes_generated_total{purpose="fresh"} 1.0' in text
 
 
 def test_registry_is_private_to_each_instance() -> None:

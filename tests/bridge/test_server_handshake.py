@@ -1,5 +1,9 @@
 """The bridge server in-process on 127.0.0.1 with an instrumented simulated quote provider:
-the concurrent-handshake cap, and the "no oracle" rule (only the core's REPORTDATA is quoted)."""
+the concurrent-handshake cap, and the "no oracle" rule (only the core's REPORTDATA is quoted).
+
+Clients here ask for fresh mode (a quote per handshake) where the test is about quotes; the
+quote of the start-up attested key is forgotten by ``_server`` so counts start at zero.
+"""
 
 from __future__ import annotations
 
@@ -68,12 +72,20 @@ async def _server(provider: InstrumentedProvider, *extra: str) -> BridgeServer:
             "off",
             "--max-concurrent-handshakes",
             str(CAP),
+            # The per-source fresh-quote budget has its own tests (test_attested_key_server).
+            "--fresh-quotes-per-minute",
+            "6000",
+            "--fresh-quote-burst",
+            "1000",
             *extra,
         ],
         environ={},
     )
     server = BridgeServer(config, quote_provider=provider)
     await server.start()
+    assert len(provider.requests) == 1  # the attested key's quote, made before listening
+    provider.requests.clear()
+    provider.max_in_flight = 0
     return server
 
 
@@ -101,7 +113,9 @@ async def test_handshake_flood_is_bounded_by_the_cap(
 
     async def attempt() -> ChannelClient | int:
         try:
-            return await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+            return await ChannelClient.connect(
+                server.url, audience=AUDIENCE, root_pem=root, fresh=True
+            )
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd is not None else -1
 
@@ -117,7 +131,7 @@ async def test_handshake_flood_is_bounded_by_the_cap(
         for client in clients:
             await client.close()
     # Once the flood is over, the slots are free again.
-    again = await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+    again = await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, fresh=True)
     await again.close()
 
 
@@ -136,13 +150,14 @@ async def test_provider_quotes_only_reportdata_the_core_computed(
         .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint),
         audience=AUDIENCE,
         disclose=(),
+        fresh=True,
     )
     async with connect(server.url, compression=None) as ws:
         await ws.send(hello.encode())
         bridge_hello = await asyncio.wait_for(ws.recv(), 10)
         assert isinstance(bridge_hello, bytes)
     honest = await ChannelClient.connect(
-        server.url, audience=AUDIENCE, root_pem=provider.platform.root_pem
+        server.url, audience=AUDIENCE, root_pem=provider.platform.root_pem, fresh=True
     )
     await honest.close()
     assert len(provider.requests) == 2  # the hostile hello was quoted, but not as it chose
@@ -260,11 +275,11 @@ async def test_quote_outliving_the_handshake_deadline_keeps_its_slot() -> None:
     root = provider.platform.root_pem
     try:
         with pytest.raises(ConnectionClosed) as first:
-            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, fresh=True)
         assert first.value.rcvd is not None
         assert first.value.rcvd.code == 1008  # handshake timeout
         with pytest.raises(ConnectionClosed) as second:
-            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root)
+            await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, fresh=True)
         assert second.value.rcvd is not None
         assert second.value.rcvd.code == 1013  # the first quote still runs
         assert provider.max_in_flight == 1
@@ -343,7 +358,9 @@ async def test_hardware_bridge_never_announces_the_simulated_suite() -> None:
 
 async def _refusal(server: BridgeServer, root: bytes, disclose: frozenset[str]) -> tuple[int, str]:
     with pytest.raises(ConnectionClosed) as refused:
-        await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, disclose=disclose)
+        await ChannelClient.connect(
+            server.url, audience=AUDIENCE, root_pem=root, disclose=disclose, fresh=True
+        )
     assert refused.value.rcvd is not None
     return refused.value.rcvd.code, refused.value.rcvd.reason
 
@@ -358,7 +375,11 @@ async def test_client_hiding_a_required_field_is_refused_naming_it() -> None:
         assert reason == "disclosure refused: required=model allowed=max_tokens,model,stream"
         # Showing the required field (and only allowed ones) is accepted.
         client = await ChannelClient.connect(
-            server.url, audience=AUDIENCE, root_pem=root, disclose=frozenset({"model", "stream"})
+            server.url,
+            audience=AUDIENCE,
+            root_pem=root,
+            disclose=frozenset({"model", "stream"}),
+            fresh=True,
         )
         await client.close()
     finally:

@@ -68,9 +68,13 @@ class SimulatedTdxVerifier:
             raise EvidenceRejectedError("evidence", "simulated evidence, real suite")
         if evidence.type != "tdx" or evidence.collateral is None:
             raise EvidenceRejectedError("evidence", "expected TDX evidence with collateral")
+        now = int(self._clock())
+        attested = evidence.attested_key
+        if attested is not None and not attested.not_before - 60 <= now < attested.not_after:
+            raise EvidenceRejectedError("evidence-window", "attested key outside its window")
         quote = parse_quote(evidence.quote)
         collateral = Collateral.from_json_text(evidence.collateral)
-        report = verify_quote(quote, collateral, now=int(self._clock()), trusted_roots=[self._root])
+        report = verify_quote(quote, collateral, now=now, trusted_roots=[self._root])
         if not report.ok:
             failed = ", ".join(c.name for c in report.failed)
             raise EvidenceRejectedError("evidence", f"quote verification failed: {failed}")
@@ -137,14 +141,19 @@ class ChannelClient:
         root_pem: bytes,
         disclose: frozenset[str] = frozenset(),
         seconds: float = 15.0,
+        fresh: bool = False,
     ) -> ChannelClient:
-        """Open the WebSocket, run the handshake with the real verifier, start reading."""
+        """Open the WebSocket, run the handshake with the real verifier, start reading.
+
+        ``fresh`` asks for a quote over this handshake instead of the bridge's attested key.
+        """
         conn = ClientConnection(
             ClientConfig(
                 audience=audience,
                 verifier=SimulatedTdxVerifier(root_pem),
                 allowed_suites=frozenset(SIMULATED_SUITES),
                 disclose=disclose,
+                fresh_quote=fresh,
             )
         )
         ws = await connect(url, compression=None, open_timeout=seconds, max_size=None)

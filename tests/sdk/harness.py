@@ -40,16 +40,19 @@ def platform(seed: bytes = b"sdk-tests") -> SimulatedTdx:
 
 
 class ReplayingProvider(SimulatedQuoteProvider):
-    """Answers every handshake after the first with the first handshake's quote."""
+    """Answers every fresh-mode handshake after the first with the first handshake's quote.
+
+    Quote 1 is the bridge's start-up attested key; quote 2 the first fresh handshake's.
+    """
 
     def __init__(self, td: SimulatedTd) -> None:
         super().__init__(td)
-        self.first: bytes | None = None
+        self.quotes: list[bytes] = []
 
     def get_quote(self, report_data: bytes) -> bytes:
-        if self.first is None:
-            self.first = super().get_quote(report_data)
-        return self.first
+        if len(self.quotes) < 2:
+            self.quotes.append(super().get_quote(report_data))
+        return self.quotes[-1]
 
 
 class OtherSessionProvider(SimulatedQuoteProvider):

@@ -141,10 +141,11 @@ def test_replayed_quote_is_refused(tmp_path: Path) -> None:
         thread_bridge(tmp_path, provider_cls=ReplayingProvider) as bridge,
         ThreadedRelay("127.0.0.1", bridge.port) as relay,
     ):
-        with _client(relay, bridge.policy) as first:  # the quote that will be replayed
+        fresh = _with(bridge.policy, fresh_quote=True)  # a quote per handshake
+        with _client(relay, fresh) as first:  # the quote that will be replayed
             first.models.list()
         relay.connections.clear()
-        error = _assert_refused_before_any_request(relay, bridge.policy, "report-data")
+        error = _assert_refused_before_any_request(relay, fresh, "report-data")
     # The replayed quote itself verified: only its binding to this handshake failed.
     assert isinstance(error.report, shroud_sdk.AttestationReport)
     assert error.report.ok
