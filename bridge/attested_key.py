@@ -191,7 +191,10 @@ class AttestedKeyHolder:
                 retry = self._retry_initial
                 next_collateral_check = self._clock() + self._collateral_interval
             else:
-                await asyncio.sleep(retry)
+                # Try again at the moment of expiry too, so the log says so when it happens.
+                until_expiry = self._not_after(current) - self._clock()
+                pause = min(retry, until_expiry) if until_expiry > 0 else retry
+                await asyncio.sleep(max(pause, 0.001))
                 retry = min(retry * 2, self._retry_max)
 
     async def _rotate(self, reason: str) -> bool:
