@@ -437,9 +437,7 @@ class Session:
         except TimeoutError:
             return await self._refuse(HandshakeFailure.TIMEOUT, WS_POLICY_VIOLATION, "timeout")
         except ChannelError as exc:
-            _log.info("handshake refused: %s", exc)
-            reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
-            return await self._refuse(reason, exc.ws_close_code, exc.check)
+            return await self._refuse_handshake(exc)
         return await self._handshake_answered(started)
 
     async def _answer_with_attested_key(self, message: bytes) -> bool:
@@ -448,10 +446,13 @@ class Session:
         try:
             self._conn.receive_data(message)
         except ChannelError as exc:
-            _log.info("handshake refused: %s", exc)
-            reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
-            return await self._refuse(reason, exc.ws_close_code, exc.check)
+            return await self._refuse_handshake(exc)
         return await self._handshake_answered(started)
+
+    async def _refuse_handshake(self, exc: ChannelError) -> bool:
+        _log.info("handshake refused: %s", exc)
+        reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
+        return await self._refuse(reason, exc.ws_close_code, exc.check)
 
     async def _handshake_answered(self, started: float) -> bool:
         self._metrics.handshake_ok(time.perf_counter() - started)
