@@ -79,15 +79,45 @@ class BridgeProcess:
         return self.process.returncode
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a listening TCP socket on ``port`` (Linux /proc).
+
+    ``free_port`` can hand two bridges started at once the same port; the loser's /healthz
+    check would then be answered by the winner. Only our own listening socket counts.
+    """
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+        lines = [
+            line
+            for table in ("/proc/net/tcp", "/proc/net/tcp6")
+            if Path(table).exists()
+            for line in Path(table).read_text().splitlines()[1:]
+        ]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+            return True
+    return False
+
+
 def _wait_healthy(bridge: BridgeProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    port = int(bridge.health_url.rsplit(":", 1)[1].split("/", 1)[0])
     while time.monotonic() < deadline:
         if bridge.process.poll() is not None:
             raise RuntimeError(
                 f"bridge exited with {bridge.process.returncode}:\n{bridge.log_text()[-4000:]}"
             )
         with contextlib.suppress(httpx2.HTTPError):
-            if httpx2.get(bridge.health_url, timeout=1.0, trust_env=False).status_code == 200:
+            healthy = httpx2.get(bridge.health_url, timeout=1.0, trust_env=False).status_code
+            if healthy == 200 and _listens(bridge.process.pid, port):
                 return
         time.sleep(0.05)
     bridge.terminate()
