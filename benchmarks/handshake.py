@@ -166,7 +166,7 @@ def _measure_bridge(latency: float, seconds: float, samples: int) -> None:
                     f"(bridge CPU {cpu / max(count, 1) * 1e3:.2f} ms each); first request "
                     f"p50 {statistics.median(firsts) * 1e3:7.1f} ms, "
                     f"p99 {_percentile(firsts, 0.99) * 1e3:7.1f} ms over {n} new clients; "
-                    f"{quotes:.0f} quotes for {count + n} connections"
+                    f"{quotes:.0f} quotes for {count + n + 1} connections (one warm-up)"
                 )
         finally:
             os.sched_setaffinity(0, original)
