@@ -332,6 +332,37 @@ def test_collateral_from_a_source_is_cached_by_its_content(
     assert verify_calls == [1]
 
 
+def test_cached_acceptance_of_shipped_collateral_yields_to_newer_own_collateral(
+    platform: SimulatedTdx, td: SimulatedTd
+) -> None:
+    # A verdict reached with the bridge's collateral (newer than the client's own at the time)
+    # must not outlive the client's source learning of a TCB recovery: the freshness rule
+    # (attestation.freshness) is applied on every handshake, before any cached verdict.
+    class Source:
+        def __init__(self) -> None:
+            self.collateral = Collateral.from_json(
+                platform.collateral(now=NOW - 2 * 86_400, tcb_evaluation_data_number=17)
+            )
+
+        def get_for_quote(self, quote: Quote, now: int) -> Collateral:
+            return self.collateral
+
+    source = Source()
+    cache: VerdictCache[object] = VerdictCache()
+    shipped = _collateral_bytes(platform, tcb_evaluation_data_number=17)
+    evidence = _key_evidence(platform, td, collateral=shipped)
+    verifier = AttestationVerifier(
+        _policy(platform, td), collateral_source=source, clock=Clock(), verdicts=cache
+    )
+    first = verifier(evidence, SIM)
+    assert first.report.ok
+    assert first.report.collateral_origin == "evidence"
+    source.collateral = Collateral.from_json(
+        platform.collateral(now=NOW, tcb_status="OutOfDate", tcb_evaluation_data_number=18)
+    )
+    _refused(verifier, evidence, "policy")
+
+
 def test_cache_ignores_a_clock_set_back_before_the_verification() -> None:
     cache: VerdictCache[object] = VerdictCache()
     cache.put("k", "accepted", verified_at=100, expires_at=200)
