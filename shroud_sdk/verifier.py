@@ -499,6 +499,8 @@ def start_warm_up() -> threading.Thread:
 def _warm_up_quietly() -> None:
     with contextlib.suppress(Exception):
         warm_up()
+
+
 @dataclass(frozen=True)
 class _VerdictScope:
     """What, besides the evidence and collateral, decides a verdict: fixed per verifier."""
