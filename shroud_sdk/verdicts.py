@@ -3,9 +3,10 @@
 A bridge in attested-key mode (docs/protocol.md §3.6) sends the same evidence bytes to every
 client until it rotates its key, so verifying them again on every handshake (the quote, the
 collateral, the event logs, the policy) repeats work whose answer cannot have changed. The
-verifier keeps its acceptances here, keyed by everything that decides the verdict, and a
-reconnect or a second client in the same process then pays only for the per-handshake checks
-the channel core always runs (REPORTDATA, transcript signature, ``fin``).
+verifier keeps its acceptances here, keyed by everything that decides the verification, and a
+reconnect or a second client in the same process then pays only for the checks run on every
+handshake: the verifier's window and policy judgement, and the channel core's REPORTDATA,
+transcript signature and ``fin``.
 
 Rules, each with a test in ``tests/sdk/test_evidence_modes.py``:
 

@@ -19,10 +19,12 @@ longer than ``max_evidence_lifetime_seconds``, or when the clock is outside it (
 
 What is cached: collateral-level work (``VerifiedCollateral``: signatures, chains and CRLs of
 the collateral, keyed by its exact bytes and the trusted roots), and, for attested-key evidence
-only, whole *acceptances* in a process-wide ``VerdictCache`` keyed by the exact evidence
-bytes, the collateral bytes, the suite and the policy, each valid until the earliest of the
-evidence window's end, the collateral's validity and the policy's collateral-age limit. A
-refusal is never cached. Fresh-mode quotes differ per handshake and are always verified in full.
+only, *acceptances* in a process-wide ``VerdictCache`` keyed by the exact evidence bytes, the
+collateral bytes, the suite and the policy, each valid until the earliest of the evidence
+window's end, the collateral's validity and the policy's collateral-age limit. A cached
+acceptance spares the quote, collateral and event-log work; the window and the policy (custom
+checks included) are judged again on every use. A refusal is never cached. Fresh-mode quotes
+differ per handshake and are always verified in full.
 Deliberately not here: I/O to the bridge (``shroud_sdk.session``) and the verification logic
 itself (``attestation``).
 """
@@ -37,7 +39,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 from weakref import WeakKeyDictionary
 
@@ -275,10 +277,9 @@ class AttestationVerifier:
             replay = replay_against(logs, quote.td_report.rtmrs) if logs else None
         except AttestationError as exc:
             raise AttestationFailedError("event-log", str(exc), partial) from None
-        result = self.policy.evaluate(report, replay)
-        full = AttestationReport(
+        unjudged = AttestationReport(
             report,
-            result,
+            None,
             suite,
             simulated,
             origin,
@@ -288,13 +289,19 @@ class AttestationVerifier:
             mode,
             window,
         )
-        if not result.ok:
-            summary = "; ".join(str(v) for v in result.violations)
-            raise AttestationFailedError("policy", f"policy rejected the bridge: {summary}", full)
-        verified = VerifiedAttestation(quote.td_report.report_data, full)
+        verified = VerifiedAttestation(quote.td_report.report_data, self._judged(unjudged))
         if attested is not None and collateral_digest is None and verdict_key is not None:
             self._remember(verdict_key, verified, attested, now)
         return verified
+
+    def _judged(self, report: AttestationReport) -> AttestationReport:
+        """``report`` with this policy's verdict in it; raise when the policy refuses."""
+        result = self.policy.evaluate(report.verification, report.replay)
+        judged = replace(report, policy_result=result)
+        if not result.ok:
+            summary = "; ".join(str(v) for v in result.violations)
+            raise AttestationFailedError("policy", f"policy rejected the bridge: {summary}", judged)
+        return judged
 
     # -- attested-key evidence (docs/protocol.md §3.6) ---------------------------------------
 
@@ -355,21 +362,23 @@ class AttestationVerifier:
             collateral_digest,
             struct.pack(">H", suite),
             self._verdict_scope.policy,
-            self._verdict_scope.custom_checks,
         )
 
     def _cached(self, key: Hashable, now: int) -> VerifiedAttestation | None:
-        if not self._verdict_scope.cacheable:
-            return None
         cached = self._verdicts.get(key, now)
-        return cached if isinstance(cached, VerifiedAttestation) else None
+        if not isinstance(cached, VerifiedAttestation):
+            return None
+        # The cache spares the quote, collateral and event-log work only. The policy is judged
+        # again on every use: a custom check may read state that changed since (a release
+        # list, a revocation list), and the cost is microseconds.
+        return VerifiedAttestation(cached.report_data, self._judged(cached.report))
 
     def _remember(
         self, key: Hashable, verified: VerifiedAttestation, attested: AttestedKey, now: int
     ) -> None:
         """Keep an acceptance (only ever called once every check passed)."""
         report = verified.report.verification
-        if not self._verdict_scope.cacheable or report.valid_until is None:
+        if report.valid_until is None:
             return
         ends = [attested.not_after, report.valid_until + 1]
         age_limit = self.policy.max_collateral_age_seconds
@@ -505,28 +514,17 @@ def _warm_up_quietly() -> None:
 class _VerdictScope:
     """What, besides the evidence and collateral, decides a verdict: fixed per verifier."""
 
-    policy: bytes  # digest of the policy's every serialisable field (roots included)
-    custom_checks: tuple[object, ...]  # held by the cache key, so their identities stay unique
+    # Digest of the policy's every serialisable field (roots included). Custom checks are not
+    # serialisable and need not be: every use of a cached verdict runs the whole policy again.
+    policy: bytes
     pinned_collateral: bytes | None
-    cacheable: bool
 
 
 def _verdict_scope(policy: Policy, collateral: Collateral | None) -> _VerdictScope:
-    checks = tuple(policy.custom_checks)
-    try:
-        hash(checks)
-        cacheable = True
-    except TypeError:  # an unhashable custom check: verify every time rather than guess
-        cacheable = False
     pinned = None
     if collateral is not None:
         pinned = b"given:" + _collateral_content_digest(collateral)
-    return _VerdictScope(
-        hashlib.sha256(policy.model_dump_json().encode("utf-8")).digest(),
-        checks,
-        pinned,
-        cacheable,
-    )
+    return _VerdictScope(hashlib.sha256(policy.model_dump_json().encode("utf-8")).digest(), pinned)
 
 
 def _collateral_content_digest(collateral: Collateral) -> bytes:

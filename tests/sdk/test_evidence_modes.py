@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import shroud_sdk.verifier as verifier_module
+from attestation._spec import HEADER_SIZE as QUOTE_HEADER_LEN
 from attestation.collateral import Collateral
 from attestation.errors import PolicyError
-from attestation.policy import MeasurementPins, Policy
+from attestation.policy import MeasurementPins, Policy, PolicyInput, Violation
 from attestation.quote import Quote
 from attestation.simulated import SimulatedTd, SimulatedTdx
 from attestation.verify import verify_quote
@@ -106,9 +107,11 @@ def _verifier(
     return AttestationVerifier(policy, clock=clock, verdicts=own)
 
 
-def _refused(verifier: AttestationVerifier, evidence: Evidence, check: str) -> None:
+def _refused(
+    verifier: AttestationVerifier, evidence: Evidence, check: str, suite: int = SIM
+) -> None:
     with pytest.raises(AttestationFailedError) as info:
-        verifier(evidence, SIM)
+        verifier(evidence, suite)
     assert info.value.check == check, info.value
 
 
@@ -195,7 +198,7 @@ def test_the_session_asks_for_the_mode_the_policy_names(
 # -- the verdict cache ----------------------------------------------------------------------------
 
 
-def test_second_client_in_the_process_verifies_only_the_window(
+def test_second_client_in_the_process_verifies_only_the_window_and_policy(
     platform: SimulatedTdx, td: SimulatedTd, verify_calls: list[int]
 ) -> None:
     cache: VerdictCache[object] = VerdictCache()
@@ -204,7 +207,8 @@ def test_second_client_in_the_process_verifies_only_the_window(
     # A separately built, equal policy (as a second client loading the same file would).
     second = _verifier(_policy(platform, td), Clock(NOW + 10), cache)(evidence, SIM)
     assert verify_calls == [1]
-    assert second is first
+    assert second.report.verification is first.report.verification  # the cached verification
+    assert second.report.ok  # judged again by its own policy
     assert cache.hits == 1
 
 
@@ -264,6 +268,72 @@ def test_cached_acceptance_is_not_shared_with_another_policy(
     _verifier(_policy(platform, td), Clock(), cache)(evidence, SIM)
     other = _policy(platform, td, measurements=MeasurementPins(mr_td=frozenset({"00" * 48})))
     _refused(_verifier(other, Clock(), cache), evidence, "policy")
+    # A rule applied while verifying, before the policy's own evaluation: not reused either.
+    no_simulation = _policy(platform, td, allow_simulated_tee=False)
+    _refused(_verifier(no_simulation, Clock(), cache), evidence, "simulated-tee")
+
+
+class ReleaseList:
+    """A custom check that reads state the user may change at run time (a release list)."""
+
+    name = "release_list"
+    pins_measurements = False
+
+    def __init__(self) -> None:
+        self.withdrawn = False
+
+    def __call__(self, evidence: PolicyInput) -> list[Violation]:
+        if self.withdrawn:
+            return [Violation("release_list", "a listed release", "a withdrawn release")]
+        return []
+
+
+def test_cached_acceptance_still_runs_the_policy_and_its_custom_checks(
+    platform: SimulatedTdx, td: SimulatedTd, verify_calls: list[int]
+) -> None:
+    # A cached verdict spares the quote and collateral work only: the policy is judged again
+    # on every handshake, so a custom check whose answer changes (a release withdrawn from a
+    # list it reads) is heard at once, not after the attested key's window.
+    releases = ReleaseList()
+    cache: VerdictCache[object] = VerdictCache()
+    verifier = _verifier(_policy(platform, td, custom_checks=(releases,)), Clock(), cache)
+    evidence = _key_evidence(platform, td)
+    first = verifier(evidence, SIM)
+    assert verifier(evidence, SIM).report.ok  # from the cache
+    assert verify_calls == [1]
+    releases.withdrawn = True
+    _refused(verifier, evidence, "policy")
+    releases.withdrawn = False
+    again = verifier(evidence, SIM)
+    assert again.report.ok
+    assert again.report_data == first.report_data
+    assert verify_calls == [1]
+
+
+def test_cached_acceptance_is_not_shared_with_another_suite(
+    platform: SimulatedTdx, td: SimulatedTd
+) -> None:
+    # Accepted on the simulated suite, the same evidence offered on the real suite must meet
+    # the suite rule again (simulated evidence never passes on suite 1, protocol.md §1).
+    cache: VerdictCache[object] = VerdictCache()
+    verifier = _verifier(_policy(platform, td), Clock(), cache)
+    evidence = _key_evidence(platform, td)
+    verifier(evidence, SIM)
+    _refused(verifier, evidence, "simulated-tee", Suite.P256_HKDF_SHA256_AES256GCM)
+
+
+def test_cached_acceptance_is_not_shared_with_other_evidence(
+    platform: SimulatedTdx, td: SimulatedTd
+) -> None:
+    # Same collateral, suite and policy; one bit of the signed TD report changed, so the
+    # quote's signature no longer verifies.
+    cache: VerdictCache[object] = VerdictCache()
+    verifier = _verifier(_policy(platform, td), Clock(), cache)
+    evidence = _key_evidence(platform, td)
+    verifier(evidence, SIM)
+    forged = bytearray(evidence.quote)
+    forged[QUOTE_HEADER_LEN + 16] ^= 1  # inside the TD report body
+    _refused(verifier, replace(evidence, quote=bytes(forged)), "verification")
 
 
 def test_cached_acceptance_is_not_shared_with_other_collateral(
@@ -291,7 +361,8 @@ def test_cached_acceptance_ends_with_the_collateral(
     assert last is not None
     assert NOW + 98 <= last <= NOW + 100  # a CRL's nextUpdate second itself is already stale
     clock.now = last
-    assert verifier(evidence, SIM) is first  # still valid: served from the cache
+    # Still valid: served from the cache.
+    assert verifier(evidence, SIM).report.verification is first.report.verification
     clock.now = last + 1
     _refused(verifier, evidence, "verification")
 
