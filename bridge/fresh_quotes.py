@@ -4,7 +4,9 @@ A fresh-mode handshake (docs/protocol.md section 3.6) costs a hardware quote, wh
 serves one at a time, so a bridge cannot give one to everyone who asks. Attested-key handshakes
 need no quote and are not limited here. Each *source* (a string the session supplies: today the
 peer's IP address; behind a trusted proxy, the client address it reports) gets ``burst`` quotes
-at once and then ``per_minute`` a minute. Refused handshakes cost no quote (the session closes
+at once and then ``per_minute`` a minute. An IPv6 source counts as its /64 prefix: that is the
+smallest block a network hands one subscriber, so one client picking a new address per
+connection still draws on one budget. Refused handshakes cost no quote (the session closes
 with 1013 and "fresh quote rate limit: retry after <n>s", docs/protocol.md section 9).
 
 Memory is bounded: at most ``max_sources`` buckets are kept, least recently used dropped first.
@@ -16,6 +18,7 @@ This module keeps time with a monotonic clock and does no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -25,6 +28,19 @@ from dataclasses import dataclass
 from typing import Final
 
 DEFAULT_MAX_SOURCES: Final = 4096
+# An IPv6 subscriber gets at least a /64 (the smallest subnet SLAAC works on).
+IPV6_SOURCE_PREFIX: Final = 64
+
+
+def source_bucket(source: str) -> str:
+    """The budget ``source`` draws on: an IPv6 address's /64, otherwise ``source`` itself."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return source
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
+    return source
 
 
 @dataclass
@@ -64,6 +80,7 @@ class FreshQuoteLimiter:
         """Take one quote for ``source``: None if granted, else seconds until one would be."""
         if self._rate == 0:
             return math.inf
+        source = source_bucket(source)
         now = self._clock()
         with self._lock:
             bucket = self._buckets.get(source)

@@ -302,6 +302,19 @@ def test_fresh_quotes_are_limited_per_source_with_burst_and_refill() -> None:
     assert limiter.try_acquire("10.0.0.1") is not None
 
 
+def test_fresh_quotes_from_one_ipv6_prefix_share_a_budget() -> None:
+    # An IPv6 client holds a whole /64 (2^64 addresses): counted per address, it would get a
+    # fresh burst from each and keep the quoting service busy for everyone else.
+    limiter = FreshQuoteLimiter(per_minute=6, burst=2, clock=Clock(0))
+    granted = [limiter.try_acquire(f"2001:db8:0:1::{i:x}") is None for i in range(1, 50)]
+    assert granted.count(True) == 2
+    assert limiter.try_acquire("2001:db8:0:2::1") is None  # another /64 has its own budget
+    assert limiter.try_acquire("10.0.0.1") is None
+    assert limiter.try_acquire("10.0.0.1") is None
+    assert limiter.try_acquire("10.0.0.2") is None  # IPv4 is still counted per address
+    assert len(limiter) == 4
+
+
 def test_zero_rate_refuses_every_fresh_quote() -> None:
     limiter = FreshQuoteLimiter(per_minute=0, burst=1)
     wait = limiter.try_acquire("a")
