@@ -55,6 +55,7 @@ from attestation.report import TcbStatus, VerificationReport
 from attestation.trust import certificate_sha256, intel_sgx_root_ca
 from attestation.verify import VerifiedCollateral, verify_quote, warm_up
 from shroud_sdk.channel import cbor
+from shroud_sdk.channel.constants import CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS
 from shroud_sdk.channel.constants import SIMULATED_SUITES
 from shroud_sdk.channel.evidence import AttestedKey, Evidence, EvidenceMode
 from shroud_sdk.errors import AttestationFailedError
@@ -66,10 +67,6 @@ EVIDENCE_TYPE_TDX: Final = "tdx"
 _PREPARED_CACHE_SIZE: Final = 8
 # The registers reported as "measurements", in the quote's order.
 _MEASUREMENT_FIELDS: Final = (*MEASUREMENT_REGISTERS, "mr_seam")
-# docs/protocol.md §3.6: how far the client's clock may run behind the bridge's when a new
-# attested key is first seen. Only before not_before: past not_after nothing is granted, so a
-# skewed clock never lengthens a key's life.
-CLOCK_SKEW_SECONDS: Final = 60
 
 
 class QuoteCollateralSource(Protocol):
@@ -320,17 +317,9 @@ class AttestationVerifier:
                 f"the attested key's window is {attested.lifetime} s, longer than the "
                 f"policy's max_evidence_lifetime_seconds ({maximum} s)",
             )
-        if now < attested.not_before - CLOCK_SKEW_SECONDS:
-            raise AttestationFailedError(
-                "evidence-window",
-                f"the attested key is not valid before {attested.not_before} (now {now}, "
-                f"{CLOCK_SKEW_SECONDS} s skew allowed): check this machine's clock",
-            )
-        if now >= attested.not_after:
-            raise AttestationFailedError(
-                "evidence-window",
-                f"the attested key expired at {attested.not_after} (now {now})",
-            )
+        refusal = attested.window_refusal(now)
+        if refusal is not None:
+            raise AttestationFailedError("evidence-window", refusal)
 
     def _collateral_digest(self, evidence: Evidence) -> bytes | None:
         """What identifies the collateral before any work: None when a source decides."""

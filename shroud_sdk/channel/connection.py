@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,7 @@ class ClientConfig:
 
     ``fresh_quote`` asks for a quote over this handshake instead of the bridge's attested key
     (protocol.md §3.6); either way the bridge must answer in exactly the mode asked for.
+    ``clock`` (UNIX seconds) judges an attested key's window; a parameter so tests can pin it.
     """
 
     audience: str
@@ -121,6 +123,7 @@ class ClientConfig:
     limits: Limits = field(default_factory=Limits)
     max_concurrent_streams: int = MAX_CONCURRENT_STREAMS
     fresh_quote: bool = False
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_audience(self.audience)
@@ -498,6 +501,12 @@ class ClientConnection(_Connection):
             raise HandshakeError(
                 "evidence-mode", f"asked for {requested.value} evidence, got {mode.value}"
             )
+        if attested_key is not None:
+            # Here, not only in the verifier: one written before attested keys existed would
+            # accept a stolen key for ever (protocol.md §3.6, "Window check").
+            refusal = attested_key.window_refusal(int(self._config.clock()))
+            if refusal is not None:
+                raise HandshakeError("evidence-window", refusal)
         if attested_key is None:
             expected = compute_report_data(
                 self._hello_bytes, core.suite, core.kx, core.usage_key, core.kem_ct or b""

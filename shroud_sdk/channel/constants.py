@@ -58,6 +58,10 @@ LABEL_TRANSCRIPT: Final = b"shroud/1 transcript"
 LABEL_ATTESTED_KEY: Final = b"shroud/1 attested key"
 LABEL_TRANSCRIPT_SIGNATURE: Final = b"shroud/1 transcript signature"
 MAX_WINDOW_BOUND: Final = (1 << 64) - 1  # not_before / not_after are u64 UNIX seconds
+# protocol.md §3.6 "Window check": how far a client's clock may run behind the bridge's when a
+# new attested key is first seen. Only before not_before: past not_after nothing is granted, so
+# a skewed clock never lengthens a key's life.
+CLOCK_SKEW_SECONDS: Final = 60
 LABEL_USAGE: Final = "shroud/1 usage"
 
 # protocol.md §5 "Key schedule": HKDF-Expand-Label prefix and labels

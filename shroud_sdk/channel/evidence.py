@@ -11,7 +11,7 @@ in two modes (protocol.md §3.6), chosen by the client:
 
 Either way the client's ``EvidenceVerifier`` turns ``Evidence`` back into the REPORTDATA it
 proves (plus a report), or raises. The core then compares REPORTDATA itself, and checks the
-transcript signature itself, so a verifier cannot forget to.
+attested key's window and transcript signature itself, so a verifier cannot forget to.
 
 Nothing here verifies anything; real providers and verifiers live with the attestation work,
 and test doubles live in tests/.
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shroud_sdk.channel.constants import (
+    CLOCK_SKEW_SECONDS,
     MAX_EVENT_LOGS,
     MAX_EVIDENCE_TYPE_LEN,
     MAX_WINDOW_BOUND,
@@ -55,6 +56,18 @@ class AttestedKey:
     def lifetime(self) -> int:
         """``not_after - not_before`` in seconds."""
         return self.not_after - self.not_before
+
+    def window_refusal(self, now: int) -> str | None:
+        """Why a client whose clock reads ``now`` must refuse this key, or None when it is
+        inside its window (protocol.md §3.6: ``not_before - 60 s <= now < not_after``)."""
+        if now < self.not_before - CLOCK_SKEW_SECONDS:
+            return (
+                f"the attested key is not valid before {self.not_before} (now {now}, "
+                f"{CLOCK_SKEW_SECONDS} s skew allowed): check this machine's clock"
+            )
+        if now >= self.not_after:
+            return f"the attested key expired at {self.not_after} (now {now})"
+        return None
 
     def to_cbor_value(self) -> dict[str, Any]:
         """The CBOR map of protocol.md §3.3 (``attested_key``)."""
@@ -226,8 +239,9 @@ class EvidenceVerifier(Protocol):
     Raise to refuse (an error subclassing ``HandshakeError`` passes through unchanged; any
     other exception is wrapped in ``HandshakeError(check="evidence")``). The verifier must
     refuse simulated evidence unless ``suite`` is a simulated suite, and vice versa. For
-    attested-key evidence it must also judge the validity window against its clock; the core
-    checks the REPORTDATA binding and the transcript signature itself.
+    attested-key evidence it judges whatever its policy says of the window (e.g. its longest
+    accepted lifetime); the core checks the window against its clock, the REPORTDATA binding
+    and the transcript signature itself.
 
     A verifier may have a ``requires_fresh_quote`` attribute: when true, the SDK's session asks
     the bridge for fresh mode (a quote per handshake) instead of its attested key.

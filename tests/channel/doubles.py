@@ -127,8 +127,13 @@ class StubVerifier:
 
 
 def make_client(**overrides: Any) -> ClientConnection:
-    """A client with the stub verifier; keyword overrides go to ``ClientConfig``."""
-    options: dict[str, Any] = {"audience": AUDIENCE, "verifier": StubVerifier()}
+    """A client with the stub verifier and a clock inside the stub attested key's window;
+    keyword overrides go to ``ClientConfig``."""
+    options: dict[str, Any] = {
+        "audience": AUDIENCE,
+        "verifier": StubVerifier(),
+        "clock": lambda: float(NOT_BEFORE + 1),
+    }
     options.update(overrides)
     return ClientConnection(ClientConfig(**options))
 

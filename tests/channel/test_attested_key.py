@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from shroud_sdk.channel import cbor
 from shroud_sdk.channel.connection import ClientConnection
-from shroud_sdk.channel.constants import Suite
+from shroud_sdk.channel.constants import CLOCK_SKEW_SECONDS, Suite
 from shroud_sdk.channel.ecdsa import sign_raw, verify_raw
 from shroud_sdk.channel.events import HandshakeComplete
 from shroud_sdk.channel.evidence import (
@@ -43,6 +43,7 @@ from shroud_sdk.channel.handshake import (
 from shroud_sdk.channel.keyschedule import derive_session_keys, finished_mac
 from shroud_sdk.errors import ConnectionFailedError, HandshakeError
 from tests.channel.doubles import (
+    LIFETIME,
     NOT_BEFORE,
     StubKeyEvidence,
     StubSigner,
@@ -333,6 +334,31 @@ def test_stripped_fresh_request_is_rejected() -> None:
     value = cbor.decode(client_hello, max_len=4096)
     del value["fresh"]
     _expect(client, _genuine_bridge_hello(cbor.encode(value)), "evidence-mode")
+
+
+@pytest.mark.parametrize(
+    ("now", "accepted"),
+    [
+        (NOT_BEFORE - CLOCK_SKEW_SECONDS - 1, False),
+        (NOT_BEFORE - CLOCK_SKEW_SECONDS, True),
+        (NOT_BEFORE + LIFETIME - 1, True),
+        (NOT_BEFORE + LIFETIME, False),
+        (NOT_BEFORE + 10 * 365 * 86_400, False),  # a leaked key, replayed years later
+    ],
+)
+def test_attested_key_window_is_checked_whatever_the_verifier(now: int, accepted: bool) -> None:
+    # The stub verifier, like an EvidenceVerifier written before attested keys existed, judges
+    # no window: the core must, or a stolen key would be good forever with such a client.
+    client = make_client(clock=lambda: now)
+    bridge = make_bridge(key_evidence=StubKeyEvidence())
+    (client_hello,) = client.data_to_send()
+    bridge.receive_data(client_hello)
+    (bridge_hello,) = bridge.data_to_send()
+    if accepted:
+        client.receive_data(bridge_hello)
+        assert isinstance(client.events_received()[0], HandshakeComplete)
+    else:
+        _expect(client, bridge_hello, "evidence-window")
 
 
 def test_signature_without_attested_key_is_rejected() -> None:
