@@ -17,7 +17,8 @@ minted:
   Identity or CRLs reach clients at once, in new evidence bytes);
 - after a failure, again and again with capped exponential back-off. Each failure is logged at
   ERROR with how long the current key still serves; once it has expired, at ERROR with
-  "refusing attested-key handshakes", until a rotation succeeds.
+  "refusing attested-key handshakes", until a rotation succeeds. Any other error in the task
+  is logged with its traceback and the task carries on after a pause: it never ends quietly.
 
 The private key lives only in :class:`AttestedKeySigner`, in memory: it is never written,
 logged, pickled, copied or shown in a repr.
@@ -169,6 +170,21 @@ class AttestedKeyHolder:
     # -- rotation ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Nothing may end rotation quietly: a dead task would let the key expire and every
+        # attested-key handshake be refused. A rotation's own failure is handled below; this
+        # catches the rest (a bug, a broken metrics callback) and starts over after a pause.
+        while True:
+            try:
+                await self._rotate_forever()
+            except Exception:
+                self.failures += 1
+                _log.exception(
+                    "attested-key rotation failed unexpectedly; restarting it in %g s",
+                    self._retry_max,
+                )
+                await asyncio.sleep(self._retry_max)
+
+    async def _rotate_forever(self) -> None:
         retry = self._retry_initial
         next_collateral_check = self._clock() + self._collateral_interval
         while True:

@@ -167,6 +167,35 @@ async def test_failed_rotation_keeps_serving_until_expiry_then_refuses(
         await holder.stop()
 
 
+async def test_an_unexpected_error_does_not_end_rotation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Whatever breaks inside the rotation task (here the metrics callback, once), rotation must
+    # go on: a task that died quietly would let the key expire and every attested-key
+    # handshake be refused, with nothing in the log but the refusals.
+    caplog.set_level(logging.ERROR, logger="bridge.attested_key")
+    clock = Clock()
+    minter = FakeMinter(clock)
+    reports: list[RotationResult] = []
+
+    def flaky(result: RotationResult, not_after: int | None) -> None:
+        reports.append(result)
+        if len(reports) == 2:
+            raise RuntimeError("the metrics backend broke")
+
+    holder = _holder(minter, clock, on_rotation=flaky)
+    await holder.start()
+    try:
+        clock.now = START + LIFETIME / 2
+        await _until(lambda: len(minter.minted) == 2)
+        await _until(lambda: any("unexpectedly" in r.getMessage() for r in caplog.records))
+        clock.now = START + LIFETIME
+        await _until(lambda: len(minter.minted) == 3)
+        assert holder() is minter.minted[-1]
+    finally:
+        await holder.stop()
+
+
 async def test_new_collateral_triggers_a_rotation() -> None:
     clock = Clock()
     minter = FakeMinter(clock)
