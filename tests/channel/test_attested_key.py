@@ -497,5 +497,18 @@ def test_swapped_kem_ciphertext_under_attested_key_is_rejected() -> None:
     _expect(client, forged, "transcript-signature")
 
 
+def test_hybrid_offer_stripped_in_transit_is_rejected_under_attested_key() -> None:
+    # A middlebox removes the hybrid suite (and its kem key) from the offer, so the genuine
+    # bridge picks the classic suite: the key's signature covers the ClientHello it received,
+    # not the one the client sent.
+    both = frozenset({CLASSIC, HYBRID})
+    client = make_client(allowed_suites=both)
+    hello = ClientHello.decode(_hello(client))
+    stripped = replace(hello, suites=(CLASSIC,), kem=None).encode()
+    answer = _genuine_bridge_hello(stripped, suites=both)
+    assert BridgeHelloCore.decode(decode_bridge_hello(answer)[0]).suite == CLASSIC
+    _expect(client, answer, "transcript-signature")
+
+
 def test_attested_key_lifetime_property() -> None:
     assert AttestedKey(b"\x04" * 65, 10, 70).lifetime == 60
