@@ -27,6 +27,7 @@ import httpx2
 from attestation.policy import Policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_SOURCE_LIMITS = ("--max-handshakes-per-source", "1000", "--max-connections-per-source", "1000")
 
 
 def free_port() -> int:
@@ -158,6 +159,9 @@ def running_bridge(
         str(policy_path),
         "--upstream",
         upstream,
+        # Every test client connects from 127.0.0.1: one source, many tests. Per-source
+        # limits are tested where they are the subject (tests/stress); ``args`` can override.
+        *TEST_SOURCE_LIMITS,
         *args,
     ]
     environment = {
