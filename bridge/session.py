@@ -362,6 +362,21 @@ def _head_size(request: RequestReceived) -> int:
     )
 
 
+def _forget_frames(error: BaseException) -> None:
+    """Drop the tracebacks of an error the channel core keeps (and of what it chained).
+
+    They hold the session's frames, which hold the session: kept by the core, they would
+    make a reference cycle that lives until a full garbage collection, with everything the
+    session still references.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+
+
 class Session:
     """One client connection. ``await run()``; the server calls ``begin_shutdown``/``abort``.
 
@@ -547,8 +562,10 @@ class Session:
             except TimeoutError:
                 continue  # re-evaluated at the top: streams may still be running
             except WebSocketClosed:
-                with contextlib.suppress(ChannelError):
+                try:
                     self._conn.receive_eof()  # truncation unless CLOSE was exchanged
+                except ChannelError as exc:
+                    _forget_frames(exc)
                 return
             self._last_activity = time.monotonic()
             if isinstance(message, str):
@@ -567,10 +584,7 @@ class Session:
                 )
                 self._metrics.error(kind)
                 await self._close_websocket(exc.ws_close_code, exc.check[:120])
-                # The core keeps this error, and its traceback holds this frame, which holds
-                # the session: without this the session (and whatever it still references)
-                # would live until a full garbage collection.
-                exc.__traceback__ = None
+                _forget_frames(exc)
                 return
             for event in self._conn.events_received():
                 self._on_event(event)

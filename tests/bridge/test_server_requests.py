@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import httpx2
 import pytest
 
 from bridge import errors
@@ -17,7 +18,12 @@ from bridge.session import (
     prepare_body,
     usage_from,
 )
-from bridge.upstream import forward_request_headers, forward_response_headers, upstream_url
+from bridge.upstream import (
+    _describe,
+    forward_request_headers,
+    forward_response_headers,
+    upstream_url,
+)
 from shroud_sdk.channel.usage import Usage
 from shroud_sdk.refusals import Overload, OverloadLimit
 
@@ -296,3 +302,12 @@ def test_overload_refusal_says_which_limit_and_when_to_retry() -> None:
     assert headers["retry-after"] == "2"
     assert headers["x-shroud-overload"] == "unfinished_streams"
     assert json.loads(refusal.body)["error"]["code"] == "unfinished_streams"
+
+
+def test_upstream_failures_are_described_without_their_message() -> None:
+    # httpx messages may quote the request URL (path, query) or the upstream's bytes.
+    leaky = httpx2.RemoteProtocolError("bad response to POST /v1/chat/completions?q=secret")
+    assert _describe(leaky) == "RemoteProtocolError"
+    wrapped = httpx2.ConnectError("could not reach http://up/v1/x?q=secret")
+    wrapped.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert _describe(wrapped) == "ConnectError (Connection refused)"
