@@ -1,7 +1,7 @@
 """Fair admission: how many connections the bridge holds, and how many one client source may
 open and how fast.
 
-Three bounds, checked before any expensive work (docs/threat-model.md, "Availability"):
+Four bounds, checked before any expensive work (docs/threat-model.md, "Availability"):
 
 - ``max_sessions``: connections open in any state (TCP accepted, upgrading, handshaking,
   established). It bounds the memory every connection costs whatever it does;
@@ -9,7 +9,10 @@ Three bounds, checked before any expensive work (docs/threat-model.md, "Availabi
   address cannot take all of ``max_sessions``;
 - ``max_handshakes_per_source``: new WebSocket sessions per second from one source (a token
   bucket holding as many tokens as the rate), so that one address cannot keep the handshake
-  slots, and the quotes behind them, busy.
+  slots, and the quotes behind them, busy;
+- of the ``max_concurrent_handshakes`` slots (:class:`HandshakeSlots`), one source holds at
+  most half at a time: quotes are slow and serialised per host, so a source at its rate
+  limit could otherwise still fill every slot while its quotes queue.
 
 A *source* is a string naming the client: its IPv4 address, or the /64 network of its IPv6
 address (one host normally holds a whole /64, so counting single IPv6 addresses would give an
@@ -98,6 +101,43 @@ class TokenBuckets:
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+class HandshakeSlots:
+    """Handshakes in progress (each may be making a quote): ``capacity`` in all, and at most
+    ``per_source`` for any one source, so one address never holds every slot.
+
+    Sans-wait: :meth:`take` answers at once (a slot, or the refusal); the caller gives the
+    slot back with :meth:`give` when the handshake's work really ended.
+    """
+
+    def __init__(self, capacity: int, per_source: int) -> None:
+        if capacity < 1 or per_source < 1:
+            raise ValueError("handshake slots must be at least 1")
+        self.capacity = capacity
+        self.per_source = min(per_source, capacity)
+        self.in_use = 0
+        self._by_source: dict[str, int] = {}
+
+    def take(self, source: str) -> Overload | None:
+        """Take a slot for ``source``: None, or which limit refused it."""
+        if self.in_use >= self.capacity:
+            return Overload(OverloadLimit.HANDSHAKE_CAPACITY, CONNECTION_RETRY_AFTER)
+        held = self._by_source.get(source, 0)
+        if held >= self.per_source:
+            return Overload(OverloadLimit.SOURCE_HANDSHAKE_SLOTS, CONNECTION_RETRY_AFTER)
+        self._by_source[source] = held + 1
+        self.in_use += 1
+        return None
+
+    def give(self, source: str) -> None:
+        """Give back a slot taken for ``source``."""
+        held = self._by_source[source] - 1
+        if held:
+            self._by_source[source] = held
+        else:
+            del self._by_source[source]
+        self.in_use -= 1
 
 
 class AdmissionTicket:

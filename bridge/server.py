@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from bridge.admission import Admission, AdmissionTicket
+from bridge.admission import Admission, AdmissionTicket, HandshakeSlots
 from bridge.attested_key import AttestedKeyHolder
 from bridge.buffer_budget import BufferBudget
 from bridge.client_address import ClientAddresses
@@ -229,7 +229,10 @@ class BridgeServer:
             channel=channel,
             upstream=self._upstream,
             metrics=metrics,
-            handshake_slots=asyncio.Semaphore(config.max_concurrent_handshakes),
+            handshake_slots=HandshakeSlots(
+                config.max_concurrent_handshakes,
+                per_source=max(1, config.max_concurrent_handshakes // 2),
+            ),
             api_key_digests=api_key_digests(k.get_secret_value() for k in config.api_keys),
             fresh_quotes=FreshQuoteLimiter(
                 config.fresh_quotes_per_minute, config.fresh_quote_burst

@@ -6,10 +6,10 @@ The channel core is sans-I/O; this is its asyncio shell on the bridge. A session
    against the operator's rules (closing with 1008 and a reason listing the required and
    allowed fields when it does not fit them), then answers in the evidence mode the client
    asked for (docs/protocol.md section 3.6): in attested-key mode at once, on the event loop
-   (a signature, no quote); in fresh mode only within the source's fresh-quote budget (else
-   1013, "fresh quote rate limit: retry after <n>s") and one of the server's handshake slots
-   (else 1013: quote generation is the expensive step), in a worker thread, because the quote
-   provider blocks;
+   (a signature, no quote); in fresh mode only with one of the server's handshake slots (else
+   1013: quote generation is the expensive step; a source holds at most half of them,
+   ``bridge.admission``) and within the source's fresh-quote budget (else 1013, "fresh quote
+   rate limit: retry after <n>s"), in a worker thread, because the quote provider blocks;
 2. then reads records, turning each request stream into a task that proxies it to the upstream
    (``bridge.upstream``) and streams the response back, many streams at once;
 3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
@@ -45,6 +45,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 
 from bridge import errors
+from bridge.admission import HandshakeSlots
 from bridge.buffer_budget import BufferBudget
 from bridge.config import BridgeConfig
 from bridge.fresh_quotes import FreshQuoteLimiter, retry_after_seconds
@@ -119,7 +120,7 @@ class SessionContext:
     channel: ChannelConfig
     upstream: Upstream
     metrics: BridgeMetrics
-    handshake_slots: asyncio.Semaphore
+    handshake_slots: HandshakeSlots
     api_key_digests: tuple[bytes, ...] = field(repr=False)
     budget: BufferBudget
     overload: OverloadReport
@@ -475,20 +476,20 @@ class Session:
         if not hello.fresh:
             return await self._answer_with_attested_key(message)
         slots = self._ctx.handshake_slots
-        if slots.locked():
-            overload = Overload(OverloadLimit.HANDSHAKE_CAPACITY, RETRY_AFTER_SECONDS)
+        overload = slots.take(self.source)
+        if overload is not None:
             self._ctx.overload.refused(overload, self.source)
             return await self._refuse(
                 HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, overload.close_reason()
             )
         wait = self._ctx.fresh_quotes.try_acquire(self.source)
         if wait is not None:
+            slots.give(self.source)
             return await self._refuse(
                 HandshakeFailure.FRESH_QUOTE_LIMITED,
                 WS_TRY_AGAIN_LATER,
                 f"{FRESH_QUOTE_LIMIT_PREFIX}: retry after {retry_after_seconds(wait)}s",
             )
-        await slots.acquire()  # cannot block: checked just above, no await in between
         self._metrics.handshakes_in_progress.inc()
         started = time.perf_counter()
         # The core calls the evidence provider (the quote) from here: blocking, so a thread.
@@ -529,9 +530,9 @@ class Session:
             return False
         return True
 
-    def _handshake_done(self, slots: asyncio.Semaphore) -> None:
+    def _handshake_done(self, slots: HandshakeSlots) -> None:
         self._metrics.handshakes_in_progress.dec()
-        slots.release()
+        slots.give(self.source)
 
     async def _refuse(self, reason: HandshakeFailure, code: int, text: str) -> bool:
         self._metrics.handshake_failed(reason)

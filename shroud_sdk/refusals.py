@@ -8,7 +8,7 @@ one of three places, depending on how far the connection got:
 - **before the WebSocket upgrade** (session cap, per-source connections, per-source handshake
   rate): an HTTP response with status 429 or 503, ``Retry-After`` and ``x-shroud-overload``
   headers and an OpenAI-shaped JSON body;
-- **during the handshake** (every handshake slot busy, shutting down): WebSocket close code
+- **during the handshake** (handshake slots busy, for everyone or for this source): close code
   1013 (Try Again Later, RFC 6455 section 7.4.1) with the reason
   ``overloaded: <limit> retry-after=<seconds>``;
 - **inside the channel** (stream caps, the buffered-bytes budget, shutting down): an
@@ -44,6 +44,7 @@ class OverloadLimit(enum.StrEnum):
     CONNECTIONS_PER_SOURCE = "connections_per_source"
     HANDSHAKES_PER_SOURCE = "handshakes_per_source"
     HANDSHAKE_CAPACITY = "handshake_capacity"
+    SOURCE_HANDSHAKE_SLOTS = "source_handshake_slots"
     BUFFERED_BYTES = "buffered_bytes"
     SESSION_BUFFERED_BYTES = "session_buffered_bytes"
     SOURCE_BUFFERED_BYTES = "source_buffered_bytes"
@@ -75,6 +76,7 @@ _PER_CLIENT: Final = frozenset(
     {
         OverloadLimit.CONNECTIONS_PER_SOURCE,
         OverloadLimit.HANDSHAKES_PER_SOURCE,
+        OverloadLimit.SOURCE_HANDSHAKE_SLOTS,
         OverloadLimit.SESSION_BUFFERED_BYTES,
         OverloadLimit.SOURCE_BUFFERED_BYTES,
         OverloadLimit.STREAMS_PER_SESSION,
@@ -89,6 +91,8 @@ _EXPLANATIONS: Final = {
     OverloadLimit.HANDSHAKES_PER_SOURCE: "this client address opened new connections faster "
     "than the bridge allows",
     OverloadLimit.HANDSHAKE_CAPACITY: "every handshake slot of the bridge is busy",
+    OverloadLimit.SOURCE_HANDSHAKE_SLOTS: "this client address holds as many of the bridge's "
+    "handshake slots as it may",
     OverloadLimit.BUFFERED_BYTES: "the bridge holds as many request bytes as its memory "
     "budget allows",
     OverloadLimit.SESSION_BUFFERED_BYTES: "this connection holds as many unsent request "

@@ -13,14 +13,18 @@ socket bound there is another source); legitimate clients from 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
 import shroud_sdk
-from tests.bridgeproc import BridgeProcess
+from tests.bridgeproc import REPO_ROOT, BridgeProcess
 from tests.e2e.client import ChannelClient
 
 FULL: Final = os.environ.get("SHROUD_STRESS", "") == "full"
@@ -86,3 +90,26 @@ class PeakRss:
 def mib(size: float) -> str:
     """``size`` bytes in MiB, for messages."""
     return f"{size / MIB:.1f} MiB"
+
+
+class Attacker:
+    """``python -m tests.stress.attackers ARGS`` in a process of its own (see that module).
+
+    ``stop()`` ends it (SIGTERM) and returns the counts it printed.
+    """
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.stress.attackers", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=subprocess.PIPE,
+        )
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM, wait, and the attacker's counts."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=60)
+        counts: dict[str, int] = json.loads(output)
+        return counts
