@@ -81,9 +81,11 @@ async def flood(
 async def slowloris(
     host: str, port: int, source: str, count: int, stop: asyncio.Event
 ) -> dict[str, int]:
-    """Slow upgrade requests until ``stop``; how often the bridge cut one off."""
+    """Slow upgrade requests until ``stop``. Counts connections opened, answered (the bridge
+    refused them with an HTTP answer) and cut silently (closed with no answer: a timeout),
+    and the longest a silent connection lived, in milliseconds."""
     request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n".encode()
-    counts = {"opened": 0, "closed_by_bridge": 0, "errors": 0}
+    counts = {"opened": 0, "answered": 0, "cut_silently": 0, "longest_silent_ms": 0, "errors": 0}
 
     async def one() -> None:
         while not stop.is_set():
@@ -94,6 +96,7 @@ async def slowloris(
                 await asyncio.sleep(0.1)
                 continue
             counts["opened"] += 1
+            opened, answered = time.monotonic(), False
             try:
                 for byte in request * 1000:
                     if stop.is_set():
@@ -101,13 +104,20 @@ async def slowloris(
                     writer.write(bytes([byte]))
                     await writer.drain()
                     with contextlib.suppress(TimeoutError):
-                        if await asyncio.wait_for(reader.read(1024), 0.5) == b"":
-                            counts["closed_by_bridge"] += 1
+                        data = await asyncio.wait_for(reader.read(1024), 0.5)
+                        if not data:
                             break
+                        answered = True
             except OSError:
-                counts["closed_by_bridge"] += 1
+                pass
             finally:
                 writer.close()
+            if answered:
+                counts["answered"] += 1
+            else:
+                counts["cut_silently"] += 1
+                lived = int((time.monotonic() - opened) * 1000)
+                counts["longest_silent_ms"] = max(counts["longest_silent_ms"], lived)
 
     await asyncio.gather(*(one() for _ in range(count)))
     return counts
