@@ -10,7 +10,11 @@ waits for the answer or the refusal, drops the connection and starts again at on
 opens connections that send the WebSocket upgrade one byte every half second and never
 finish it, reopening any the bridge closes.
 
-Both print one JSON line of counts when done (or on SIGTERM).
+``python -m tests.stress.attackers streams URL AUDIENCE --policy P --count N --model stall``
+opens N streaming requests on one attested connection, prints ``ready`` once each has its
+first chunk, and holds them: a client to be killed mid-stream.
+
+Each prints one JSON line of counts when done (or on SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ import contextlib
 import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from attestation.policy import Policy
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection
 from shroud_sdk.channel.constants import SIMULATED_SUITES
 from shroud_sdk.channel.evidence import Evidence
+from tests.e2e.client import ChannelClient
 
 
 def _never_verified(evidence: Evidence, suite: int, /) -> Any:
@@ -123,6 +130,24 @@ async def slowloris(
     return counts
 
 
+async def hold_streams(
+    url: str, audience: str, root_pem: bytes, streams: int, model: str, stop: asyncio.Event
+) -> dict[str, int]:
+    """Open ``streams`` streaming requests to ``model``, say ``ready`` once each has its first
+    chunk, then hold them until ``stop`` (or until the process is killed, which is the point)."""
+    client = await ChannelClient.connect(url, audience=audience, root_pem=root_pem)
+    body = json.dumps(
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    ).encode()
+    sids = [await client.start("POST", "/v1/chat/completions", body=body) for _ in range(streams)]
+    for sid in sids:
+        await client.first_chunk(sid)
+    print("ready", flush=True)
+    await stop.wait()
+    await client.close()
+    return {"streams": streams}
+
+
 async def _main(args: argparse.Namespace) -> dict[str, int]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,21 +156,33 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
     started = time.monotonic()
     if args.attack == "flood":
         counts = await flood(args.target, args.audience, args.source, args.loops, stop)
-    else:
+    elif args.attack == "slowloris":
         counts = await slowloris(args.target, int(args.audience), args.source, args.count, stop)
+    else:
+        root_pem = Policy.load(args.policy).trusted_roots or ()
+        counts = await hold_streams(
+            args.target,
+            args.audience,
+            root_pem[0].encode("ascii"),
+            args.count,
+            args.model,
+            stop,
+        )
     counts["seconds"] = int(time.monotonic() - started)
     return counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("attack", choices=["flood", "slowloris"])
+    parser.add_argument("attack", choices=["flood", "slowloris", "streams"])
     parser.add_argument("target", help="flood: ws:// URL; slowloris: host")
     parser.add_argument("audience", help="flood: the bridge's audience; slowloris: port")
     parser.add_argument("--from", dest="source", default="127.0.0.2")
     parser.add_argument("--loops", type=int, default=64)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--policy", type=Path, help="streams: the bridge's dev policy")
+    parser.add_argument("--model", default="stall", help="streams: the upstream model")
     print(json.dumps(asyncio.run(_main(parser.parse_args()))), flush=True)
 
 

@@ -106,6 +106,23 @@ class Attacker:
             stdout=subprocess.PIPE,
         )
 
+    def wait_for_line(self, expected: str, seconds: float = 30.0) -> None:
+        """Block until the attacker prints ``expected`` (a readiness line)."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline().decode().strip()
+            if line == expected:
+                return
+            if not line and self.process.poll() is not None:
+                break
+        raise AssertionError(f"the attacker never printed {expected!r}")
+
+    def kill(self) -> None:
+        """SIGKILL: the client vanishes without closing anything."""
+        self.process.kill()
+        self.process.wait(30)
+
     def stop(self) -> dict[str, int]:
         """SIGTERM, wait, and the attacker's counts."""
         if self.process.poll() is None:
@@ -113,3 +130,28 @@ class Attacker:
         output, _ = self.process.communicate(timeout=60)
         counts: dict[str, int] = json.loads(output)
         return counts
+
+
+class UpstreamProcess:
+    """The fake upstream (tests/e2e/fake_upstream.py) in a process of its own on ``port``,
+    so it can be killed mid-response and started again on the same port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.fake_upstream", str(self.port)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().decode().strip() == self.base_url
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
