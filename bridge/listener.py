@@ -12,11 +12,12 @@ per-source checks, refused as cheaply as possible.
    per-source cap unless the address is itself a trusted proxy. A refused connection gets a
    fixed HTTP 503/429 answer with ``Retry-After`` at once, without parsing anything it sends,
    and is closed when the client closes or after :data:`REFUSAL_LINGER` seconds;
-3. **at the WebSocket upgrade** (:meth:`Gate.check_upgrade`, from the server's
+3. reads at most :data:`MAX_UPGRADE_REQUEST` bytes of upgrade request (more: dropped);
+4. **at the WebSocket upgrade** (:meth:`Gate.check_upgrade`, from the server's
    ``process_request``), learns the client behind a trusted proxy from ``X-Forwarded-For``
    (``bridge.client_address``) and counts it there, then spends one of the source's
    handshakes. Refusals are HTTP 429 with ``Retry-After``;
-4. gives its places back when the TCP connection ends, whatever happened.
+5. gives its places back when the TCP connection ends, whatever happened.
 
 The refusal wording is ``shroud_sdk.refusals``; logging and counting ``bridge.overload``.
 """
@@ -29,6 +30,7 @@ from typing import Any, ClassVar, Final
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from bridge import errors
 from bridge.admission import Admission, AdmissionTicket, source_key
@@ -40,6 +42,9 @@ from shroud_sdk.refusals import Overload
 
 # How long a refused connection may stay open for its client to read the answer.
 REFUSAL_LINGER: Final = 1.0
+# The largest WebSocket upgrade request read (nginx's default header buffers hold 32 KiB);
+# a connection sending more before its upgrade completes is dropped.
+MAX_UPGRADE_REQUEST: Final = 32 * 1024
 _REASONS: Final = {429: "Too Many Requests", 503: "Service Unavailable"}
 
 
@@ -127,6 +132,7 @@ class AdmittedConnection(ServerConnection):
         self.client_address = ""
         self._proxy_header: bytearray | None = None
         self._refused = False
+        self._upgrade_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -156,6 +162,13 @@ class AdmittedConnection(ServerConnection):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # never parsed: the answer is already on its way
+        if self.protocol.state is State.CONNECTING:
+            # websockets would accept an upgrade request of up to 128 headers of 8 KiB each;
+            # held by up to max_sessions connections, that is not a bound worth the name.
+            self._upgrade_bytes += len(data)
+            if self._upgrade_bytes > MAX_UPGRADE_REQUEST:
+                self.transport.abort()
+                return
         if self._proxy_header is not None:
             self._proxy_header += data
             try:

@@ -6,6 +6,7 @@ session ends. The subprocess attacks with memory measurements are in tests/stres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -271,3 +272,29 @@ async def test_an_unexpected_failure_resets_the_stream_and_logs_no_content(
         await server.shutdown(grace=1)
     assert "stream 1 failed unexpectedly: RuntimeError" in caplog.text
     assert "secret-prompt" not in caplog.text
+
+
+async def test_an_oversized_upgrade_request_is_dropped(small_budget: BridgeServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", small_budget.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: bridge\r\n")
+        for _ in range(12):  # 12 x 3 KiB of headers, never finished
+            writer.write(b"X-Pad: " + b"a" * 3072 + b"\r\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""  # dropped, unanswered
+    finally:
+        writer.close()
+    gate = small_budget._gate
+    assert gate is not None
+    assert await _until(lambda: gate.admission.open_connections == 0)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()

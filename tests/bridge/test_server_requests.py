@@ -266,6 +266,13 @@ def test_response_framing_headers_are_dropped_and_names_lowercased() -> None:
     ) == [("content-type", "text/event-stream"), ("x-id", "1")]
 
 
+def test_an_upstream_cannot_pass_its_answer_off_as_a_bridge_refusal() -> None:
+    forwarded = forward_response_headers(
+        [("Retry-After", "5"), ("X-Shroud-Overload", "sessions"), ("x-shroud-anything", "1")]
+    )
+    assert forwarded == [("retry-after", "5")]
+
+
 # -- error shapes -----------------------------------------------------------------------------
 
 
