@@ -69,7 +69,7 @@ class ClientAddresses:
         ``hop`` is the address the connection came from (the peer, or the PROXY header's
         source). Returned unchanged unless it is a trusted proxy that forwarded an address.
         """
-        if not self._trusted or not self.is_trusted(hop):
+        if not self._trusted:
             return hop
         entries = [e for value in forwarded_for for e in value.split(",") if e.strip()]
         current = hop
