@@ -128,7 +128,6 @@ class _SlowQuotes(SimulatedQuoteProvider):
 
 
 def test_busy_handshake_slots_close_with_1013_and_become_a_typed_error(tmp_path: Path) -> None:
-    _SlowQuotes.started.clear()
     args = ["--max-concurrent-handshakes", "1"]
     with thread_bridge(tmp_path / "bridge", provider_cls=_SlowQuotes, args=args) as bridge:
         # A policy asking for a quote per handshake: those take the bridge's handshake slots.
@@ -137,6 +136,7 @@ def test_busy_handshake_slots_close_with_1013_and_become_a_typed_error(tmp_path:
         first = _client(bridge, max_retries=0, policy=fresh)
         second = _client(bridge, max_retries=0, policy=fresh)
         with first, second:
+            _SlowQuotes.started.clear()  # the bridge's own attested key was quoted at start
             background = threading.Thread(target=first.models.list)
             background.start()
             assert _SlowQuotes.started.wait(10)
