@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -185,55 +185,48 @@ async def test_a_body_that_never_ends_gets_408_and_its_bytes_back(
         await client.close()
 
 
-async def test_a_vanished_client_gives_everything_back_without_the_garbage_collector(
-    small_budget: BridgeServer,
+async def _ends_freed_without_the_collector(
+    server: BridgeServer, end: Callable[[ChannelClient], Awaitable[None]]
 ) -> None:
+    """Hold request bytes on a session, ``end`` it, and check that the session and its bytes
+    are gone with the garbage collector off: freed when it ends, not at the next collection."""
     gc.collect()
-    gc.disable()  # what a session holds must go when it ends, not at the next full collection
+    gc.disable()
     try:
-        client = await _client(small_budget)
+        client = await _client(server)
         for _ in range(3):
             await _half_open(client, 30 * KIB)
         await _barrier(client)
-        (session,) = small_budget._sessions
+        (session,) = server._sessions
         ended = weakref.ref(session)
         del session
-        assert _held(small_budget) > 90 * KIB
-        client.ws.transport.abort()  # no CLOSE: the connection just ends
-        client._reader.cancel()
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if ended() is None:
-                break
-        assert _held(small_budget) == 0
-        assert ended() is None, gc.get_referrers(ended())
+        assert _held(server) > 90 * KIB
+        await end(client)
+        assert await _until(lambda: ended() is None)
+        assert _held(server) == 0
     finally:
         gc.enable()
+
+
+async def test_a_vanished_client_gives_everything_back_without_the_garbage_collector(
+    small_budget: BridgeServer,
+) -> None:
+    async def vanish(client: ChannelClient) -> None:
+        client.ws.transport.abort()  # no CLOSE: the connection just ends
+        client._reader.cancel()
+
+    await _ends_freed_without_the_collector(small_budget, vanish)
 
 
 async def test_a_forged_record_ends_the_session_and_frees_it_without_the_collector(
     small_budget: BridgeServer,
 ) -> None:
-    gc.collect()
-    gc.disable()
-    try:
-        client = await _client(small_budget)
-        await _half_open(client, 20 * KIB)
-        await _barrier(client)
-        (session,) = small_budget._sessions
-        ended = weakref.ref(session)
-        del session
+    async def forge(client: ChannelClient) -> None:
         record = client.conn._sealer.seal(2, 1, b"x")  # type: ignore[union-attr]
         await client.ws.send(record[:-1] + bytes([record[-1] ^ 1]))  # authentication fails
         await asyncio.wait_for(client.connection_done.wait(), 10)
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if ended() is None:
-                break
-        assert _held(small_budget) == 0
-        assert ended() is None, gc.get_referrers(ended())
-    finally:
-        gc.enable()
+
+    await _ends_freed_without_the_collector(small_budget, forge)
 
 
 class _FailingOnce:

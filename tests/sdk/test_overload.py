@@ -39,6 +39,12 @@ def _client(bridge: ThreadBridge, **options: Any) -> shroud_sdk.OpenAI:
     return shroud_sdk.OpenAI(bridge_url=bridge.url, api_key="k", audience=AUDIENCE, **settings)
 
 
+def _async_client(bridge: ThreadBridge) -> shroud_sdk.AsyncOpenAI:
+    return shroud_sdk.AsyncOpenAI(
+        bridge_url=bridge.url, api_key="k", policy=bridge.policy, audience=AUDIENCE, max_retries=0
+    )
+
+
 def _refusals(bridge: ThreadBridge, limit: OverloadLimit) -> float:
     assert bridge.server is not None
     assert bridge.server.metrics is not None
@@ -153,13 +159,7 @@ async def test_too_many_streams_on_one_connection_is_an_authenticated_rate_limit
     with FakeUpstream() as upstream:
         args = ["--max-streams-per-session", "1", "--upstream", upstream.base_url]
         with thread_bridge(tmp_path / "bridge", args=args) as bridge:
-            async with shroud_sdk.AsyncOpenAI(
-                bridge_url=bridge.url,
-                api_key="k",
-                policy=bridge.policy,
-                audience=AUDIENCE,
-                max_retries=0,
-            ) as client:
+            async with _async_client(bridge) as client:
                 held = await client.chat.completions.create(
                     model="stall", messages=HELLO, stream=True
                 )
@@ -201,13 +201,7 @@ async def test_the_sdk_stops_reading_when_the_application_does(tmp_path: Path) -
     with FakeUpstream() as upstream:
         args = ["--upstream", upstream.base_url, "--send-timeout", "1"]
         with thread_bridge(tmp_path / "bridge", args=args) as bridge:
-            async with shroud_sdk.AsyncOpenAI(
-                bridge_url=bridge.url,
-                api_key="k",
-                policy=bridge.policy,
-                audience=AUDIENCE,
-                max_retries=0,
-            ) as client:
+            async with _async_client(bridge) as client:
                 stream = await client.chat.completions.create(
                     model="flood", messages=HELLO, stream=True
                 )
