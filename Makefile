@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck unit setup clean lock wheel
+.PHONY: test demo bench lint typecheck unit setup clean lock wheel stress soak
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ lock: $(STAMP)
 # The wheel, byte-identical for the same commit (scripts/build-wheel.sh).
 wheel: $(STAMP)
 	scripts/build-wheel.sh $(BIN)/python dist
+
+# The attack scenarios of tests/stress at full scale (make test runs a reduced form).
+stress: $(STAMP)
+	SHROUD_STRESS=full $(BIN)/pytest -s tests/stress
+
+# 1,000 sessions with streams for 10 minutes; prints RSS every 30 s and the slope. Not in CI.
+soak: $(STAMP)
+	$(BIN)/python -m tests.stress.soak --sessions 1000 --minutes 10
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info

@@ -5,7 +5,8 @@ Exit status: 0 after a clean shutdown, 2 for an invalid configuration (the messa
 bad setting and where it came from), 1 when the bridge cannot start (quote provider missing,
 RTMR extension failed, RTMR3 holding measurements that no saved runtime log replays, another
 bridge running in the same TD, address in use). Logs go to stderr; they never contain keys,
-prompts or completions. Only argument handling and process life-cycle live here.
+prompts, completions, request paths or query strings (``bridge.logs``; ``--log-request-paths``
+opts in to paths and queries). Only argument handling and process life-cycle live here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from bridge import logs
 from bridge.config import BridgeConfig, ConfigError, parse_args
 from bridge.providers import QuoteProviderError
 from bridge.server import BridgeServer
@@ -59,5 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shroud-bridge: {exc}", file=sys.stderr)
         return 2
+    logs.configure(log_request_paths=config.log_request_paths)
     _log.info("%s", config.redacted_summary())
     return asyncio.run(run(config))

@@ -156,6 +156,24 @@ class BridgeConfig(BaseModel):
     max_concurrent_handshakes: int = Field(default=16, ge=1, le=10000)
     max_streams_per_session: int = Field(default=32, ge=1, le=10000)
     shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    # Availability bounds (docs/threat-model.md, "Availability"): every one has an attacker
+    # test in tests/stress/.
+    max_sessions: int = Field(default=1024, ge=1, le=1_000_000)
+    max_connections_per_source: int = Field(default=32, ge=1, le=1_000_000)
+    max_handshakes_per_source: float = Field(default=20.0, gt=0, le=1_000_000)
+    max_buffered_bytes: int = Field(default=256 * 1024 * 1024, gt=0, le=1 << 40)
+    max_source_buffered_bytes: int = Field(default=64 * 1024 * 1024, gt=0, le=1 << 40)
+    max_session_buffered_bytes: int = Field(default=8 * 1024 * 1024, gt=0, le=1 << 40)
+    max_unfinished_streams: int = Field(default=8, ge=1, le=10000)
+    request_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    send_timeout: float = Field(default=15.0, gt=0, le=3600)
+    # Addresses (or CIDR networks) of proxies whose word about the client address is taken.
+    trusted_proxies: tuple[str, ...] = ()
+    # Expect a PROXY protocol v2 header on every connection from a trusted proxy.
+    proxy_protocol: bool = False
+    # Log decrypted request paths and query strings (an access log). Off: no path, query or
+    # body reaches the log at any level.
+    log_request_paths: bool = False
     # None disables the metrics endpoint. Loopback by default: metrics are for the operator.
     metrics_listen: HostPort | None = Field(
         default_factory=lambda: HostPort(host="127.0.0.1", port=9464)
@@ -252,6 +270,22 @@ class BridgeConfig(BaseModel):
             raise ValueError("duplicate entries")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        normalised = []
+        for entry in value:
+            try:
+                normalised.append(str(ipaddress.ip_network(entry.strip(), strict=True)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or a network like 10.0.0.0/8 (host bits "
+                    "must be zero)"
+                ) from None
+        if len(set(normalised)) != len(normalised):
+            raise ValueError("duplicate entries")
+        return tuple(normalised)
+
     @field_validator("disclose_allowed", "disclose_required")
     @classmethod
     def _check_field_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -302,6 +336,21 @@ class BridgeConfig(BaseModel):
             raise ValueError(f"disclose_required {sorted(missing)} not in disclose_allowed")
         if self.metrics_listen is not None and self.metrics_listen == self.listen:
             raise ValueError("metrics_listen must differ from listen")
+        shares = (
+            self.max_request_body,
+            self.max_session_buffered_bytes,
+            self.max_source_buffered_bytes,
+            self.max_buffered_bytes,
+        )
+        if list(shares) != sorted(shares):
+            got = ", ".join(map(str, shares))
+            raise ValueError(
+                "need max_request_body <= max_session_buffered_bytes <= "
+                f"max_source_buffered_bytes <= max_buffered_bytes (got {got}): one whole "
+                "request must fit a session's share, and a session's share a source's"
+            )
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol needs trusted_proxies (who may send the header)")
         return self
 
     # -- derived values ---------------------------------------------------------------------
@@ -345,6 +394,11 @@ class BridgeConfig(BaseModel):
             expected = hashlib.sha256(key.get_secret_value().encode("utf-8")).digest()
             found |= hmac.compare_digest(wanted, expected)
         return found
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed."""
+        return tuple(ipaddress.ip_network(entry) for entry in self.trusted_proxies)
 
     @property
     def upstream_is_demo(self) -> bool:
@@ -491,7 +545,7 @@ def effective_config_digest(config: BridgeConfig) -> bytes:
 
 # Fields given as lists; in the environment they are comma-separated.
 _LIST_FIELDS: Final = frozenset(
-    {"api_keys", "allowed_paths", "disclose_allowed", "disclose_required"}
+    {"api_keys", "allowed_paths", "disclose_allowed", "disclose_required", "trusted_proxies"}
 )
 
 
@@ -529,17 +583,105 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--disclose-allowed", dest="disclose_allowed", action="append")
     p.add_argument("--disclose-required", dest="disclose_required", action="append")
-    p.add_argument("--max-request-body", type=int)
-    p.add_argument("--handshake-timeout", type=float)
-    p.add_argument("--idle-timeout", type=float)
+    p.add_argument(
+        "--max-request-body", type=int, help="largest request body in bytes (larger: 413)"
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help="seconds for the WebSocket upgrade, ClientHello and quote (then closed)",
+    )
+    p.add_argument(
+        "--idle-timeout", type=float, help="seconds without streams or records before CLOSE"
+    )
     p.add_argument(
         "--ping-interval", type=float, help="seconds between WebSocket pings (below proxy timeouts)"
     )
     p.add_argument("--upstream-connect-timeout", type=float)
     p.add_argument("--upstream-read-timeout", type=float)
-    p.add_argument("--max-concurrent-handshakes", type=int)
-    p.add_argument("--max-streams-per-session", type=int)
-    p.add_argument("--shutdown-grace", type=float)
+    p.add_argument(
+        "--max-concurrent-handshakes",
+        type=int,
+        help="handshakes (quotes) in progress at once; over it: close 1013",
+    )
+    p.add_argument(
+        "--max-streams-per-session",
+        type=int,
+        help="concurrent requests on one connection; over it: 429",
+    )
+    p.add_argument(
+        "--shutdown-grace", type=float, help="seconds in-flight streams may finish after SIGTERM"
+    )
+    limits = p.add_argument_group(
+        "availability limits", "bounds on what clients can make the bridge hold (default in [])"
+    )
+    limits.add_argument(
+        "--max-sessions",
+        type=int,
+        help="open connections in any state [1024]; over it a new connection gets 503",
+    )
+    limits.add_argument(
+        "--max-connections-per-source",
+        type=int,
+        help="open connections from one client address [32]; over it: 429",
+    )
+    limits.add_argument(
+        "--max-handshakes-per-source",
+        type=float,
+        help="handshakes (new connections) per second from one client address, in bursts of "
+        "up to the same number [20]; over it: 429",
+    )
+    limits.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        help="request bytes (headers and bodies) held across all sessions [268435456]; "
+        "over it: 503",
+    )
+    limits.add_argument(
+        "--max-source-buffered-bytes",
+        type=int,
+        help="share of --max-buffered-bytes one client address may hold [67108864]; over it: 429",
+    )
+    limits.add_argument(
+        "--max-session-buffered-bytes",
+        type=int,
+        help="share of --max-source-buffered-bytes one connection may hold [8388608]; over it: 429",
+    )
+    limits.add_argument(
+        "--max-unfinished-streams",
+        type=int,
+        help="requests on one connection whose body has not ended [8]; over it: 429",
+    )
+    limits.add_argument(
+        "--request-body-timeout",
+        type=float,
+        help="seconds from a request's HEADERS to its END [30]; then 408",
+    )
+    limits.add_argument(
+        "--send-timeout",
+        type=float,
+        help="seconds any one send, flush or close to a client may take [15]; then the "
+        "connection is aborted",
+    )
+    limits.add_argument(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        help="address or network of a proxy whose X-Forwarded-For (or PROXY header) names the "
+        "client (repeatable)",
+    )
+    limits.add_argument(
+        "--proxy-protocol",
+        action="store_const",
+        const=True,
+        help="require a PROXY protocol v2 header on connections from trusted proxies",
+    )
+    p.add_argument(
+        "--log-request-paths",
+        action="store_const",
+        const=True,
+        help="log each decrypted request's method, path and query (off: never logged)",
+    )
     p.add_argument("--metrics-listen", help="HOST:PORT for /metrics, or 'off'")
     p.add_argument(
         "--state-dir",

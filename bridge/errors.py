@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
+from shroud_sdk.refusals import Overload
+
 # The JSON media type every error carries; the openai client parses the body by it.
 _JSON: Final = "application/json"
 
@@ -82,17 +84,6 @@ def body_too_large(limit: int) -> ErrorResponse:
     )
 
 
-def too_many_streams(limit: int, retry_after: int) -> ErrorResponse:
-    """429 with Retry-After: the session already has ``limit`` requests in flight."""
-    return openai_error(
-        429,
-        f"Too many concurrent requests on this connection (limit {limit}); retry shortly.",
-        error_type="rate_limit_error",
-        code="too_many_concurrent_requests",
-        extra_headers=(("retry-after", str(retry_after)),),
-    )
-
-
 def bad_request(message: str, code: str, param: str | None = None) -> ErrorResponse:
     """400 with a fixed ``message`` chosen by the caller (never request content)."""
     return openai_error(400, message, error_type="invalid_request_error", code=code, param=param)
@@ -128,15 +119,19 @@ def upstream_timeout() -> ErrorResponse:
     )
 
 
-def shutting_down() -> ErrorResponse:
-    """503: the bridge is shutting down and takes no new requests on this connection."""
+def request_timeout(seconds: float) -> ErrorResponse:
+    """408: the request's body did not end within the bridge's request-body timeout."""
     return openai_error(
-        503,
-        "The bridge is shutting down; retry on a new connection.",
-        error_type="server_error",
-        code="shutting_down",
-        extra_headers=(("retry-after", "1"),),
+        408,
+        f"The request body did not arrive within {seconds:g} s; the request was dropped.",
+        error_type="invalid_request_error",
+        code="request_body_timeout",
     )
+
+
+def invalid_body(reason: str) -> ErrorResponse:
+    """400: the JSON body cannot be checked (``reason`` is fixed text, never content)."""
+    return bad_request(f"The request body was refused: {reason}.", "invalid_request_body")
 
 
 def internal_error() -> ErrorResponse:
@@ -146,4 +141,20 @@ def internal_error() -> ErrorResponse:
         "The bridge failed to process the request.",
         error_type="server_error",
         code="bridge_internal_error",
+    )
+
+
+def overloaded(overload: Overload) -> ErrorResponse:
+    """429 or 503 with Retry-After and ``x-shroud-overload``: a bound refused the request.
+
+    ``code`` is the limit's name (``streams_per_session``, ``buffered_bytes``...), so a client
+    can tell which bound it met (shroud_sdk.refusals).
+    """
+    limit = overload.limit
+    return openai_error(
+        overload.status,
+        f"Refused: {limit.explanation}; retry in {overload.retry_after} s.",
+        error_type="rate_limit_error" if overload.status == 429 else "server_error",
+        code=limit.value,
+        extra_headers=overload.headers(),
     )

@@ -28,6 +28,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from shroud_sdk.refusals import OverloadLimit
+
 OTHER: Final = "other"
 _NAMESPACE: Final = "shroud_bridge"
 # Quote generation on TDX takes tens of milliseconds to seconds; upstream answers up to minutes.
@@ -63,6 +65,9 @@ class ErrorKind(StrEnum):
     TOO_MANY_STREAMS = "too_many_streams"
     DISCLOSURE_MISMATCH = "disclosure_mismatch"
     IDLE_TIMEOUT = "idle_timeout"
+    SEND_TIMEOUT = "send_timeout"  # a client did not read in time: connection aborted
+    REQUEST_BODY_TIMEOUT = "request_body_timeout"
+    INVALID_BODY = "invalid_body"  # a JSON body too deep or with duplicate keys: 400
     UPSTREAM_CONNECT = "upstream_connect"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_PROTOCOL = "upstream_protocol"
@@ -209,6 +214,22 @@ class BridgeMetrics:
             ["direction"],
             registry=r,
         )
+        self.overload_refusals = Counter(
+            f"{_NAMESPACE}_overload_refusals",
+            "Work refused because a bound was reached, by limit (docs/deployment.md).",
+            ["limit"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            f"{_NAMESPACE}_connections_open",
+            "TCP connections held open, in any state (bounded by max_sessions).",
+            registry=r,
+        )
+        self.buffered_request_bytes = Gauge(
+            f"{_NAMESPACE}_buffered_request_bytes",
+            "Request bytes held, across sessions (bounded by max_buffered_bytes).",
+            registry=r,
+        )
         # Resolved once: records are counted on the streaming hot path, and a labels() lookup
         # per record costs more than the counting.
         self._record_counters = {
@@ -259,6 +280,10 @@ class BridgeMetrics:
     def error(self, kind: ErrorKind) -> None:
         """An error outside the handshake."""
         self.errors.labels(ErrorKind(kind).value).inc()
+
+    def overload_refused(self, limit: OverloadLimit) -> None:
+        """One refusal by the bound ``limit``."""
+        self.overload_refusals.labels(OverloadLimit(limit).value).inc()
 
     def record(self, direction: Direction, size: int, count: int = 1) -> None:
         """``count`` encrypted records of ``size`` bytes in all, sent or received."""

@@ -30,6 +30,7 @@ It deliberately does not parse flags or install signal handlers (``bridge.cli`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import threading
@@ -40,17 +41,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from bridge.admission import Admission, AdmissionTicket, HandshakeSlots
 from bridge.attested_key import AttestedKeyHolder
+from bridge.buffer_budget import BufferBudget
+from bridge.client_address import ClientAddresses
 from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig
 from bridge.demo_upstream import DemoUpstream
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
+from bridge.listener import Gate, connection_class
 from bridge.metrics import BridgeMetrics
+from bridge.overload import OverloadReport
 from bridge.providers import QuoteProvider, create_provider
 from bridge.providers.measure import measure_bridge
 from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
-from bridge.session import Session, SessionContext
+from bridge.session import Session, SessionContext, api_key_digests
 from bridge.upstream import Upstream
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
 from shroud_sdk.channel.constants import (
@@ -71,6 +77,9 @@ MAX_MESSAGE_SIZE: Final = max(MAX_RECORD_LEN, MAX_CLIENT_HELLO_LEN)
 # encrypted records).
 PING_TIMEOUT: Final = 20.0
 CLOSE_TIMEOUT: Final = 5.0
+# Messages websockets may queue per connection before it stops reading the socket: bounds the
+# memory a connection holds while its session is busy (each message is at most one record).
+MAX_QUEUED_MESSAGES: Final = 4
 ANY_KEY_WARNING: Final = (
     "NO API KEY CONFIGURED: this bridge accepts ANY client API key. Configure --api-key (or "
     "SHROUD_BRIDGE_API_KEYS) before exposing it."
@@ -103,6 +112,7 @@ class BridgeServer:
         self._state: RuntimeLogStore | None = None
         self._sessions: set[Session] = set()
         self._attested_key: AttestedKeyHolder | None = None
+        self._gate: Gate | None = None
         self._closing = False
         self.metrics: BridgeMetrics | None = None
         self.usage_public_key: ec.EllipticCurvePublicKey | None = None
@@ -213,26 +223,47 @@ class BridgeServer:
             connect_timeout=config.upstream_connect_timeout,
             read_timeout=config.upstream_read_timeout,
         )
+        report = OverloadReport(metrics)
         context = SessionContext(
             config=config,
             channel=channel,
             upstream=self._upstream,
             metrics=metrics,
-            handshake_slots=asyncio.Semaphore(config.max_concurrent_handshakes),
-            api_keys=tuple(k.get_secret_value().encode("utf-8") for k in config.api_keys),
+            handshake_slots=HandshakeSlots(
+                config.max_concurrent_handshakes,
+                per_source=max(1, config.max_concurrent_handshakes // 2),
+            ),
+            api_key_digests=api_key_digests(k.get_secret_value() for k in config.api_keys),
             fresh_quotes=FreshQuoteLimiter(
                 config.fresh_quotes_per_minute, config.fresh_quote_burst
             ),
+            budget=BufferBudget(
+                config.max_buffered_bytes,
+                source_share=config.max_source_buffered_bytes,
+                on_change=metrics.buffered_request_bytes.set,
+            ),
+            overload=report,
         )
         self._context = context
+        self._gate = Gate(
+            Admission(
+                max_connections=config.max_sessions,
+                max_connections_per_source=config.max_connections_per_source,
+                handshakes_per_second=config.max_handshakes_per_source,
+            ),
+            ClientAddresses(config.trusted_proxy_networks, proxy_protocol=config.proxy_protocol),
+            report,
+            metrics,
+        )
         self._server = await serve(
             self._handle,
             config.listen.host,
             config.listen.port,
+            create_connection=connection_class(self._gate),
             process_request=self._process_request,
             compression=None,
             max_size=MAX_MESSAGE_SIZE,
-            max_queue=16,
+            max_queue=MAX_QUEUED_MESSAGES,
             open_timeout=config.handshake_timeout,
             ping_interval=config.ping_interval,
             ping_timeout=PING_TIMEOUT,
@@ -257,10 +288,13 @@ class BridgeServer:
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if self._closing:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        return None  # go on with the WebSocket upgrade
+        assert self._gate is not None  # set before the listener starts
+        return self._gate.check_upgrade(connection, request)  # None: go on with the upgrade
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        session = Session(websocket, self._context)
+        ticket = getattr(websocket, "ticket", None)
+        source = ticket.source if isinstance(ticket, AdmissionTicket) else "unknown"
+        session = Session(websocket, self._context, source)
         self._sessions.add(session)
         try:
             if self._closing:
@@ -289,9 +323,16 @@ class BridgeServer:
         leftover = [s for s in sessions if not s.finished.is_set()]
         if leftover:
             _log.warning("shutdown grace over: aborting %d session(s)", len(leftover))
-            await asyncio.gather(*(s.abort() for s in leftover), return_exceptions=True)
+            # Each abort sends CLOSE within the send timeout; together they get no longer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.send_timeout):
+                    await asyncio.gather(*(s.abort() for s in leftover), return_exceptions=True)
         if self._server is not None:
             self._server.close(close_connections=False)
+            # Whatever is still open (a client that never read, a connection still in its
+            # upgrade) is dropped: shutdown ends within grace + send timeout, whatever clients do.
+            if self._gate is not None:
+                self._gate.abort_all()
             await self._server.wait_closed()
             self._server = None
         if self._attested_key is not None:

@@ -6,10 +6,10 @@ The channel core is sans-I/O; this is its asyncio shell on the bridge. A session
    against the operator's rules (closing with 1008 and a reason listing the required and
    allowed fields when it does not fit them), then answers in the evidence mode the client
    asked for (docs/protocol.md section 3.6): in attested-key mode at once, on the event loop
-   (a signature, no quote); in fresh mode only within the source's fresh-quote budget (else
-   1013, "fresh quote rate limit: retry after <n>s") and one of the server's handshake slots
-   (else 1013: quote generation is the expensive step), in a worker thread, because the quote
-   provider blocks;
+   (a signature, no quote); in fresh mode only with one of the server's handshake slots (else
+   1013: quote generation is the expensive step; a source holds at most half of them,
+   ``bridge.admission``) and within the source's fresh-quote budget (else 1013, "fresh quote
+   rate limit: retry after <n>s"), in a worker thread, because the quote provider blocks;
 2. then reads records, turning each request stream into a task that proxies it to the upstream
    (``bridge.upstream``) and streams the response back, many streams at once;
 3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,9 +45,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 
 from bridge import errors
+from bridge.admission import HandshakeSlots
+from bridge.buffer_budget import BufferBudget
 from bridge.config import BridgeConfig
 from bridge.fresh_quotes import FreshQuoteLimiter, retry_after_seconds
+from bridge.logs import log_unexpected
 from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure, StreamOutcome
+from bridge.overload import OverloadReport
 from bridge.upstream import Upstream, UpstreamError, UpstreamRequest, UpstreamTimeoutError
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
 from shroud_sdk.channel.connection import BridgeConnection
@@ -62,6 +67,8 @@ from shroud_sdk.channel.events import (
 from shroud_sdk.channel.handshake import ClientHello
 from shroud_sdk.channel.usage import Usage
 from shroud_sdk.errors import ChannelError, IntegrityError
+from shroud_sdk.json_body import JsonBodyError, parse_json_body
+from shroud_sdk.refusals import WS_TRY_AGAIN_LATER, Overload, OverloadLimit
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +78,6 @@ WS_NORMAL: Final = 1000
 WS_GOING_AWAY: Final = 1001  # idle timeout, shutdown
 WS_UNSUPPORTED_DATA: Final = 1003  # a text frame: shroud/1 is binary only
 WS_POLICY_VIOLATION: Final = 1008  # handshake timeout, refused disclosure set
-WS_TRY_AGAIN_LATER: Final = 1013  # every handshake slot is busy
 
 # RFC 6455 section 5.5: a control frame's payload is at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON_BYTES: Final = 123
@@ -114,8 +120,10 @@ class SessionContext:
     channel: ChannelConfig
     upstream: Upstream
     metrics: BridgeMetrics
-    handshake_slots: asyncio.Semaphore
-    api_keys: tuple[bytes, ...] = field(repr=False)
+    handshake_slots: HandshakeSlots
+    api_key_digests: tuple[bytes, ...] = field(repr=False)
+    budget: BufferBudget
+    overload: OverloadReport
     fresh_quotes: FreshQuoteLimiter = field(default_factory=lambda: FreshQuoteLimiter(6, 2))
 
 
@@ -143,20 +151,26 @@ def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...
 # -- request checks (pure) ------------------------------------------------------------------
 
 
-def authorized(headers: tuple[tuple[str, str], ...], api_keys: tuple[bytes, ...]) -> bool:
+def api_key_digests(keys: Iterable[str]) -> tuple[bytes, ...]:
+    """SHA-256 of each configured API key: what :func:`authorized` compares against."""
+    return tuple(hashlib.sha256(key.encode("utf-8")).digest() for key in keys)
+
+
+def authorized(headers: tuple[tuple[str, str], ...], key_digests: tuple[bytes, ...]) -> bool:
     """True if no key is configured, or ``Authorization: Bearer <key>`` names one of them.
 
-    Every configured key is compared (constant time each), so timing does not say which or how
-    many keys matched.
+    The presented key is hashed and its SHA-256 compared with every configured key's (constant
+    time each, equal lengths), so timing says neither which key matched, nor how many, nor how
+    long any key is.
     """
-    if not api_keys:
+    if not key_digests:
         return True
     presented = next((value for name, value in headers if name == "authorization"), "")
     scheme, _, token = presented.partition(" ")
-    candidate = token.strip().encode("utf-8", "replace")
+    candidate = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
     match = False
-    for key in api_keys:
-        match |= hmac.compare_digest(candidate, key)
+    for digest in key_digests:
+        match |= hmac.compare_digest(candidate, digest)
     return match and scheme.lower() == "bearer"
 
 
@@ -181,22 +195,28 @@ def prepare_body(
     """Check disclosed metadata against ``body``; bound tokens; ask for usage on streams.
 
     Each disclosed field must equal the body's top-level field of the same name (None when the
-    body lacks it or is not a JSON object). A disclosed ``max_tokens`` or
-    ``max_completion_tokens`` then also caps the other field, so an upstream that prefers one of
-    them (vLLM prefers ``max_completion_tokens``) cannot generate more than was disclosed.
+    body lacks it). A JSON body with a repeated key or nested too deeply is refused (400), and
+    so is a non-empty body that is not a JSON object when any field is disclosed. A disclosed
+    ``max_tokens`` or ``max_completion_tokens`` then also caps the other field, so an upstream
+    that prefers one of them (vLLM prefers ``max_completion_tokens``) cannot generate more than
+    was disclosed.
     """
     parsed: Any = None
     if body:
         try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            parsed = None
+            parsed = parse_json_body(body)
+        except JsonBodyError as exc:
+            return errors.invalid_body(exc.reason)
     document = parsed if isinstance(parsed, dict) else None
     for name, value in disclosed.items():
         actual = document.get(name) if document is not None else None
         if not _same_value(value, actual):
             return errors.disclosure_mismatch(name)
     if document is None:
+        if body and disclosed:
+            # A disclosed field declared absent cannot be checked in a body that is not a
+            # JSON object; the upstream might still read one there.
+            return errors.invalid_body("disclosed fields need a JSON object body")
         return PreparedBody(body, usage_injected=False)
     modified = False
     limits = [v for k, v in disclosed.items() if k in _TOKEN_LIMIT_FIELDS and isinstance(v, int)]
@@ -325,19 +345,54 @@ class UsageMeter:
 
 @dataclass
 class _PendingRequest:
+    """A request whose body is still arriving; its bytes are charged to the session's share."""
+
     request: RequestReceived
-    body: bytearray = field(default_factory=bytearray, repr=False)
+    deadline: float  # monotonic time by which its END must arrive
+    charged: int  # bytes charged to the buffer budget (headers and body so far)
+    size: int = 0  # body bytes so far
+    chunks: list[bytes] = field(default_factory=list, repr=False)
+
+
+def _head_size(request: RequestReceived) -> int:
+    """What a request's HEADERS record makes the bridge hold (charged to the budget)."""
+    return (
+        len(request.method)
+        + len(request.path)
+        + sum(len(name) + len(value) for name, value in request.headers)
+    )
+
+
+def _forget_frames(error: BaseException) -> None:
+    """Drop the tracebacks of an error the channel core keeps (and of what it chained).
+
+    They hold the session's frames, which hold the session: kept by the core, they would
+    make a reference cycle that lives until a full garbage collection, with everything the
+    session still references.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
 
 
 class Session:
-    """One client connection. ``await run()``; the server calls ``begin_shutdown``/``abort``."""
+    """One client connection. ``await run()``; the server calls ``begin_shutdown``/``abort``.
 
-    def __init__(self, websocket: ServerConnection, context: SessionContext) -> None:
+    ``source`` is the client's source as admission counts it (``bridge.admission``): the peer
+    address, or the client address a trusted proxy reported. Per-source limits key on it.
+    """
+
+    def __init__(self, websocket: ServerConnection, context: SessionContext, source: str) -> None:
         self._ws = websocket
         self._ctx = context
         self._config = context.config
         self._metrics = context.metrics
+        self.source = source
         self._conn = BridgeConnection(context.channel)
+        self._buffers = context.budget.session(context.config.max_session_buffered_bytes, source)
         self._send_lock = asyncio.Lock()
         self._established = False
         self._shutting_down = False
@@ -346,6 +401,9 @@ class Session:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
         self.finished = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Session(source={self.source!r}, streams={len(self._tasks)})"
 
     @property
     def shutting_down(self) -> bool:
@@ -358,7 +416,12 @@ class Session:
         return len(self._tasks)
 
     async def run(self) -> None:
-        """Serve the connection until it ends; never raises for anything the peer does."""
+        """Serve the connection until it ends; never raises for anything the peer does.
+
+        Whatever ends it, the session's streams are cancelled, every buffered request byte is
+        given back to the budget, and the WebSocket is closed (or, past the send timeout,
+        aborted) before this returns.
+        """
         try:
             if await self._handshake():
                 self._metrics.sessions_active.inc()
@@ -368,13 +431,14 @@ class Session:
                     self._metrics.sessions_active.dec()
         except WebSocketClosed:
             pass
-        except Exception:
-            _log.exception("session failed unexpectedly")
+        except Exception as exc:
+            log_unexpected(_log, "session failed unexpectedly", exc)
             self._metrics.error(ErrorKind.INTERNAL)
-            with contextlib.suppress(Exception):
-                await self._ws.close(1011, "internal error")
+            await self._close_websocket(1011, "internal error")
         finally:
             await self._cancel_streams()
+            self._release_everything()
+            await self._close_websocket(WS_GOING_AWAY, "bridge closing")
             self.finished.set()
 
     # -- handshake ------------------------------------------------------------------------------
@@ -412,18 +476,20 @@ class Session:
         if not hello.fresh:
             return await self._answer_with_attested_key(message)
         slots = self._ctx.handshake_slots
-        if slots.locked():
+        overload = slots.take(self.source)
+        if overload is not None:
+            self._ctx.overload.refused(overload, self.source)
             return await self._refuse(
-                HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, "handshake capacity reached"
+                HandshakeFailure.OVERLOADED, WS_TRY_AGAIN_LATER, overload.close_reason()
             )
         wait = self._ctx.fresh_quotes.try_acquire(self.source)
         if wait is not None:
+            slots.give(self.source)
             return await self._refuse(
                 HandshakeFailure.FRESH_QUOTE_LIMITED,
                 WS_TRY_AGAIN_LATER,
                 f"{FRESH_QUOTE_LIMIT_PREFIX}: retry after {retry_after_seconds(wait)}s",
             )
-        await slots.acquire()  # cannot block: checked just above, no await in between
         self._metrics.handshakes_in_progress.inc()
         started = time.perf_counter()
         # The core calls the evidence provider (the quote) from here: blocking, so a thread.
@@ -464,21 +530,13 @@ class Session:
             return False
         return True
 
-    @property
-    def source(self) -> str:
-        """Who this client is for per-source limits: the peer's IP address."""
-        peer = self._ws.remote_address
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            return peer[0]
-        return "unknown"
-
-    def _handshake_done(self, slots: asyncio.Semaphore) -> None:
+    def _handshake_done(self, slots: HandshakeSlots) -> None:
         self._metrics.handshakes_in_progress.dec()
-        slots.release()
+        slots.give(self.source)
 
     async def _refuse(self, reason: HandshakeFailure, code: int, text: str) -> bool:
         self._metrics.handshake_failed(reason)
-        await self._ws.close(code, close_reason(text))
+        await self._close_websocket(code, close_reason(text))
         return False
 
     # -- records --------------------------------------------------------------------------------
@@ -486,27 +544,34 @@ class Session:
     async def _serve(self) -> None:
         idle = self._config.idle_timeout
         while True:
+            if self._pending and self._expire_pending():
+                await self._flush()
+            now = time.monotonic()
             if self._tasks:
                 timeout = idle
             else:
-                timeout = self._last_activity + idle - time.monotonic()
+                timeout = self._last_activity + idle - now
                 if timeout <= 0:
                     self._metrics.error(ErrorKind.IDLE_TIMEOUT)
                     await self._close_channel()
                     return
+            if self._pending:
+                timeout = min(timeout, min(p.deadline for p in self._pending.values()) - now)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(max(timeout, 0)):
                     message = await self._ws.recv()
             except TimeoutError:
                 continue  # re-evaluated at the top: streams may still be running
             except WebSocketClosed:
-                with contextlib.suppress(ChannelError):
+                try:
                     self._conn.receive_eof()  # truncation unless CLOSE was exchanged
+                except ChannelError as exc:
+                    _forget_frames(exc)
                 return
             self._last_activity = time.monotonic()
             if isinstance(message, str):
                 self._metrics.error(ErrorKind.PROTOCOL)
-                await self._ws.close(WS_UNSUPPORTED_DATA, "shroud/1 is binary only")
+                await self._close_websocket(WS_UNSUPPORTED_DATA, "shroud/1 is binary only")
                 return
             self._metrics.record(Direction.CLIENT_TO_BRIDGE, len(message))
             try:
@@ -519,35 +584,32 @@ class Session:
                     else (ErrorKind.PROTOCOL)
                 )
                 self._metrics.error(kind)
-                await self._ws.close(exc.ws_close_code, exc.check[:120])
+                await self._close_websocket(exc.ws_close_code, exc.check[:120])
+                _forget_frames(exc)
                 return
             for event in self._conn.events_received():
                 self._on_event(event)
             await self._flush()
             if self._conn.close_expected():
-                await self._ws.close(WS_NORMAL)
+                await self._close_websocket(WS_NORMAL, "")
                 return
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event)
         elif isinstance(event, DataReceived):
-            pending = self._pending.get(event.stream_id)
-            if pending is None:
-                return  # answered early (404, 413...): the rest of the body is dropped
-            pending.body += event.data
-            if len(pending.body) > self._config.max_request_body:
-                del self._pending[event.stream_id]
-                self._metrics.error(ErrorKind.BODY_TOO_LARGE)
-                self._answer(pending.request, errors.body_too_large(self._config.max_request_body))
+            self._on_data(event)
         elif isinstance(event, StreamEnded):
             pending = self._pending.pop(event.stream_id, None)
             if pending is not None:
-                task = asyncio.create_task(self._proxy(pending))
+                body = b"".join(pending.chunks)
+                pending.chunks.clear()
+                task = asyncio.create_task(self._proxy(pending.request, body, pending.charged))
                 self._tasks[event.stream_id] = task
         elif isinstance(event, StreamReset):
             pending = self._pending.pop(event.stream_id, None)
             if pending is not None:
+                self._buffers.release(pending.charged)
                 self._metrics.stream_finished(pending.request.path, StreamOutcome.CLIENT_RESET)
             running = self._tasks.get(event.stream_id)
             if running is not None:
@@ -559,22 +621,68 @@ class Session:
 
     def _on_request(self, request: RequestReceived) -> None:
         answer: errors.ErrorResponse | None = None
+        limit: OverloadLimit | None = None
+        if self._config.log_request_paths:
+            _log.info("stream %d: %s %s", request.stream_id, request.method, request.path)
         if self._shutting_down:
-            answer = errors.shutting_down()
+            limit = OverloadLimit.SHUTTING_DOWN
         elif self._config.match_allowed_path(request.path) is None:
             self._metrics.error(ErrorKind.PATH_NOT_ALLOWED)
             answer = errors.path_not_allowed()
-        elif not authorized(request.headers, self._ctx.api_keys):
+        elif not authorized(request.headers, self._ctx.api_key_digests):
             answer = errors.unauthorized()
         elif len(self._tasks) + len(self._pending) >= self._config.max_streams_per_session:
             self._metrics.error(ErrorKind.TOO_MANY_STREAMS)
-            answer = errors.too_many_streams(
-                self._config.max_streams_per_session, RETRY_AFTER_SECONDS
-            )
-        if answer is None:
-            self._pending[request.stream_id] = _PendingRequest(request)
+            limit = OverloadLimit.STREAMS_PER_SESSION
+        elif len(self._pending) >= self._config.max_unfinished_streams:
+            limit = OverloadLimit.UNFINISHED_STREAMS
         else:
-            self._answer(request, answer)
+            size = _head_size(request)
+            limit = self._buffers.charge(size)
+            if limit is None:
+                deadline = time.monotonic() + self._config.request_body_timeout
+                self._pending[request.stream_id] = _PendingRequest(request, deadline, size)
+                return
+        if limit is not None:
+            answer = self._overloaded(limit)
+        assert answer is not None
+        self._answer(request, answer)
+
+    def _on_data(self, event: DataReceived) -> None:
+        pending = self._pending.get(event.stream_id)
+        if pending is None:
+            return  # answered early (404, 413, 429...): the rest of the body is dropped
+        size = len(event.data)
+        answer: errors.ErrorResponse | None = None
+        if pending.size + size > self._config.max_request_body:
+            self._metrics.error(ErrorKind.BODY_TOO_LARGE)
+            answer = errors.body_too_large(self._config.max_request_body)
+        elif (limit := self._buffers.charge(size)) is not None:
+            answer = self._overloaded(limit)
+        if answer is not None:
+            del self._pending[event.stream_id]
+            self._buffers.release(pending.charged)
+            self._answer(pending.request, answer)
+            return
+        pending.chunks.append(event.data)
+        pending.size += size
+        pending.charged += size
+
+    def _overloaded(self, limit: OverloadLimit) -> errors.ErrorResponse:
+        overload = Overload(limit, RETRY_AFTER_SECONDS)
+        self._ctx.overload.refused(overload, self.source)
+        return errors.overloaded(overload)
+
+    def _expire_pending(self) -> bool:
+        """Answer 408 to requests whose body did not end in time; True if any was."""
+        now = time.monotonic()
+        late = [sid for sid, p in self._pending.items() if p.deadline <= now]
+        for sid in late:
+            pending = self._pending.pop(sid)
+            self._buffers.release(pending.charged)
+            self._metrics.error(ErrorKind.REQUEST_BODY_TIMEOUT)
+            self._answer(pending.request, errors.request_timeout(self._config.request_body_timeout))
+        return bool(late)
 
     def _answer(self, request: RequestReceived, answer: errors.ErrorResponse) -> None:
         """Send a bridge-made response on the stream (queued; the caller flushes).
@@ -593,6 +701,12 @@ class Session:
         self._metrics.stream_finished(request.path, StreamOutcome.REFUSED)
 
     async def _flush(self) -> None:
+        """Send what the core sealed, in order; past ``send_timeout`` abort the connection.
+
+        A client that stops reading fills the socket buffers and ``send`` waits; so would
+        websockets' keepalive pings and close. The deadline turns that into an aborted
+        connection (raised as WebSocketClosed), which ends the session and its streams.
+        """
         async with self._send_lock:
             messages = self._conn.data_to_send()
             if not messages:
@@ -600,21 +714,49 @@ class Session:
             self._metrics.record(
                 Direction.BRIDGE_TO_CLIENT, sum(map(len, messages)), count=len(messages)
             )
-            for message in messages:  # one WebSocket message per record (protocol.md §3.1)
-                await self._ws.send(message)
+            try:
+                async with asyncio.timeout(self._config.send_timeout):
+                    for message in messages:  # one WebSocket message per record (protocol.md §3.1)
+                        await self._ws.send(message)
+            except TimeoutError:
+                self._send_timed_out()
+                raise WebSocketClosed(None, None) from None
+
+    async def _close_websocket(self, code: int, reason: str) -> None:
+        """Close the WebSocket; past ``send_timeout`` abort the TCP connection instead."""
+        try:
+            async with asyncio.timeout(self._config.send_timeout):
+                await self._ws.close(code, reason)
+        except TimeoutError:
+            self._send_timed_out()
+        except Exception:
+            self._ws.transport.abort()
+
+    def _send_timed_out(self) -> None:
+        if not self._ws.transport.is_closing():
+            self._metrics.error(ErrorKind.SEND_TIMEOUT)
+            _log.info(
+                "client %s did not read for %.0f s: connection aborted",
+                self.source,
+                self._config.send_timeout,
+            )
+        self._ws.transport.abort()
 
     # -- proxying one request --------------------------------------------------------------------
 
-    async def _proxy(self, pending: _PendingRequest) -> None:
-        request = pending.request
+    async def _proxy(self, request: RequestReceived, body: bytes, charged: int) -> None:
         sid = request.stream_id
         outcome = StreamOutcome.COMPLETED
         self._metrics.streams_active.inc()
         try:
-            prepared = prepare_body(request.path, bytes(pending.body), request.disclosed)
-            pending.body.clear()
+            prepared = prepare_body(request.path, body, request.disclosed)
+            del body
             if isinstance(prepared, errors.ErrorResponse):
-                self._metrics.error(ErrorKind.DISCLOSURE_MISMATCH)
+                self._metrics.error(
+                    ErrorKind.DISCLOSURE_MISMATCH
+                    if prepared.code == "disclosure_mismatch"
+                    else ErrorKind.INVALID_BODY
+                )
                 self._answer(request, prepared)
                 outcome = StreamOutcome.REFUSED
                 await self._flush()
@@ -625,14 +767,29 @@ class Session:
             raise
         except (ChannelError, WebSocketClosed):
             outcome = StreamOutcome.CLIENT_RESET  # the connection ended under us
+        except Exception as exc:
+            # Never a stream left hanging: whatever failed, the client gets an answer or RESET.
+            log_unexpected(_log, f"stream {sid} failed unexpectedly", exc)
+            self._metrics.error(ErrorKind.INTERNAL)
+            outcome = StreamOutcome.UPSTREAM_ERROR
+            await self._reset_after_failure(sid)
         finally:
             self._tasks.pop(sid, None)
+            self._buffers.release(charged)
             self._metrics.streams_active.dec()
             if outcome is not StreamOutcome.REFUSED:
                 self._metrics.stream_finished(request.path, outcome)
             self._last_activity = time.monotonic()
             if self._shutting_down and not self._tasks:
                 asyncio.get_running_loop().call_soon(self._schedule_close)
+
+    async def _reset_after_failure(self, sid: int) -> None:
+        """After an unexpected failure the stream is RESET, whatever it had sent: the client
+        learns at once that this response is over, and the stream's slot is freed."""
+        with contextlib.suppress(ChannelError):
+            self._conn.reset_stream(sid, RESET_INTERNAL_ERROR, "bridge internal error")
+        with contextlib.suppress(WebSocketClosed):
+            await self._flush()
 
     async def _forward(self, request: RequestReceived, prepared: PreparedBody) -> StreamOutcome:
         sid = request.stream_id
@@ -692,7 +849,7 @@ class Session:
         """
         self._shutting_down = True
         if not self._established:
-            self._spawn(self._ws.close(WS_GOING_AWAY, "bridge closing"))
+            self._spawn(self._close_websocket(WS_GOING_AWAY, "bridge closing"))
         elif not self._tasks:
             self._schedule_close()
 
@@ -706,7 +863,8 @@ class Session:
             self._spawn(self._close_channel())
 
     async def abort(self) -> None:
-        """Shutdown deadline passed: cancel the remaining streams and close."""
+        """Shutdown deadline passed: cancel the remaining streams and close (within the send
+        timeout, then the connection is aborted)."""
         self._shutting_down = True
         await self._cancel_streams()
         await self._close_channel()
@@ -716,7 +874,7 @@ class Session:
             self._conn.close(CLOSE_GOING_AWAY, "bridge closing")
         with contextlib.suppress(WebSocketClosed):
             await self._flush()
-        await self._ws.close(WS_GOING_AWAY, "bridge closing")
+        await self._close_websocket(WS_GOING_AWAY, "bridge closing")
 
     async def _cancel_streams(self) -> None:
         tasks = list(self._tasks.values())
@@ -724,3 +882,8 @@ class Session:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _release_everything(self) -> None:
+        """Free every request byte this session holds and give its budget share back."""
+        self._pending.clear()
+        self._buffers.close()

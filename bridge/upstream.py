@@ -48,6 +48,8 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
 # Request headers the client may not pass to the upstream, beyond the hop-by-hop ones.
 _DROPPED_REQUEST_HEADERS: Final = frozenset({"authorization", "accept-encoding", "cookie"})
 _OPENAI_PREFIX: Final = "/v1"
+# Response headers only the bridge itself may set (e.g. x-shroud-overload on its refusals).
+BRIDGE_HEADER_PREFIX: Final = "x-shroud-"
 
 
 class UpstreamError(Exception):
@@ -125,17 +127,29 @@ def forward_request_headers(
 
 
 def forward_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Upstream response headers minus hop-by-hop ones, names lower-cased for the channel."""
+    """Upstream response headers minus hop-by-hop ones and the bridge's own ``x-shroud-*``
+    (an upstream must not pass its answer off as a bridge refusal), names lower-cased."""
     return [
         (name.lower(), value)
         for name, value in headers
-        if name.lower() not in HOP_BY_HOP_HEADERS and "\r" not in value and "\n" not in value
+        if name.lower() not in HOP_BY_HOP_HEADERS
+        and not name.lower().startswith(BRIDGE_HEADER_PREFIX)
+        and "\r" not in value
+        and "\n" not in value
     ]
 
 
 def _describe(exc: BaseException) -> str:
-    # httpx messages name the URL and the OS error, never request or response content.
-    return f"{type(exc).__name__}: {exc}"
+    """The exception's type, and the OS error behind it if any: never its message, which may
+    quote the request URL (path, query) or bytes of the upstream's answer."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; never follow a cycle forever
+        if cause is None or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{type(exc).__name__} ({cause.strerror})"
+    return type(exc).__name__
 
 
 class Upstream:

@@ -26,6 +26,7 @@ from openai import DEFAULT_MAX_RETRIES, NOT_GIVEN, NotGiven
 from attestation.policy import Policy
 from shroud_sdk.channel.usage import Usage
 from shroud_sdk.errors import ShroudError
+from shroud_sdk.overload import overload_status_error
 from shroud_sdk.transport import AsyncShroudTransport, ShroudTransport
 from shroud_sdk.verifier import AttestationReport, AttestationVerifier, QuoteCollateralSource
 
@@ -152,6 +153,20 @@ class _AttestedOpenAI(Generic[_TransportT, _HttpClientT]):
             **kwargs,
         )
         self._shroud_transport = transport
+
+    def _make_status_error(
+        self, err_msg: str, *, body: object, response: Any
+    ) -> openai.APIStatusError:
+        # openai's hook for 4xx/5xx: a bridge overload refusal becomes BridgeRateLimitError /
+        # BridgeBusyError (subclasses of the classes openai would raise), after openai's own
+        # retries honoured its Retry-After.
+        overload = overload_status_error(err_msg, body=body, response=response)
+        if overload is not None:
+            return cast(openai.APIStatusError, overload)
+        error: openai.APIStatusError = cast(Any, super())._make_status_error(
+            err_msg, body=body, response=response
+        )
+        return error
 
     @property
     def attestation(self) -> AttestationReport | None:

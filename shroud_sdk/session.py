@@ -4,8 +4,14 @@ An ``AsyncSession`` owns at most one live WebSocket to the bridge at a time. The
 opens it: the ClientHello goes out, the BridgeHello's evidence is verified (in a worker thread,
 since collateral may be fetched) and only then may request records be sealed; the channel core
 itself refuses to seal earlier. One connection carries many concurrent streams; a reader task
-dispatches the core's events to per-stream queues. A connection that closed or failed is
+dispatches the core's events to per-stream inboxes. A connection that closed or failed is
 replaced by a new handshake and a new verification on the next request.
+
+Flow control: each stream's inbox holds at most ``STREAM_BUFFER_RECORDS`` records the
+application has not read; past that the reader stops reading the socket, so a response the
+application does not consume stays in the network (and the bridge, after its send timeout,
+drops the connection) rather than in this process's memory. Streams share one connection, so
+one stream left unread also stalls the others: close what you do not read.
 
 Retry rule: ``open_stream`` retries on a fresh connection only when the request provably never
 left this process (the connection was found dead before the request HEADERS were sealed).
@@ -16,7 +22,8 @@ per session), so synchronous callers need no event loop of their own and it work
 running one (Jupyter). ``close()`` stops and joins that thread.
 
 Errors raised here are neutral (``SessionConnectError``, ``SessionTimeoutError``,
-``StreamAbortedError``, ``SessionDisclosureRefusedError``, channel errors);
+``StreamAbortedError``, ``SessionDisclosureRefusedError``, ``SessionOverloadedError``, channel
+errors);
 ``shroud_sdk.transport`` maps them to httpx and ``openai`` exceptions. Deliberately not here:
 HTTP semantics and the evidence checks.
 """
@@ -24,6 +31,7 @@ HTTP semantics and the evidence checks.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import re
@@ -38,7 +46,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection, ConnectionState
@@ -68,6 +76,7 @@ from shroud_sdk.errors import (
     RekeyRequiredError,
     ShroudError,
 )
+from shroud_sdk.refusals import Overload
 
 _T = TypeVar("_T")
 
@@ -85,6 +94,9 @@ _WS_TRY_AGAIN_LATER: Final = 1013
 _FRESH_QUOTE_LIMIT_PREFIX: Final = "fresh quote rate limit"
 _RETRY_AFTER: Final = re.compile(r"retry after (\d{1,6})s")
 _EVIDENCE_UNAVAILABLE: Final = "evidence-unavailable"
+# Records of one response held for an application that is not reading it (each at most
+# 16 KiB of content): past this the connection's reader stops reading the socket.
+STREAM_BUFFER_RECORDS: Final = 64
 
 
 class SessionConnectError(ShroudError):
@@ -147,6 +159,22 @@ class SessionDisclosureRefusedError(ShroudError):
         for key, names in _DISCLOSURE_FIELD_LIST.findall(reason[:200]):
             lists[key] = frozenset(n for n in names.split(",") if n in DISCLOSABLE_FIELDS)
         return cls(disclosed, lists.get("required"), lists.get("allowed"))
+
+
+class SessionOverloadedError(ShroudError):
+    """The bridge (or a proxy before it) refused the connection for lack of capacity.
+
+    ``overload`` says which limit and when to retry (``shroud_sdk.refusals``). It came before
+    any key was agreed, so it is unauthenticated: nothing was sent, and nothing but the time of
+    a retry may depend on it.
+    """
+
+    def __init__(self, overload: Overload) -> None:
+        super().__init__(
+            f"the bridge refused the connection ({overload.limit.value}): "
+            f"{overload.limit.explanation}; retry in {overload.retry_after} s"
+        )
+        self.overload = overload
 
 
 @dataclass(frozen=True)
@@ -266,6 +294,56 @@ class _RecordingVerifier:
         return result
 
 
+class _StreamInbox:
+    """A stream's received events waiting for the application: at most ``limit`` of them.
+
+    When the application stops consuming, ``put`` waits, so the connection's reader stops
+    reading the socket: the bridge's sends then wait too (TCP flow control) instead of this
+    process buffering the whole response. Errors never wait (:meth:`fail`), and a stream the
+    application abandoned (:meth:`discard`) takes nothing more.
+    """
+
+    def __init__(self, limit: int = STREAM_BUFFER_RECORDS) -> None:
+        self._items: collections.deque[Event | BaseException] = collections.deque()
+        self._limit = limit
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._discarded = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, event: Event) -> None:
+        """Queue ``event``; wait while the application has ``limit`` events unread."""
+        while len(self._items) >= self._limit and not self._discarded:
+            self._writable.clear()
+            await self._writable.wait()
+        if not self._discarded:
+            self._items.append(event)
+            self._readable.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Queue ``error`` after what is already queued, whatever the limit."""
+        self._items.append(error)
+        self._readable.set()
+
+    async def get(self) -> Event | BaseException:
+        """The next event or error (waits for one)."""
+        while not self._items:
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._items.popleft()
+        self._writable.set()
+        return item
+
+    def discard(self) -> None:
+        """The application gave up on the stream: drop what is queued, take nothing more."""
+        self._discarded = True
+        self._items.clear()
+        self._writable.set()
+
+
 class _Link:
     """One WebSocket and its ``ClientConnection``: the unit replaced on failure."""
 
@@ -280,7 +358,7 @@ class _Link:
         self.connection = connection
         self.report = report
         self.disclose = disclose
-        self.streams: dict[int, asyncio.Queue[Event | BaseException]] = {}
+        self.streams: dict[int, _StreamInbox] = {}
         self.error: BaseException | None = None
         self.send_lock = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
@@ -300,8 +378,8 @@ class _Link:
     def fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
-        for queue in self.streams.values():
-            queue.put_nowait(error)
+        for inbox in self.streams.values():
+            inbox.fail(error)
         self.streams.clear()
 
     async def read_loop(self) -> None:
@@ -310,7 +388,7 @@ class _Link:
                 if isinstance(message, str):
                     raise HandshakeError("frame", "bridge sent a text frame")  # protocol: binary
                 self.connection.receive_data(message)
-                self._dispatch(self.connection.events_received())
+                await self._dispatch(self.connection.events_received())
                 async with self.send_lock:
                     await self.flush()
         except WebSocketClosed:
@@ -339,26 +417,26 @@ class _Link:
             return exc
         return SessionConnectError("the connection ended")  # pragma: no cover
 
-    def _dispatch(self, events: list[Event]) -> None:
+    async def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, ConnectionClosed):
                 error = SessionConnectError(f"the bridge closed the connection: {event.reason}")
                 self.error = self.error or error
                 for sid in event.unfinished_streams:
-                    queue = self.streams.pop(sid, None)
-                    if queue is not None:
-                        queue.put_nowait(
+                    inbox = self.streams.pop(sid, None)
+                    if inbox is not None:
+                        inbox.fail(
                             StreamAbortedError(event.code, f"connection closed: {event.reason}")
                         )
                 continue
             if isinstance(event, HandshakeComplete):  # pragma: no cover - handled in connect
                 continue
-            queue = self.streams.get(event.stream_id)
-            if queue is None:
+            inbox = self.streams.get(event.stream_id)
+            if inbox is None:
                 continue  # a stream we abandoned; the core already accounted for it
-            queue.put_nowait(event)
             if isinstance(event, StreamEnded | StreamReset):
                 self.streams.pop(event.stream_id, None)
+            await inbox.put(event)  # waits while the application is not reading this stream
 
 
 @dataclass(frozen=True)
@@ -385,17 +463,17 @@ class ResponseHead:
 class AsyncStream:
     """One request/response exchange on an attested connection."""
 
-    def __init__(self, link: _Link, stream_id: int, queue: asyncio.Queue[Event | BaseException]):
+    def __init__(self, link: _Link, stream_id: int, inbox: _StreamInbox):
         self._link = link
         self.stream_id = stream_id
-        self._queue = queue
+        self._inbox = inbox
         self.finished = False
         self.usage: SignedUsage | None = None
         self.report = link.report
 
     async def _next(self, read_timeout: float | None) -> Event:
         try:
-            item = await asyncio.wait_for(self._queue.get(), read_timeout)
+            item = await asyncio.wait_for(self._inbox.get(), read_timeout)
         except TimeoutError:
             raise SessionTimeoutError("read", "timed out waiting for the bridge") from None
         if isinstance(item, BaseException):
@@ -436,6 +514,7 @@ class AsyncStream:
         self.finished = True
         link = self._link
         link.streams.pop(self.stream_id, None)
+        self._inbox.discard()  # a reader waiting to queue more for it goes on
         if not link.usable:
             return
         async with link.send_lock:
@@ -488,8 +567,8 @@ class AsyncSession:
                     if attempt == 0:
                         continue
                     raise
-                queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-                link.streams[stream_id] = queue
+                inbox = _StreamInbox()
+                link.streams[stream_id] = inbox
                 if request.body:
                     link.connection.send_data(stream_id, request.body)
                 link.connection.end_stream(stream_id)
@@ -501,7 +580,7 @@ class AsyncSession:
                         "connection lost while sending the request (not retried: it may "
                         "have reached the bridge)"
                     ) from exc
-            return AsyncStream(link, stream_id, queue)
+            return AsyncStream(link, stream_id, inbox)
         raise SessionConnectError("no usable attested connection")  # pragma: no cover
 
     async def _usable_link(self, connect_timeout: float | None) -> _Link:
@@ -541,6 +620,13 @@ class AsyncSession:
                 ssl=self.config.ssl_context,  # None for ws://; see SessionConfig
                 user_agent_header="shroud-sdk",
             )
+        except InvalidStatus as exc:
+            overload = Overload.from_http(
+                exc.response.status_code, list(exc.response.headers.raw_items())
+            )
+            if overload is not None:
+                raise SessionOverloadedError(overload) from None
+            raise SessionConnectError(f"cannot connect to the bridge: {exc}") from None
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             raise SessionConnectError(f"cannot connect to the bridge: {exc}") from None
         self.handshakes += 1
@@ -594,6 +680,13 @@ class AsyncSession:
                     "the bridge has no valid attested key (its evidence expired and rotation "
                     "is failing); retry later, or ask for a fresh quote",
                 ) from None
+            overload = (
+                Overload.from_close(received.code, received.reason)
+                if received is not None
+                else None
+            )
+            if overload is not None:
+                raise SessionOverloadedError(overload) from None
             if received is not None and received.code == HandshakeError.ws_close_code:
                 # The bridge refused our hello (no common suite, other audience): it cannot
                 # attest on terms this client accepts. Its reason is shown, never trusted.

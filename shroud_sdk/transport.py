@@ -10,7 +10,11 @@ Four classes, because clients differ in which httpx they pass: ``ShroudTransport
 ``LegacyShroudTransport`` and ``AsyncLegacyShroudTransport`` for the legacy ``httpx`` package.
 
 Rules enforced here: a request to any origin other than the attested bridge is refused
-(``RefusedDestinationError``), and no redirect is ever followed (a 3xx is returned as is).
+(``RefusedDestinationError``), a body whose disclosed fields cannot be read unambiguously is
+refused (``InvalidRequestBodyError``), and no redirect is ever followed (a 3xx is returned as
+is). A bridge that refuses the *connection* for lack of capacity gets the request answered
+with the equivalent HTTP 429/503 and its ``Retry-After`` (``shroud_sdk.overload``), so
+``openai`` retries it as it would an overloaded server.
 Attestation failures raise ``AttestationError``, integrity failures ``StreamIntegrityError``, a
 response the bridge abandoned (RESET) ``StreamResetError`` and a refused disclosure set
 ``DisclosureRefusedError``; all subclass
@@ -23,7 +27,6 @@ body was read to its end, ``response.extensions["shroud.usage"]``.
 from __future__ import annotations
 
 import contextlib
-import json
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +48,8 @@ from shroud_sdk.errors import (
     LocalProtocolError,
     ShroudError,
 )
+from shroud_sdk.json_body import JsonBodyError, parse_json_body
+from shroud_sdk.overload import OVERLOAD_EXTENSION, refusal_response_parts
 from shroud_sdk.session import (
     AsyncSession,
     AsyncStream,
@@ -54,6 +59,7 @@ from shroud_sdk.session import (
     SessionConnectError,
     SessionDisclosureRefusedError,
     SessionFreshQuoteRefusedError,
+    SessionOverloadedError,
     SessionTimeoutError,
     StreamAbortedError,
     SyncSession,
@@ -200,6 +206,16 @@ class FreshQuoteRateLimitedError(openai.APIConnectionError):
         self.retry_after = retry_after
 
 
+class InvalidRequestBodyError(ShroudError, ValueError):
+    """The request body is JSON whose disclosed fields cannot be read unambiguously: a key
+    repeated in one object (parsers disagree on which one counts) or nesting too deep to
+    parse. Nothing was sent. ``code`` is ``duplicate_key`` or ``too_deep``."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"refusing to send the request: {reason}")
+        self.code = code
+
+
 class RefusedDestinationError(ShroudError):
     """The request was addressed to a host other than the attested bridge; nothing was sent."""
 
@@ -260,9 +276,9 @@ def _disclosed_values(body: bytes, disclose: Iterable[str]) -> dict[str, object]
     if not names or not body:
         return dict.fromkeys(names)
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return dict.fromkeys(names)
+        document = parse_json_body(body)
+    except JsonBodyError as exc:
+        raise InvalidRequestBodyError(exc.code, exc.reason) from None
     if not isinstance(document, dict):
         return dict.fromkeys(names)
     values: dict[str, object] = {}
@@ -492,6 +508,8 @@ class _BaseTransport(Generic[_S]):
         connect_timeout, read_timeout = _timeouts(request.extensions)
         try:
             stream = await session.open_stream(outgoing, connect_timeout=connect_timeout)
+        except SessionOverloadedError:
+            raise  # answered as an HTTP 429/503 by ``_handle`` (shroud_sdk.overload)
         except (ShroudError, OSError) as exc:
             raise self.map_error(exc, request) from exc
         try:
@@ -500,6 +518,17 @@ class _BaseTransport(Generic[_S]):
             await stream.aclose()  # abandon it (RESET): the bridge frees its slot
             raise self.map_error(exc, request) from exc
         return head, _ResponseBody(self, request, stream, read_timeout)
+
+    def _refusal_response(self, request: Any, refused: SessionOverloadedError) -> Any:
+        """The HTTP answer to a request whose connection the bridge refused (overload)."""
+        status, headers, content = refusal_response_parts(refused.overload)
+        return self._flavour.Response(
+            status,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions={OVERLOAD_EXTENSION: refused.overload},
+        )
 
     def _response(
         self, request: Any, head: ResponseHead, body: _ResponseBody, stream: object
@@ -523,6 +552,8 @@ class _SyncTransport(_BaseTransport[SyncSession]):
         start = self._start(self._session.async_session, request, outgoing)
         try:
             head, body = self._session.run(start)
+        except SessionOverloadedError as refused:
+            return self._refusal_response(request, refused)
         except ShroudError as exc:  # the session itself was closed
             raise self.map_error(exc, request) from exc
         return self._response(request, head, body, _SyncBody(body, self._session))
@@ -538,7 +569,10 @@ class _AsyncTransport(_BaseTransport[AsyncSession]):
 
     async def _handle(self, request: Any) -> Any:
         outgoing = self._outgoing_request(request, await request.aread())
-        head, body = await self._start(self._session, request, outgoing)
+        try:
+            head, body = await self._start(self._session, request, outgoing)
+        except SessionOverloadedError as refused:
+            return self._refusal_response(request, refused)
         return self._response(request, head, body, _AsyncBody(body))
 
     async def aclose(self) -> None:

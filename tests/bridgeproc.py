@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
+from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.policy import Policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_SOURCE_LIMITS = ("--max-handshakes-per-source", "1000", "--max-connections-per-source", "1000")
 
 
 def free_port() -> int:
@@ -62,6 +64,22 @@ class BridgeProcess:
         assert roots is not None
         assert len(roots) == 1
         return roots[0].encode("ascii")
+
+    def rss_bytes(self) -> int:
+        """The bridge process's resident set size now (Linux /proc)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """The value of one sample on /metrics (0.0 when absent)."""
+        text = httpx2.get(self.metrics_url, timeout=10.0, trust_env=False).text
+        wanted = dict(labels or {})
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == wanted:
+                    return float(sample.value)
+        return 0.0
 
     def log_text(self) -> str:
         """Everything the bridge logged so far."""
@@ -133,11 +151,14 @@ def running_bridge(
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
     simulated_dir: Path | None = None,
+    test_source_limits: bool = True,
 ) -> Iterator[BridgeProcess]:
     """Run a simulated bridge in ``workdir`` in front of ``upstream``; see module docstring.
 
     ``args`` are extra ``shroud-bridge`` flags; ``env`` extra environment variables;
     ``simulated_dir`` a platform several bridges share (default: ``workdir/simulated``).
+    ``test_source_limits`` raises the per-source limits (every test connects from 127.0.0.1);
+    False keeps the bridge's defaults.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port, metrics_port = free_port(), free_port()
@@ -158,6 +179,9 @@ def running_bridge(
         str(policy_path),
         "--upstream",
         upstream,
+        # Every test client connects from 127.0.0.1: one source, many tests. Per-source
+        # limits are tested where they are the subject (tests/stress); ``args`` can override.
+        *(TEST_SOURCE_LIMITS if test_source_limits else ()),
         *args,
     ]
     environment = {

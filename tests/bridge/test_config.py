@@ -16,6 +16,7 @@ from bridge.config import (
     ConfigError,
     HostPort,
     QuoteProviderKind,
+    build_arg_parser,
     effective_config_digest,
     effective_config_document,
     parse_args,
@@ -358,3 +359,72 @@ def test_api_key_check_accepts_only_configured_keys() -> None:
 
 def test_api_key_check_with_no_keys_accepts_anything() -> None:
     assert _sim().api_key_matches("whatever")
+
+
+# -- availability limits ------------------------------------------------------------------------
+
+LIMIT_FLAGS = (
+    "--max-sessions",
+    "--max-connections-per-source",
+    "--max-handshakes-per-source",
+    "--max-buffered-bytes",
+    "--max-source-buffered-bytes",
+    "--max-session-buffered-bytes",
+    "--max-unfinished-streams",
+    "--request-body-timeout",
+    "--send-timeout",
+    "--trusted-proxy",
+    "--proxy-protocol",
+    "--log-request-paths",
+)
+
+
+def test_every_limit_is_in_help_with_an_explanation(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], environ={})
+    text = capsys.readouterr().out
+    helps = {
+        option: action.help or ""
+        for action in build_arg_parser()._actions
+        for option in action.option_strings
+    }
+    for flag in LIMIT_FLAGS:
+        assert f"  {flag}" in text
+        assert len(helps[flag]) > 30, f"{flag} has no help text"
+        assert " ".join(helps[flag].split()[:3]) in " ".join(text.split())
+
+
+def test_limits_come_from_toml_env_and_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "bridge.toml"
+    toml.write_text(
+        'quote_provider = "simulated"\nmax_sessions = 50\nsend_timeout = 3.5\n'
+        'trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]\nproxy_protocol = true\n'
+    )
+    config = parse_args(
+        ["--max-unfinished-streams", "4"],
+        environ={"SHROUD_BRIDGE_CONFIG": str(toml), "SHROUD_BRIDGE_MAX_BUFFERED_BYTES": "99999999"},
+    )
+    assert (config.max_sessions, config.send_timeout, config.max_unfinished_streams) == (50, 3.5, 4)
+    assert config.max_buffered_bytes == 99999999
+    assert config.trusted_proxies == ("10.0.0.0/8", "192.0.2.1/32")
+    assert config.proxy_protocol
+
+
+def test_a_request_must_fit_a_session_and_a_session_a_source_and_a_source_the_budget() -> None:
+    with pytest.raises(ConfigError, match="one whole request must fit"):
+        _sim("--max-request-body", "10000000")  # above the default session share
+    with pytest.raises(ConfigError, match="max_source_buffered_bytes <= max_buffered_bytes"):
+        _sim("--max-buffered-bytes", "16777216")  # below the default source share
+    config = _sim("--max-buffered-bytes", "67108864")
+    assert config.max_source_buffered_bytes <= config.max_buffered_bytes
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.1/8", "not-an-address", "10.0.0.0/33"])
+def test_malformed_trusted_proxy_is_rejected(entry: str) -> None:
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        _sim("--trusted-proxy", entry)
+
+
+def test_proxy_protocol_needs_someone_trusted_to_send_it() -> None:
+    with pytest.raises(ConfigError, match="proxy_protocol needs trusted_proxies"):
+        _sim("--proxy-protocol")

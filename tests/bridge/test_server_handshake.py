@@ -111,15 +111,17 @@ async def test_handshake_flood_is_bounded_by_the_cap(
     server, provider = slow
     root = provider.platform.root_pem
 
-    async def attempt() -> ChannelClient | int:
+    async def attempt(source: str) -> ChannelClient | int:
         try:
             return await ChannelClient.connect(
-                server.url, audience=AUDIENCE, root_pem=root, fresh=True
+                server.url, audience=AUDIENCE, root_pem=root, fresh=True, local_address=source
             )
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd is not None else -1
 
-    outcomes = await asyncio.gather(*(attempt() for _ in range(8)))
+    # Eight sources: the global cap is the bound here (one source holds at most half of it:
+    # tests/stress/test_handshake_flood.py and test_one_source_holds_at_most_half_the_slots).
+    outcomes = await asyncio.gather(*(attempt(f"127.0.0.{n}") for n in range(1, 9)))
     clients = [o for o in outcomes if isinstance(o, ChannelClient)]
     refused = [o for o in outcomes if isinstance(o, int)]
     try:
@@ -133,6 +135,32 @@ async def test_handshake_flood_is_bounded_by_the_cap(
     # Once the flood is over, the slots are free again.
     again = await ChannelClient.connect(server.url, audience=AUDIENCE, root_pem=root, fresh=True)
     await again.close()
+
+
+async def test_one_source_holds_at_most_half_the_slots(
+    slow: tuple[BridgeServer, InstrumentedProvider],
+) -> None:
+    server, provider = slow
+    root = provider.platform.root_pem
+
+    async def attempt(source: str) -> ChannelClient | str:
+        try:
+            return await ChannelClient.connect(
+                server.url, audience=AUDIENCE, root_pem=root, fresh=True, local_address=source
+            )
+        except ConnectionClosed as exc:
+            return exc.rcvd.reason if exc.rcvd is not None else ""
+
+    same = await asyncio.gather(*(attempt("127.0.0.9") for _ in range(3)))
+    clients = [o for o in same if isinstance(o, ChannelClient)]
+    try:
+        assert len(clients) == CAP // 2
+        assert sorted(o for o in same if isinstance(o, str)) == [
+            "overloaded: source_handshake_slots retry-after=1"
+        ] * (3 - CAP // 2)
+    finally:
+        for client in clients:
+            await client.close()
 
 
 async def test_provider_quotes_only_reportdata_the_core_computed(

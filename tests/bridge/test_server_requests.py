@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import json
 
+import httpx2
 import pytest
 
 from bridge import errors
-from bridge.session import PreparedBody, UsageMeter, authorized, prepare_body, usage_from
-from bridge.upstream import forward_request_headers, forward_response_headers, upstream_url
+from bridge.session import (
+    PreparedBody,
+    UsageMeter,
+    api_key_digests,
+    authorized,
+    prepare_body,
+    usage_from,
+)
+from bridge.upstream import (
+    _describe,
+    forward_request_headers,
+    forward_response_headers,
+    upstream_url,
+)
 from shroud_sdk.channel.usage import Usage
+from shroud_sdk.refusals import Overload, OverloadLimit
 
-KEYS = (b"sk-test-0123456789abcdef", b"sk-test-fedcba9876543210")
+KEYS = api_key_digests(["sk-test-0123456789abcdef", "sk-test-fedcba9876543210"])
 
 
 def _body(**fields: object) -> bytes:
@@ -252,6 +266,13 @@ def test_response_framing_headers_are_dropped_and_names_lowercased() -> None:
     ) == [("content-type", "text/event-stream"), ("x-id", "1")]
 
 
+def test_an_upstream_cannot_pass_its_answer_off_as_a_bridge_refusal() -> None:
+    forwarded = forward_response_headers(
+        [("Retry-After", "5"), ("X-Shroud-Overload", "sessions"), ("x-shroud-anything", "1")]
+    )
+    assert forwarded == [("retry-after", "5")]
+
+
 # -- error shapes -----------------------------------------------------------------------------
 
 
@@ -261,9 +282,12 @@ def test_response_framing_headers_are_dropped_and_names_lowercased() -> None:
         (errors.unauthorized(), 401),
         (errors.path_not_allowed(), 404),
         (errors.body_too_large(10), 413),
-        (errors.too_many_streams(3, 1), 429),
+        (errors.overloaded(Overload(OverloadLimit.STREAMS_PER_SESSION)), 429),
+        (errors.overloaded(Overload(OverloadLimit.BUFFERED_BYTES)), 503),
+        (errors.request_timeout(30), 408),
+        (errors.invalid_body("the JSON body nests too deeply"), 400),
         (errors.upstream_unavailable(), 502),
-        (errors.shutting_down(), 503),
+        (errors.overloaded(Overload(OverloadLimit.SHUTTING_DOWN)), 503),
         (errors.upstream_timeout(), 504),
         (errors.disclosure_mismatch("model"), 400),
     ],
@@ -279,5 +303,18 @@ def test_bridge_errors_have_the_openai_shape(response: errors.ErrorResponse, sta
     assert headers["content-length"] == str(len(response.body))
 
 
-def test_rate_limit_error_says_when_to_retry() -> None:
-    assert dict(errors.too_many_streams(3, 2).headers)["retry-after"] == "2"
+def test_overload_refusal_says_which_limit_and_when_to_retry() -> None:
+    refusal = errors.overloaded(Overload(OverloadLimit.UNFINISHED_STREAMS, 2))
+    headers = dict(refusal.headers)
+    assert headers["retry-after"] == "2"
+    assert headers["x-shroud-overload"] == "unfinished_streams"
+    assert json.loads(refusal.body)["error"]["code"] == "unfinished_streams"
+
+
+def test_upstream_failures_are_described_without_their_message() -> None:
+    # httpx messages may quote the request URL (path, query) or the upstream's bytes.
+    leaky = httpx2.RemoteProtocolError("bad response to POST /v1/chat/completions?q=secret")
+    assert _describe(leaky) == "RemoteProtocolError"
+    wrapped = httpx2.ConnectError("could not reach http://up/v1/x?q=secret")
+    wrapped.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert _describe(wrapped) == "ConnectError (Connection refused)"

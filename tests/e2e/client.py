@@ -142,10 +142,15 @@ class ChannelClient:
         disclose: frozenset[str] = frozenset(),
         seconds: float = 15.0,
         fresh: bool = False,
+        local_address: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ChannelClient:
         """Open the WebSocket, run the handshake with the real verifier, start reading.
 
         ``fresh`` asks for a quote over this handshake instead of the bridge's attested key.
+        ``local_address`` binds the client's socket (e.g. 127.0.0.2: Linux routes all of
+        127.0.0.0/8 to loopback, so tests can be several sources); ``headers`` are added to
+        the WebSocket upgrade request (e.g. X-Forwarded-For).
         """
         conn = ClientConnection(
             ClientConfig(
@@ -156,7 +161,14 @@ class ChannelClient:
                 fresh_quote=fresh,
             )
         )
-        ws = await connect(url, compression=None, open_timeout=seconds, max_size=None)
+        ws = await connect(
+            url,
+            compression=None,
+            open_timeout=seconds,
+            max_size=None,
+            additional_headers=dict(headers or {}),
+            local_addr=(local_address, 0) if local_address is not None else None,
+        )
         try:
             async with asyncio.timeout(seconds):
                 for message in conn.data_to_send():

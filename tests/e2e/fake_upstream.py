@@ -8,7 +8,11 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``fail-midstream``: starts an SSE stream, then drops the connection mid-body;
 - ``slow-stream``: ten SSE events 100 ms apart, then ``[DONE]`` (an in-flight stream);
 - ``stall``: sends one SSE event, then nothing, and records when the client closes;
-- ``endless``: streams an event every 50 ms until the client goes away, and records that.
+- ``endless``: streams an event every 50 ms until the client goes away, and records that;
+- ``flood``: streams 8 KiB events as fast as the bridge takes them until it goes away (a
+  response far larger than any socket buffer, for flow-control and memory tests).
+
+``python -m tests.e2e.fake_upstream PORT`` serves it in a process of its own (to be killed).
 
 ``GET /v1/models`` lists the models. It speaks just enough HTTP/1.1 for the bridge's client.
 """
@@ -22,13 +26,15 @@ import threading
 from typing import Any
 
 SLOW_SECONDS = 5.0
+FLOOD_EVENT_CHARS = 8192
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
 
 class FakeUpstream:
     """``with FakeUpstream() as up: up.base_url``; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -51,7 +57,7 @@ class FakeUpstream:
         self._loop.close()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self._port)
 
     async def _stop(self) -> None:
         assert self._server is not None
@@ -95,7 +101,16 @@ class FakeUpstream:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests += 1
         if method == "GET" and path == "/v1/models":
-            models = ["echo", "stream", "slow", "slow-stream", "fail-midstream", "stall", "endless"]
+            models = [
+                "echo",
+                "stream",
+                "slow",
+                "slow-stream",
+                "fail-midstream",
+                "stall",
+                "endless",
+                "flood",
+            ]
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in models]
             await _json(writer, 200, {"object": "list", "data": data})
             return True
@@ -153,6 +168,13 @@ class FakeUpstream:
             except (ConnectionError, RuntimeError):
                 self.endless_disconnected.set()
                 return False
+        if model == "flood":
+            event = _event({"choices": [{"delta": {"content": "x" * FLOOD_EVENT_CHARS}}]})
+            try:
+                while True:
+                    await _chunk(writer, event)
+            except (ConnectionError, RuntimeError):
+                return False
         await _json(writer, 404, {"error": {"message": "unknown model", "type": "x"}})
         return True
 
@@ -183,3 +205,14 @@ async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
         raise ConnectionError("client went away")
     writer.write(b"%x\r\n%s\r\n" % (len(data), data))
     await writer.drain()
+
+
+if __name__ == "__main__":
+    import signal
+    import sys
+
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before the server thread starts
+    with FakeUpstream(int(sys.argv[1])) as served:
+        print(served.base_url, flush=True)
+        signal.sigwait(stop)

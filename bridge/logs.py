@@ -1,0 +1,49 @@
+"""What the bridge logs, and what it never logs.
+
+The bridge decrypts requests, so its log must not become the leak the channel prevents: no
+request path or query string, no body, no key, at any level (DEBUG included), unless the
+operator asks for an access log with ``--log-request-paths`` (paths and queries only; bodies
+never). Two things would otherwise break that:
+
+- the HTTP client libraries: ``httpx2`` logs ``HTTP Request: POST http://upstream/v1/...?...``
+  at INFO and ``httpcore`` traces requests at DEBUG. :func:`configure` caps them at WARNING
+  unless ``log_request_paths`` is set;
+- exception messages, which may quote what failed to parse (a ``KeyError`` names the key, a
+  decode error quotes bytes). :func:`log_unexpected` logs the exception's type and where it
+  happened, never its message.
+
+The bridge's own log lines are written to name only fixed text, counts, stream ids, check
+names and client addresses.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Final
+
+# Loggers of libraries that see decrypted request URLs.
+HTTP_CLIENT_LOGGERS: Final = ("httpx2", "httpx", "httpcore", "httpcore2", "hpack")
+
+
+# websockets logs "connection open/rejected/closed" at INFO for every connection: under a
+# connection flood that is a flood of log lines (the bridge reports refusals itself, throttled).
+PER_CONNECTION_LOGGERS: Final = ("websockets.server",)
+
+
+def configure(*, log_request_paths: bool) -> None:
+    """Cap the HTTP client libraries' and per-connection loggers (see module docstring)."""
+    level = logging.NOTSET if log_request_paths else logging.WARNING
+    for name in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    for name in PER_CONNECTION_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def log_unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an unexpected exception at ERROR by type and code location only (no message)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(
+        f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in frames[::-1][:8]
+    )
+    logger.error("%s: %s at %s", what, type(exc).__name__, where or "unknown location")

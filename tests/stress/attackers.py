@@ -1,0 +1,190 @@
+"""Hostile clients that run in a process of their own, so their CPU is not the test's.
+
+``python -m tests.stress.attackers flood URL AUDIENCE --from 127.0.0.2 --loops 64 --seconds N``
+runs handshake loops: each connects, sends a valid ClientHello (made once and replayed, so
+the attacker spends nothing on key generation; half ask for a fresh quote, half for the
+bridge's attested key),
+waits for the answer or the refusal, drops the connection and starts again at once.
+
+``python -m tests.stress.attackers slowloris HOST PORT --from 127.0.0.2 --count N --seconds S``
+opens connections that send the WebSocket upgrade one byte every half second and never
+finish it, reopening any the bridge closes.
+
+``python -m tests.stress.attackers streams URL AUDIENCE --policy P --count N --model stall``
+opens N streaming requests on one attested connection, prints ``ready`` once each has its
+first chunk, and holds them: a client to be killed mid-stream.
+
+Each prints one JSON line of counts when done (or on SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from attestation.policy import Policy
+from shroud_sdk.channel.connection import ClientConfig, ClientConnection
+from shroud_sdk.channel.constants import SIMULATED_SUITES
+from shroud_sdk.channel.evidence import Evidence
+from tests.e2e.client import ChannelClient
+
+
+def _never_verified(evidence: Evidence, suite: int, /) -> Any:
+    raise AssertionError("the attacker never completes a handshake")
+
+
+def client_hello(audience: str, *, fresh: bool) -> bytes:
+    """One valid ClientHello for ``audience`` (replayed by every loop); ``fresh`` asks for a
+    quote over the handshake instead of the bridge's attested key."""
+    config = ClientConfig(
+        audience=audience,
+        verifier=_never_verified,
+        allowed_suites=frozenset(SIMULATED_SUITES),
+        fresh_quote=fresh,
+    )
+    (hello,) = ClientConnection(config).data_to_send()
+    return hello
+
+
+async def flood(
+    url: str, audience: str, source: str, loops: int, stop: asyncio.Event
+) -> dict[str, int]:
+    """Handshake loops until ``stop``, half asking for fresh quotes (the expensive kind), half
+    for attested-key handshakes; counts of answers and refusals."""
+    hellos = (client_hello(audience, fresh=False), client_hello(audience, fresh=True))
+    counts = {"attempts": 0, "answered": 0, "refused_http": 0, "refused_close": 0, "errors": 0}
+
+    async def loop(hello: bytes) -> None:
+        while not stop.is_set():
+            counts["attempts"] += 1
+            try:
+                async with connect(
+                    url, compression=None, open_timeout=10, local_addr=(source, 0)
+                ) as ws:
+                    await ws.send(hello)
+                    await asyncio.wait_for(ws.recv(), 10)
+                    counts["answered"] += 1
+            except InvalidStatus:
+                counts["refused_http"] += 1
+            except WebSocketException:
+                counts["refused_close"] += 1
+            except (OSError, TimeoutError):
+                counts["errors"] += 1
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(loop(hellos[n % 2]) for n in range(loops)))
+    return counts
+
+
+async def slowloris(
+    host: str, port: int, source: str, count: int, stop: asyncio.Event
+) -> dict[str, int]:
+    """Slow upgrade requests until ``stop``. Counts connections opened, answered (the bridge
+    refused them with an HTTP answer) and cut silently (closed with no answer: a timeout),
+    and the longest a silent connection lived, in milliseconds."""
+    request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n".encode()
+    counts = {"opened": 0, "answered": 0, "cut_silently": 0, "longest_silent_ms": 0, "errors": 0}
+
+    async def one() -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+            except OSError:
+                counts["errors"] += 1
+                await asyncio.sleep(0.1)
+                continue
+            counts["opened"] += 1
+            opened, answered = time.monotonic(), False
+            try:
+                for byte in request * 1000:
+                    if stop.is_set():
+                        return
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        data = await asyncio.wait_for(reader.read(1024), 0.5)
+                        if not data:
+                            break
+                        answered = True
+            except OSError:
+                pass
+            finally:
+                writer.close()
+            if answered:
+                counts["answered"] += 1
+            else:
+                counts["cut_silently"] += 1
+                lived = int((time.monotonic() - opened) * 1000)
+                counts["longest_silent_ms"] = max(counts["longest_silent_ms"], lived)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return counts
+
+
+async def hold_streams(
+    url: str, audience: str, root_pem: bytes, streams: int, model: str, stop: asyncio.Event
+) -> dict[str, int]:
+    """Open ``streams`` streaming requests to ``model``, say ``ready`` once each has its first
+    chunk, then hold them until ``stop`` (or until the process is killed, which is the point)."""
+    client = await ChannelClient.connect(url, audience=audience, root_pem=root_pem)
+    body = json.dumps(
+        {"model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    ).encode()
+    sids = [await client.start("POST", "/v1/chat/completions", body=body) for _ in range(streams)]
+    for sid in sids:
+        await client.first_chunk(sid)
+    print("ready", flush=True)
+    await stop.wait()
+    await client.close()
+    return {"streams": streams}
+
+
+async def _main(args: argparse.Namespace) -> dict[str, int]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.call_later(args.seconds, stop.set)
+    started = time.monotonic()
+    if args.attack == "flood":
+        counts = await flood(args.target, args.audience, args.source, args.loops, stop)
+    elif args.attack == "slowloris":
+        counts = await slowloris(args.target, int(args.audience), args.source, args.count, stop)
+    else:
+        root_pem = Policy.load(args.policy).trusted_roots or ()
+        counts = await hold_streams(
+            args.target,
+            args.audience,
+            root_pem[0].encode("ascii"),
+            args.count,
+            args.model,
+            stop,
+        )
+    counts["seconds"] = int(time.monotonic() - started)
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("attack", choices=["flood", "slowloris", "streams"])
+    parser.add_argument("target", help="flood: ws:// URL; slowloris: host")
+    parser.add_argument("audience", help="flood: the bridge's audience; slowloris: port")
+    parser.add_argument("--from", dest="source", default="127.0.0.2")
+    parser.add_argument("--loops", type=int, default=64)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--policy", type=Path, help="streams: the bridge's dev policy")
+    parser.add_argument("--model", default="stall", help="streams: the upstream model")
+    print(json.dumps(asyncio.run(_main(parser.parse_args()))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
