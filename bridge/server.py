@@ -81,7 +81,8 @@ class BridgeServer:
     """One bridge: ``await start()``, then ``await shutdown()``.
 
     ``quote_provider``, ``usage_signing_key`` and ``upstream_base_url`` replace what ``config``
-    would create (tests inject slow or counting providers, and fake upstreams).
+    would create (tests inject slow or counting providers, and fake upstreams); ``suites``
+    narrows the suites announced (tests play a bridge that predates the hybrid suite).
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class BridgeServer:
         quote_provider: QuoteProvider | None = None,
         usage_signing_key: ec.EllipticCurvePrivateKey | None = None,
         upstream_base_url: str | None = None,
+        suites: frozenset[int] | None = None,
     ) -> None:
         self.config = config
+        self._only_suites = suites
         self._injected_provider = quote_provider
         self._usage_key = usage_signing_key
         self._upstream_base_url = upstream_base_url
@@ -137,9 +140,9 @@ class BridgeServer:
         measured = await asyncio.to_thread(measure_bridge, provider, config, self._state)
         if provider.simulated:
             _log.warning(
-                "SIMULATED TEE: announcing only the simulated suite %s; production clients "
-                "refuse it",
-                sorted(SIMULATED_SUITES),
+                "SIMULATED TEE: announcing only the simulated suites %s; production clients "
+                "refuse them",
+                sorted(map(int, SIMULATED_SUITES)),
             )
         if config.dev_policy_out is not None:
             if not isinstance(provider, SimulatedQuoteProvider):
@@ -166,9 +169,11 @@ class BridgeServer:
             collateral=collateral_supplier_for(config, provider),
             on_quote=metrics.quote_generated,
         )
-        # A simulated TEE is announced only as such; hardware gets every real suite (the
-        # client's offer order decides, and clients offer the hybrid suite only when asked).
+        # A simulated TEE is announced only as such (classical and hybrid twins); hardware gets
+        # every real suite. The client's offer order decides: SDK clients offer hybrid first.
         suites = SIMULATED_SUITES if provider.simulated else IMPLEMENTED_SUITES - SIMULATED_SUITES
+        if self._only_suites is not None:
+            suites = suites & self._only_suites
         # From here on only `evidence` holds the provider (the "no oracle" rule).
         del provider
         self._injected_provider = None

@@ -35,6 +35,7 @@ import httpx
 import httpx2
 import openai
 
+from attestation.policy import Policy
 from shroud_sdk.channel.constants import DISCLOSABLE_FIELDS
 from shroud_sdk.channel.evidence import EvidenceVerifier
 from shroud_sdk.channel.usage import Usage
@@ -58,7 +59,7 @@ from shroud_sdk.session import (
     StreamAbortedError,
     SyncSession,
 )
-from shroud_sdk.verifier import AttestationReport
+from shroud_sdk.verifier import AttestationReport, AttestationVerifier
 
 # Hop-by-hop and transport-level headers (RFC 9110 §7.6.1) and ones the channel replaces:
 # the bridge talks to its upstream itself; compression is not negotiated end to end.
@@ -99,7 +100,13 @@ class AttestationError(openai.APIConnectionError):
         report: AttestationReport | None,
         request: httpx2.Request,
     ) -> None:
-        super().__init__(message=f"bridge attestation failed ({check}): {reason}", request=request)
+        # A refused hello is not a verification result: its reason already says what happened.
+        message = (
+            reason
+            if check == "bridge-refused"
+            else f"bridge attestation failed ({check}): {reason}"
+        )
+        super().__init__(message=message, request=request)
         self.check = check
         self.reason = reason
         self.report = report
@@ -324,6 +331,13 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
     return exc
 
 
+def _choice(given: bool | None, policy: Policy | None, key: str) -> bool:
+    """An explicit argument wins; else the ``AttestationVerifier``'s policy ``key``; else False."""
+    if given is not None:
+        return given
+    return policy is not None and bool(getattr(policy, key))
+
+
 class _ResponseBody:
     """A response body as the transport delivers it, record by record (all four transports).
 
@@ -427,18 +441,21 @@ class _BaseTransport(Generic[_S]):
         bridge_url: str,
         verifier: EvidenceVerifier,
         *,
-        allow_simulated: bool = False,
+        allow_simulated: bool | None = None,
         disclose: Iterable[str] = (),
         audience: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        require_post_quantum: bool | None = None,
     ) -> None:
+        policy = verifier.policy if isinstance(verifier, AttestationVerifier) else None
         config = SessionConfig(
             url=bridge_url,
             verifier=verifier,
             audience=audience or "",
-            allow_simulated=allow_simulated,
+            allow_simulated=_choice(allow_simulated, policy, "allow_simulated_tee"),
             disclose=frozenset(disclose),
             ssl_context=ssl_context,
+            require_post_quantum=_choice(require_post_quantum, policy, "require_post_quantum"),
         )
         self._session: _S = self._new_session(config)
         self._origin = _Origin.of_bridge(config.url)
@@ -550,10 +567,11 @@ class ShroudTransport(_SyncTransport, httpx2.BaseTransport):
     """An ``httpx2`` transport to one attested bridge (for ``openai`` 3.x and httpx2 users).
 
     ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
-    ``allow_simulated`` offers the simulated-TEE suite (set it from
-    ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
-    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``;
-    ``ssl_context`` verifies the TLS terminator of a ``wss://`` URL (default:
+    ``allow_simulated`` (also offer the simulated-TEE suites) and ``require_post_quantum``
+    (offer only hybrid suites) default to that policy's ``allow_simulated_tee`` and
+    ``require_post_quantum`` (False for other verifiers); ``disclose`` names the request
+    fields shown to the operator in clear; ``audience`` defaults to the bridge URL's
+    ``host:port``; ``ssl_context`` verifies the TLS terminator of a ``wss://`` URL (default:
     ``ssl.create_default_context()``, which honours ``SSL_CERT_FILE``); it must verify the
     certificate and host name.
     """
