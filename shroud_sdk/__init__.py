@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from shroud_sdk.channel.usage import Usage
     from shroud_sdk.client import AsyncOpenAI, ConfigurationError, OpenAI, resolve_policy
     from shroud_sdk.errors import AttestationFailedError, ShroudError
+    from shroud_sdk.frameworks import ShroudClients
     from shroud_sdk.transport import (
         AsyncLegacyShroudTransport,
         AsyncShroudTransport,
@@ -47,6 +48,7 @@ _EXPORTS = {
     "LegacyShroudTransport": "shroud_sdk.transport",
     "OpenAI": "shroud_sdk.client",
     "RefusedDestinationError": "shroud_sdk.transport",
+    "ShroudClients": "shroud_sdk.frameworks",
     "ShroudError": "shroud_sdk.errors",
     "ShroudTransport": "shroud_sdk.transport",
     "StreamIntegrityError": "shroud_sdk.transport",
@@ -70,6 +72,7 @@ __all__ = [
     "LegacyShroudTransport",
     "OpenAI",
     "RefusedDestinationError",
+    "ShroudClients",
     "ShroudError",
     "ShroudTransport",
     "StreamIntegrityError",

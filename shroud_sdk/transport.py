@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -211,26 +212,43 @@ class RefusedDestinationError(ShroudError):
     """The request was addressed to a host other than the attested bridge; nothing was sent."""
 
 
+# RFC 6761 §6.4: names under ".invalid" never resolve. The trailing dot makes the name fully
+# qualified, so no resolver appends a search domain (where a wildcard record could answer).
+UNROUTABLE_SUFFIX: Final = ".shroud.invalid."
+_LABEL_CHARS: Final = re.compile(r"[^a-z0-9]+")
+
+
 @dataclass(frozen=True)
 class _Origin:
-    scheme: str  # the HTTP scheme the bridge URL maps to
-    host: str
-    port: int
+    """The name HTTP clients use for the bridge: one that cannot be reached without us.
+
+    ``base_url`` is handed to ``openai`` and to frameworks. Should any client end up without
+    this transport (a framework building its own default client from the URL, a plain
+    ``openai.OpenAI(base_url=...)``), its request fails at DNS and not one byte, prompt or
+    API key, leaves the process. Only this transport knows the name stands for ``bridge``.
+    """
+
+    host: str  # e.g. "inference-example-com-443.shroud.invalid."
+    bridge: str  # the bridge URL, for messages
 
     @classmethod
     def of_bridge(cls, bridge_url: str) -> _Origin:
         parts = urlsplit(bridge_url)
-        scheme = "https" if parts.scheme == "wss" else "http"
-        return cls(scheme, (parts.hostname or "").lower(), parts.port or _default_port(scheme))
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        label = _LABEL_CHARS.sub("-", (parts.hostname or "").lower()).strip("-")[:48]
+        return cls(f"{label}-{port}{UNROUTABLE_SUFFIX}", bridge_url)
 
     def base_url(self, path: str = "/v1") -> str:
-        """The HTTP base URL an ``openai`` client should use to reach the bridge."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{path}"
+        """The HTTP base URL an ``openai`` client should use for this bridge."""
+        return f"https://{self.host}{path}"
 
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
+    def addresses(self, scheme: str, host: str, port: int | None) -> bool:
+        """Whether a request for ``scheme://host:port`` is meant for this bridge."""
+        return (
+            scheme == "https"
+            and host.lower().rstrip(".") == self.host.rstrip(".")  # with or without the dot
+            and port in (None, 443)
+        )
 
 
 def _outgoing(
@@ -245,11 +263,13 @@ def _outgoing(
     disclose: Iterable[str],
 ) -> OutgoingRequest:
     """The request as the channel carries it, if it is addressed to the attested bridge."""
-    where = (scheme, host.lower(), port or _default_port(scheme))
-    if where != (origin.scheme, origin.host, origin.port):
+    if not origin.addresses(scheme, host, port):
+        shown = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
         raise RefusedDestinationError(
-            f"refusing to send a request to {scheme}://{host}:{where[2]}: the only allowed "
-            f"destination is the attested bridge at {origin.base_url('')}"
+            f"refusing to send a request to {shown[:200]}: this transport carries requests "
+            f"only to the attested bridge {origin.bridge}, addressed as {origin.base_url()} "
+            "(transport.base_url, a name that never resolves, so that a client without this "
+            "transport cannot reach the bridge in clear). Pass base_url=transport.base_url"
         )
     kept = tuple(
         (name.lower(), value)
@@ -481,7 +501,12 @@ class _BaseTransport(Generic[_S]):
 
     @property
     def base_url(self) -> str:
-        """The HTTP base URL (``.../v1``) whose requests this transport carries."""
+        """The HTTP base URL (``https://<name>.shroud.invalid./v1``) this transport carries.
+
+        The name stands for the bridge but never resolves: give it to ``openai`` or a
+        framework together with this transport, and anything that bypasses the transport
+        fails at DNS without sending a byte.
+        """
         return self._origin.base_url()
 
     def map_error(self, exc: BaseException, request: Any) -> BaseException:

@@ -109,6 +109,7 @@ def test_attestation_failure_example_is_refused_with_a_report(bridge: BridgeProc
 def test_langchain_example(bridge: BridgeProcess) -> None:  # pragma: no cover - optional
     out = _run("langchain_chat.py", bridge)
     assert ECHO + 'Hello from LangChain"' in out
+    assert ECHO + 'Hello again, asynchronously"' in out  # ainvoke, on the attested async client
     assert "attested: True" in out
 
 
