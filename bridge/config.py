@@ -25,6 +25,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
@@ -38,6 +39,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from shroud_sdk.channel.constants import PROTOCOL_VERSION
 
 ENV_PREFIX: Final = "SHROUD_BRIDGE_"
 ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
@@ -502,19 +505,45 @@ class _RaisingParser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
+def package_version() -> str:
+    """The installed shroud-sdk version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version("shroud-sdk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _default(field: str) -> Any:
+    """A ``BridgeConfig`` field's default, for help texts (so they cannot drift from it)."""
+    info = BridgeConfig.model_fields[field]
+    return info.get_default(call_default_factory=True)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     """The ``shroud-bridge`` argument parser (flags default to None: "not given")."""
     p = _RaisingParser(
         prog="shroud-bridge",
         description="Attested, end-to-end encrypted front for an OpenAI-compatible server.",
+        epilog="Each flag can also be set as SHROUD_BRIDGE_<NAME> in the environment (e.g. "
+        "SHROUD_BRIDGE_LISTEN, SHROUD_BRIDGE_API_KEYS, comma-separated for lists) or in the "
+        "--config file; the command line wins over the environment, which wins over the file. "
+        "docs/deployment.md describes a production setup.",
         argument_default=None,
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"shroud-bridge {package_version()} (protocol shroud/{PROTOCOL_VERSION})",
     )
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--listen", help="HOST:PORT to serve the WebSocket endpoint on")
     p.add_argument("--upstream", help="base URL of the OpenAI-compatible server, or 'demo'")
     p.add_argument("--upstream-api-key", help="key the bridge presents to the upstream")
     p.add_argument(
-        "--quote-provider", choices=[k.value for k in QuoteProviderKind], help="quote source"
+        "--quote-provider",
+        choices=[k.value for k in QuoteProviderKind],
+        help="where quotes come from: the TD's configfs-tsm, the legacy /dev/tdx_guest, or "
+        "'simulated' (development only; clients refuse it unless their policy allows it)",
     )
     p.add_argument("--image-digest", help="deployment image digest, e.g. sha256:<hex>")
     p.add_argument(
@@ -527,20 +556,72 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-path", dest="allowed_paths", action="append", help="allowed path (repeatable)"
     )
-    p.add_argument("--disclose-allowed", dest="disclose_allowed", action="append")
-    p.add_argument("--disclose-required", dest="disclose_required", action="append")
-    p.add_argument("--max-request-body", type=int)
-    p.add_argument("--handshake-timeout", type=float)
-    p.add_argument("--idle-timeout", type=float)
+    p.add_argument(
+        "--disclose-allowed",
+        dest="disclose_allowed",
+        action="append",
+        help="request field clients may show in clear (repeatable; default: "
+        f"{', '.join(_default('disclose_allowed'))})",
+    )
+    p.add_argument(
+        "--disclose-required",
+        dest="disclose_required",
+        action="append",
+        help="request field clients must show in clear (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--max-request-body",
+        type=int,
+        help=f"largest request body in bytes (default {_default('max_request_body')})",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help=f"seconds a client has to complete the handshake (default "
+        f"{_default('handshake_timeout')})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        help=f"seconds before an idle session is closed (default {_default('idle_timeout')})",
+    )
     p.add_argument(
         "--ping-interval", type=float, help="seconds between WebSocket pings (below proxy timeouts)"
     )
-    p.add_argument("--upstream-connect-timeout", type=float)
-    p.add_argument("--upstream-read-timeout", type=float)
-    p.add_argument("--max-concurrent-handshakes", type=int)
-    p.add_argument("--max-streams-per-session", type=int)
-    p.add_argument("--shutdown-grace", type=float)
-    p.add_argument("--metrics-listen", help="HOST:PORT for /metrics, or 'off'")
+    p.add_argument(
+        "--upstream-connect-timeout",
+        type=float,
+        help=f"seconds to connect to the upstream (default {_default('upstream_connect_timeout')})",
+    )
+    p.add_argument(
+        "--upstream-read-timeout",
+        type=float,
+        help="seconds to wait for each read from the upstream (default "
+        f"{_default('upstream_read_timeout')})",
+    )
+    p.add_argument(
+        "--max-concurrent-handshakes",
+        type=int,
+        help="handshakes (quotes) in progress at once; more are refused until one ends "
+        f"(default {_default('max_concurrent_handshakes')})",
+    )
+    p.add_argument(
+        "--max-streams-per-session",
+        type=int,
+        help="requests in flight per client connection; more get 429 (default "
+        f"{_default('max_streams_per_session')})",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds in-flight requests get to finish after SIGTERM (default "
+        f"{_default('shutdown_grace')})",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        help=f"HOST:PORT for Prometheus /metrics, or 'off' (default {_default('metrics_listen')};"
+        " two bridges on one host need different ones)",
+    )
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -548,8 +629,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--simulated-dir", type=Path, help="where the simulated platform is kept")
     p.add_argument("--simulated-seed", help="seed for a reproducible simulated platform")
-    p.add_argument("--dev-policy-out", type=Path, help="write a dev policy TOML (simulated only)")
-    p.add_argument("--collateral", choices=[c.value for c in CollateralSource])
+    p.add_argument(
+        "--dev-policy-out",
+        type=Path,
+        help="with the simulated provider: write a development policy trusting this bridge to "
+        "this path, once its ports are bound",
+    )
+    p.add_argument(
+        "--collateral",
+        choices=[c.value for c in CollateralSource],
+        help="Intel collateral the bridge ships with its evidence, so clients need not fetch "
+        "it (default: simulated with the simulated provider, none otherwise)",
+    )
     p.add_argument("--pccs-url", help="https URL of a PCCS (with --collateral pccs)")
     p.add_argument(
         "--evidence-lifetime",

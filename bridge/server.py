@@ -30,9 +30,12 @@ It deliberately does not parse flags or install signal handlers (``bridge.cli`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import http
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
@@ -41,12 +44,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from bridge.attested_key import AttestedKeyHolder
-from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig
+from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig, HostPort
 from bridge.demo_upstream import DemoUpstream
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
 from bridge.metrics import BridgeMetrics
 from bridge.providers import QuoteProvider, create_provider
+from bridge.providers.dev_policy import dev_policy_text, write_policy_file
 from bridge.providers.measure import measure_bridge
 from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
@@ -75,6 +79,26 @@ ANY_KEY_WARNING: Final = (
     "NO API KEY CONFIGURED: this bridge accepts ANY client API key. Configure --api-key (or "
     "SHROUD_BRIDGE_API_KEYS) before exposing it."
 )
+
+
+class ListenError(OSError):
+    """A listener could not bind; the message names the address and the flag that set it."""
+
+
+@contextlib.contextmanager
+def _naming_the_listener(address: HostPort, flag: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another process (another bridge?) holds it: choose another with {flag}"
+            if flag == "--metrics-listen":
+                hint += " or turn metrics off with --metrics-listen off"
+        reason = exc.strerror or str(exc)
+        raise ListenError(
+            exc.errno, f"cannot listen on {address} ({flag}): {reason}{hint}"
+        ) from exc
 
 
 class BridgeServer:
@@ -144,15 +168,11 @@ class BridgeServer:
                 "refuse them",
                 sorted(map(int, SIMULATED_SUITES)),
             )
+        dev_policy: str | None = None  # written once the listeners are bound
         if config.dev_policy_out is not None:
             if not isinstance(provider, SimulatedQuoteProvider):
                 raise ValueError("--dev-policy-out needs the simulated quote provider")
-            from bridge.providers.dev_policy import write_dev_policy
-
-            path = await asyncio.to_thread(
-                write_dev_policy, config.dev_policy_out, provider, measured
-            )
-            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
+            dev_policy = dev_policy_text(provider, measured)
         if config.accepts_any_key:
             _log.warning(ANY_KEY_WARNING)
 
@@ -230,24 +250,30 @@ class BridgeServer:
             ),
         )
         self._context = context
-        self._server = await serve(
-            self._handle,
-            config.listen.host,
-            config.listen.port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=MAX_MESSAGE_SIZE,
-            max_queue=16,
-            open_timeout=config.handshake_timeout,
-            ping_interval=config.ping_interval,
-            ping_timeout=PING_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            server_header=None,
-        )
-        if config.metrics_listen is not None:
-            self._metrics_server = metrics.serve(
-                config.metrics_listen.host, config.metrics_listen.port
+        with _naming_the_listener(config.listen, "--listen"):
+            self._server = await serve(
+                self._handle,
+                config.listen.host,
+                config.listen.port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=MAX_MESSAGE_SIZE,
+                max_queue=16,
+                open_timeout=config.handshake_timeout,
+                ping_interval=config.ping_interval,
+                ping_timeout=PING_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+                server_header=None,
             )
+        if config.metrics_listen is not None:
+            with _naming_the_listener(config.metrics_listen, "--metrics-listen"):
+                self._metrics_server = metrics.serve(
+                    config.metrics_listen.host, config.metrics_listen.port
+                )
+        # Only now: a bridge that could not bind leaves no policy behind for a client to load.
+        if dev_policy is not None and config.dev_policy_out is not None:
+            path = await asyncio.to_thread(write_policy_file, config.dev_policy_out, dev_policy)
+            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
         _log.info(
             "shroud-bridge listening on %s (audience %r, upstream %s)",
             self.url,
