@@ -30,6 +30,7 @@ itself (``attestation``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -499,6 +500,7 @@ class AttestationVerifier:
 
 
 _warm_up_lock = threading.Lock()
+_WARM_UP_EXIT_WAIT: Final = 10.0  # seconds process exit waits for an unfinished warm-up
 _warm_up_thread: threading.Thread | None = None
 
 
@@ -516,6 +518,10 @@ def start_warm_up() -> threading.Thread:
             _warm_up_thread = threading.Thread(
                 target=_warm_up_quietly, name="shroud-attestation-warm-up", daemon=True
             )
+            # A daemon thread still inside OpenSSL while the interpreter finalises aborts the
+            # process (SIGABRT): a short script that builds a client and exits hit that about
+            # half the time. atexit runs before finalisation; the wait is a few milliseconds.
+            atexit.register(_warm_up_thread.join, _WARM_UP_EXIT_WAIT)
             _warm_up_thread.start()
         return _warm_up_thread
 
