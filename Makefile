@@ -16,7 +16,7 @@ VENV1 := .venv-openai1
 STAMP1 := $(VENV1)/.installed
 OPENAI_LOWER_BOUND := 1.55.3
 
-.PHONY: test demo bench lint typecheck unit unit-openai2 unit-openai1 setup clean lock wheel
+.PHONY: test demo bench lint typecheck unit unit-openai2 unit-openai1 setup clean lock wheel framework-resolution
 
 setup: $(STAMP) $(STAMP2) $(STAMP1)
 
@@ -67,6 +67,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Whether each framework's newest release installs beside the SDK, per openai major (network).
+framework-resolution: $(STAMP)
+	$(BIN)/python scripts/framework_resolution.py
 
 # Pinned, hashed dependencies for the container image (requirements/README.md).
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
