@@ -15,10 +15,11 @@ verification off. Deliberately not here: the channel, the session and the eviden
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,12 +314,23 @@ class _AttestedOpenAI(Generic[_TransportT]):
         return cast(Any, self)._client
 
 
-def _unwrapped(error: openai.APIConnectionError) -> BaseException:
-    """Our own error, if openai wrapped it in a bare ``APIConnectionError`` (see above)."""
-    cause = error.__cause__
-    if type(error) is openai.APIConnectionError and isinstance(cause, _NOT_RETRIED):
-        return cause
-    return error
+@contextlib.contextmanager
+def _typed_errors() -> Iterator[None]:
+    """Around one openai ``request()``: our first typed error fails fast, and is raised as is.
+
+    Unwraps the bare ``APIConnectionError`` an openai before 2.31 (or any openai, for an error
+    that is no ``OpenAIError``) raises from it (see ``_FailFast``).
+    """
+    token = _FAIL_FAST.set(_FailFast())
+    try:
+        yield
+    except openai.APIConnectionError as error:
+        cause = error.__cause__
+        if type(error) is openai.APIConnectionError and isinstance(cause, _NOT_RETRIED):
+            raise cause.with_traceback(cause.__traceback__) from None
+        raise
+    finally:
+        _FAIL_FAST.reset(token)
 
 
 class OpenAI(_AttestedOpenAI[SyncTransport], openai.OpenAI):
@@ -342,16 +354,8 @@ class OpenAI(_AttestedOpenAI[SyncTransport], openai.OpenAI):
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         """``openai``'s request; the transport's typed errors are never retried or wrapped."""
-        token = _FAIL_FAST.set(_FailFast())
-        try:
+        with _typed_errors():
             return super().request(*args, **kwargs)
-        except openai.APIConnectionError as error:
-            raised = _unwrapped(error)
-            if raised is error:
-                raise
-            raise raised.with_traceback(raised.__traceback__) from None
-        finally:
-            _FAIL_FAST.reset(token)
 
 
 class AsyncOpenAI(_AttestedOpenAI[AsyncTransport], openai.AsyncOpenAI):
@@ -361,13 +365,5 @@ class AsyncOpenAI(_AttestedOpenAI[AsyncTransport], openai.AsyncOpenAI):
 
     async def request(self, *args: Any, **kwargs: Any) -> Any:
         """``openai``'s request; the transport's typed errors are never retried or wrapped."""
-        token = _FAIL_FAST.set(_FailFast())
-        try:
+        with _typed_errors():
             return await super().request(*args, **kwargs)
-        except openai.APIConnectionError as error:
-            raised = _unwrapped(error)
-            if raised is error:
-                raise
-            raise raised.with_traceback(raised.__traceback__) from None
-        finally:
-            _FAIL_FAST.reset(token)
