@@ -195,6 +195,10 @@ class Policy(_Frozen):
     # both (a window is not part of a VerificationReport, so ``evaluate`` does not see it).
     max_evidence_lifetime_seconds: Annotated[StrictInt, Field(gt=0, le=86400)] = 3600
     fresh_quote: StrictBool = False
+    # Accept only a hybrid (post-quantum) key agreement: the SDK then offers only hybrid
+    # suites and refuses a bridge that negotiates a classical one. Channel-level, so not
+    # judged by ``evaluate``; the SDK's verifier enforces it (docs/policy.md).
+    require_post_quantum: StrictBool = False
     custom_checks: tuple[PolicyCheck, ...] = Field(default=(), exclude=True)
 
     def __init__(self, **data: Any) -> None:
@@ -334,6 +338,7 @@ class Policy(_Frozen):
             "allow_simulated_tee": self.allow_simulated_tee,
             "max_evidence_lifetime_seconds": self.max_evidence_lifetime_seconds,
             "fresh_quote": self.fresh_quote,
+            "require_post_quantum": self.require_post_quantum,
         }
         unpinned: list[str] = []
         optional: dict[str, Any] = {

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from bridge import logs
 from bridge.config import BridgeConfig, ConfigError, parse_args
 from bridge.providers import QuoteProviderError
-from bridge.server import BridgeServer
+from bridge.server import BridgeServer, ListenError
 
 _log = logging.getLogger("bridge")
 
@@ -31,6 +31,10 @@ async def run(config: BridgeConfig) -> int:
     server = BridgeServer(config)
     try:
         await server.start()
+    except ListenError as exc:  # already names the address and the flag to change
+        _log.error("shroud-bridge cannot start: %s", exc.strerror)
+        await server.shutdown(grace=0)
+        return 1
     except (QuoteProviderError, OSError, ValueError) as exc:
         _log.error("shroud-bridge cannot start: %s: %s", type(exc).__name__, exc)
         await server.shutdown(grace=0)

@@ -25,6 +25,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
@@ -38,6 +39,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from shroud_sdk.channel.constants import PROTOCOL_VERSION
 
 ENV_PREFIX: Final = "SHROUD_BRIDGE_"
 ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
@@ -556,19 +559,45 @@ class _RaisingParser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
+def package_version() -> str:
+    """The installed shroud-sdk version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version("shroud-sdk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _default(field: str) -> Any:
+    """A ``BridgeConfig`` field's default, for help texts (so they cannot drift from it)."""
+    info = BridgeConfig.model_fields[field]
+    return info.get_default(call_default_factory=True)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     """The ``shroud-bridge`` argument parser (flags default to None: "not given")."""
     p = _RaisingParser(
         prog="shroud-bridge",
         description="Attested, end-to-end encrypted front for an OpenAI-compatible server.",
+        epilog="Each flag can also be set as SHROUD_BRIDGE_<NAME> in the environment (e.g. "
+        "SHROUD_BRIDGE_LISTEN, SHROUD_BRIDGE_API_KEYS, comma-separated for lists) or in the "
+        "--config file; the command line wins over the environment, which wins over the file. "
+        "docs/deployment.md describes a production setup.",
         argument_default=None,
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"shroud-bridge {package_version()} (protocol shroud/{PROTOCOL_VERSION})",
     )
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--listen", help="HOST:PORT to serve the WebSocket endpoint on")
     p.add_argument("--upstream", help="base URL of the OpenAI-compatible server, or 'demo'")
     p.add_argument("--upstream-api-key", help="key the bridge presents to the upstream")
     p.add_argument(
-        "--quote-provider", choices=[k.value for k in QuoteProviderKind], help="quote source"
+        "--quote-provider",
+        choices=[k.value for k in QuoteProviderKind],
+        help="where quotes come from: the TD's configfs-tsm, the legacy /dev/tdx_guest, or "
+        "'simulated' (development only; clients refuse it unless their policy allows it)",
     )
     p.add_argument("--image-digest", help="deployment image digest, e.g. sha256:<hex>")
     p.add_argument(
@@ -581,108 +610,157 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-path", dest="allowed_paths", action="append", help="allowed path (repeatable)"
     )
-    p.add_argument("--disclose-allowed", dest="disclose_allowed", action="append")
-    p.add_argument("--disclose-required", dest="disclose_required", action="append")
     p.add_argument(
-        "--max-request-body", type=int, help="largest request body in bytes (larger: 413)"
+        "--disclose-allowed",
+        dest="disclose_allowed",
+        action="append",
+        help="request field clients may show in clear (repeatable; default: "
+        f"{', '.join(_default('disclose_allowed'))})",
+    )
+    p.add_argument(
+        "--disclose-required",
+        dest="disclose_required",
+        action="append",
+        help="request field clients must show in clear (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--max-request-body",
+        type=int,
+        help=f"largest request body in bytes; larger: 413 (default {_default('max_request_body')})",
     )
     p.add_argument(
         "--handshake-timeout",
         type=float,
-        help="seconds for the WebSocket upgrade, ClientHello and quote (then closed)",
+        help="seconds a client has for the WebSocket upgrade, ClientHello and quote, then it is "
+        f"closed (default {_default('handshake_timeout')})",
     )
     p.add_argument(
-        "--idle-timeout", type=float, help="seconds without streams or records before CLOSE"
+        "--idle-timeout",
+        type=float,
+        help="seconds without streams or records before an idle session is closed (default "
+        f"{_default('idle_timeout')})",
     )
     p.add_argument(
-        "--ping-interval", type=float, help="seconds between WebSocket pings (below proxy timeouts)"
+        "--ping-interval",
+        type=float,
+        help="seconds between WebSocket pings, below proxies' idle timeouts (default "
+        f"{_default('ping_interval')})",
     )
-    p.add_argument("--upstream-connect-timeout", type=float)
-    p.add_argument("--upstream-read-timeout", type=float)
+    p.add_argument(
+        "--upstream-connect-timeout",
+        type=float,
+        help=f"seconds to connect to the upstream (default {_default('upstream_connect_timeout')})",
+    )
+    p.add_argument(
+        "--upstream-read-timeout",
+        type=float,
+        help="seconds to wait for each read from the upstream (default "
+        f"{_default('upstream_read_timeout')})",
+    )
     p.add_argument(
         "--max-concurrent-handshakes",
         type=int,
-        help="handshakes (quotes) in progress at once; over it: close 1013",
+        help="handshakes (quotes) in progress at once, at most half of them for one client "
+        "address; more are refused with close 1013 until one ends (default "
+        f"{_default('max_concurrent_handshakes')})",
     )
     p.add_argument(
         "--max-streams-per-session",
         type=int,
-        help="concurrent requests on one connection; over it: 429",
+        help="requests in flight per client connection; more get 429 (default "
+        f"{_default('max_streams_per_session')})",
     )
     p.add_argument(
-        "--shutdown-grace", type=float, help="seconds in-flight streams may finish after SIGTERM"
+        "--shutdown-grace",
+        type=float,
+        help="seconds in-flight requests get to finish after SIGTERM (default "
+        f"{_default('shutdown_grace')})",
     )
     limits = p.add_argument_group(
-        "availability limits", "bounds on what clients can make the bridge hold (default in [])"
+        "availability limits",
+        "bounds on what clients can make the bridge hold (docs/deployment.md, "
+        '"Availability limits"); a client address is the TCP peer unless --trusted-proxy says '
+        "otherwise",
     )
     limits.add_argument(
         "--max-sessions",
         type=int,
-        help="open connections in any state [1024]; over it a new connection gets 503",
+        help="open connections in any state; over it a new connection gets 503 (default "
+        f"{_default('max_sessions')})",
     )
     limits.add_argument(
         "--max-connections-per-source",
         type=int,
-        help="open connections from one client address [32]; over it: 429",
+        help="open connections from one client address (an IPv6 client: its /64); over it: 429 "
+        f"(default {_default('max_connections_per_source')})",
     )
     limits.add_argument(
         "--max-handshakes-per-source",
         type=float,
         help="handshakes (new connections) per second from one client address, in bursts of "
-        "up to the same number [20]; over it: 429",
+        f"up to the same number; over it: 429 (default {_default('max_handshakes_per_source')})",
     )
     limits.add_argument(
         "--max-buffered-bytes",
         type=int,
-        help="request bytes (headers and bodies) held across all sessions [268435456]; "
-        "over it: 503",
+        help="request bytes (headers and bodies) held across all sessions; over it: 503 "
+        f"(default {_default('max_buffered_bytes')})",
     )
     limits.add_argument(
         "--max-source-buffered-bytes",
         type=int,
-        help="share of --max-buffered-bytes one client address may hold [67108864]; over it: 429",
+        help="share of --max-buffered-bytes one client address may hold; over it: 429 (default "
+        f"{_default('max_source_buffered_bytes')})",
     )
     limits.add_argument(
         "--max-session-buffered-bytes",
         type=int,
-        help="share of --max-source-buffered-bytes one connection may hold [8388608]; over it: 429",
+        help="share of --max-source-buffered-bytes one connection may hold; over it: 429 "
+        f"(default {_default('max_session_buffered_bytes')})",
     )
     limits.add_argument(
         "--max-unfinished-streams",
         type=int,
-        help="requests on one connection whose body has not ended [8]; over it: 429",
+        help="requests on one connection whose body has not ended; over it: 429 (default "
+        f"{_default('max_unfinished_streams')})",
     )
     limits.add_argument(
         "--request-body-timeout",
         type=float,
-        help="seconds from a request's HEADERS to its END [30]; then 408",
+        help="seconds from a request's HEADERS to its END, then 408 (default "
+        f"{_default('request_body_timeout')})",
     )
     limits.add_argument(
         "--send-timeout",
         type=float,
-        help="seconds any one send, flush or close to a client may take [15]; then the "
-        "connection is aborted",
+        help="seconds any one send, flush or close to a client may take, then the connection "
+        f"is aborted (default {_default('send_timeout')})",
     )
     limits.add_argument(
         "--trusted-proxy",
         dest="trusted_proxies",
         action="append",
         help="address or network of a proxy whose X-Forwarded-For (or PROXY header) names the "
-        "client (repeatable)",
+        "client (repeatable; default: none, the TCP peer is the client)",
     )
     limits.add_argument(
         "--proxy-protocol",
         action="store_const",
         const=True,
-        help="require a PROXY protocol v2 header on connections from trusted proxies",
+        help="require a PROXY protocol v2 header on connections from trusted proxies (default "
+        "off; needs --trusted-proxy)",
     )
     p.add_argument(
         "--log-request-paths",
         action="store_const",
         const=True,
-        help="log each decrypted request's method, path and query (off: never logged)",
+        help="log each decrypted request's method, path and query (default off: never logged)",
     )
-    p.add_argument("--metrics-listen", help="HOST:PORT for /metrics, or 'off'")
+    p.add_argument(
+        "--metrics-listen",
+        help=f"HOST:PORT for Prometheus /metrics, or 'off' (default {_default('metrics_listen')};"
+        " two bridges on one host need different ones)",
+    )
     p.add_argument(
         "--state-dir",
         type=Path,
@@ -690,24 +768,41 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--simulated-dir", type=Path, help="where the simulated platform is kept")
     p.add_argument("--simulated-seed", help="seed for a reproducible simulated platform")
-    p.add_argument("--dev-policy-out", type=Path, help="write a dev policy TOML (simulated only)")
-    p.add_argument("--collateral", choices=[c.value for c in CollateralSource])
+    p.add_argument(
+        "--dev-policy-out",
+        type=Path,
+        help="with the simulated provider: write a development policy trusting this bridge to "
+        "this path, once its ports are bound",
+    )
+    p.add_argument(
+        "--collateral",
+        choices=[c.value for c in CollateralSource],
+        help="Intel collateral the bridge ships with its evidence, so clients need not fetch "
+        "it (default: simulated with the simulated provider, none otherwise)",
+    )
     p.add_argument("--pccs-url", help="https URL of a PCCS (with --collateral pccs)")
     p.add_argument(
         "--evidence-lifetime",
         type=int,
-        help="seconds one attested key and its quote are valid (default 600)",
+        help="seconds one attested key and its quote are valid (default "
+        f"{_default('evidence_lifetime')})",
     )
     p.add_argument(
         "--fresh-quotes-per-minute",
         type=float,
-        help="fresh-mode quotes per client source and minute (default 6; 0 refuses fresh mode)",
+        help="fresh-mode quotes per client source and minute; 0 refuses fresh mode (default "
+        f"{_default('fresh_quotes_per_minute')})",
     )
-    p.add_argument("--fresh-quote-burst", type=int, help="fresh-mode burst per source (default 2)")
+    p.add_argument(
+        "--fresh-quote-burst",
+        type=int,
+        help=f"fresh-mode burst per source (default {_default('fresh_quote_burst')})",
+    )
     p.add_argument(
         "--simulated-quote-latency",
         type=float,
-        help="seconds per simulated quote, serialised per host (models configfs-tsm/QGS time)",
+        help="seconds per simulated quote, serialised per host, modelling configfs-tsm/QGS time "
+        f"(default {_default('simulated_quote_latency')})",
     )
     return p
 

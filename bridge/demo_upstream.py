@@ -240,6 +240,10 @@ class DemoUpstream:
                 keep_alive = await self._one_request(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the client went away or idled out: nothing to answer
+        except asyncio.CancelledError:
+            # Only close() cancels a connection. Ending normally instead of as cancelled keeps
+            # asyncio's start_server callback (Python 3.11) from logging a traceback for it.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

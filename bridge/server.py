@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
@@ -45,7 +47,7 @@ from bridge.admission import Admission, AdmissionTicket, HandshakeSlots
 from bridge.attested_key import AttestedKeyHolder
 from bridge.buffer_budget import BufferBudget
 from bridge.client_address import ClientAddresses
-from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig
+from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig, HostPort
 from bridge.demo_upstream import DemoUpstream
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
@@ -53,6 +55,7 @@ from bridge.listener import Gate, connection_class
 from bridge.metrics import BridgeMetrics
 from bridge.overload import OverloadReport
 from bridge.providers import QuoteProvider, create_provider
+from bridge.providers.dev_policy import dev_policy_text, write_policy_file
 from bridge.providers.measure import measure_bridge
 from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
@@ -86,11 +89,32 @@ ANY_KEY_WARNING: Final = (
 )
 
 
+class ListenError(OSError):
+    """A listener could not bind; the message names the address and the flag that set it."""
+
+
+@contextlib.contextmanager
+def _naming_the_listener(address: HostPort, flag: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another process (another bridge?) holds it: choose another with {flag}"
+            if flag == "--metrics-listen":
+                hint += " or turn metrics off with --metrics-listen off"
+        reason = exc.strerror or str(exc)
+        raise ListenError(
+            exc.errno, f"cannot listen on {address} ({flag}): {reason}{hint}"
+        ) from exc
+
+
 class BridgeServer:
     """One bridge: ``await start()``, then ``await shutdown()``.
 
     ``quote_provider``, ``usage_signing_key`` and ``upstream_base_url`` replace what ``config``
-    would create (tests inject slow or counting providers, and fake upstreams).
+    would create (tests inject slow or counting providers, and fake upstreams); ``suites``
+    narrows the suites announced (tests play a bridge that predates the hybrid suite).
     """
 
     def __init__(
@@ -100,8 +124,10 @@ class BridgeServer:
         quote_provider: QuoteProvider | None = None,
         usage_signing_key: ec.EllipticCurvePrivateKey | None = None,
         upstream_base_url: str | None = None,
+        suites: frozenset[int] | None = None,
     ) -> None:
         self.config = config
+        self._only_suites = suites
         self._injected_provider = quote_provider
         self._usage_key = usage_signing_key
         self._upstream_base_url = upstream_base_url
@@ -147,19 +173,15 @@ class BridgeServer:
         measured = await asyncio.to_thread(measure_bridge, provider, config, self._state)
         if provider.simulated:
             _log.warning(
-                "SIMULATED TEE: announcing only the simulated suite %s; production clients "
-                "refuse it",
-                sorted(SIMULATED_SUITES),
+                "SIMULATED TEE: announcing only the simulated suites %s; production clients "
+                "refuse them",
+                sorted(map(int, SIMULATED_SUITES)),
             )
+        dev_policy: str | None = None  # written once the listeners are bound
         if config.dev_policy_out is not None:
             if not isinstance(provider, SimulatedQuoteProvider):
                 raise ValueError("--dev-policy-out needs the simulated quote provider")
-            from bridge.providers.dev_policy import write_dev_policy
-
-            path = await asyncio.to_thread(
-                write_dev_policy, config.dev_policy_out, provider, measured
-            )
-            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
+            dev_policy = dev_policy_text(provider, measured)
         if config.accepts_any_key:
             _log.warning(ANY_KEY_WARNING)
 
@@ -176,9 +198,11 @@ class BridgeServer:
             collateral=collateral_supplier_for(config, provider),
             on_quote=metrics.quote_generated,
         )
-        # A simulated TEE is announced only as such; hardware gets every real suite (the
-        # client's offer order decides, and clients offer the hybrid suite only when asked).
+        # A simulated TEE is announced only as such (classical and hybrid twins); hardware gets
+        # every real suite. The client's offer order decides: SDK clients offer hybrid first.
         suites = SIMULATED_SUITES if provider.simulated else IMPLEMENTED_SUITES - SIMULATED_SUITES
+        if self._only_suites is not None:
+            suites = suites & self._only_suites
         # From here on only `evidence` holds the provider (the "no oracle" rule).
         del provider
         self._injected_provider = None
@@ -255,25 +279,31 @@ class BridgeServer:
             report,
             metrics,
         )
-        self._server = await serve(
-            self._handle,
-            config.listen.host,
-            config.listen.port,
-            create_connection=connection_class(self._gate),
-            process_request=self._process_request,
-            compression=None,
-            max_size=MAX_MESSAGE_SIZE,
-            max_queue=MAX_QUEUED_MESSAGES,
-            open_timeout=config.handshake_timeout,
-            ping_interval=config.ping_interval,
-            ping_timeout=PING_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            server_header=None,
-        )
-        if config.metrics_listen is not None:
-            self._metrics_server = metrics.serve(
-                config.metrics_listen.host, config.metrics_listen.port
+        with _naming_the_listener(config.listen, "--listen"):
+            self._server = await serve(
+                self._handle,
+                config.listen.host,
+                config.listen.port,
+                create_connection=connection_class(self._gate),
+                process_request=self._process_request,
+                compression=None,
+                max_size=MAX_MESSAGE_SIZE,
+                max_queue=MAX_QUEUED_MESSAGES,
+                open_timeout=config.handshake_timeout,
+                ping_interval=config.ping_interval,
+                ping_timeout=PING_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+                server_header=None,
             )
+        if config.metrics_listen is not None:
+            with _naming_the_listener(config.metrics_listen, "--metrics-listen"):
+                self._metrics_server = metrics.serve(
+                    config.metrics_listen.host, config.metrics_listen.port
+                )
+        # Only now: a bridge that could not bind leaves no policy behind for a client to load.
+        if dev_policy is not None and config.dev_policy_out is not None:
+            path = await asyncio.to_thread(write_policy_file, config.dev_policy_out, dev_policy)
+            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
         _log.info(
             "shroud-bridge listening on %s (audience %r, upstream %s)",
             self.url,

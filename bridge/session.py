@@ -132,6 +132,18 @@ def close_reason(text: str) -> str:
     return text.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
+# Refusals whose text says what the client should change; it names only public values (the
+# audience is measured into RTMR3, suites and versions are protocol constants): protocol.md §9.
+_EXPLAINED_REFUSALS: Final = frozenset({"audience", "suite", "version"})
+
+
+def handshake_refusal_reason(exc: ChannelError) -> str:
+    """The close reason for a refused hello: ``check: text`` where explained, else the check."""
+    if exc.check in _EXPLAINED_REFUSALS:
+        return close_reason(f"{exc.check}: {exc.reason}")
+    return close_reason(exc.check)
+
+
 def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...]) -> str:
     """``disclosure refused: required=a,b allowed=c,d``, names sorted, within 123 bytes.
 
@@ -459,7 +471,7 @@ class Session:
             hello = ClientHello.decode(message)
         except ChannelError as exc:
             reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
-            return await self._refuse(reason, exc.ws_close_code, exc.check)
+            return await self._refuse(reason, exc.ws_close_code, handshake_refusal_reason(exc))
         disclose = set(hello.disclose)
         if (
             not disclose <= set(self._config.disclose_allowed)
@@ -518,7 +530,7 @@ class Session:
     async def _refuse_handshake(self, exc: ChannelError) -> bool:
         _log.info("handshake refused: %s", exc)
         reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
-        return await self._refuse(reason, exc.ws_close_code, exc.check)
+        return await self._refuse(reason, exc.ws_close_code, handshake_refusal_reason(exc))
 
     async def _handshake_answered(self, started: float) -> bool:
         self._metrics.handshake_ok(time.perf_counter() - started)

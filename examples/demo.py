@@ -8,7 +8,8 @@
    ``SHROUD_BRIDGE_URL``, ``SHROUD_API_KEY`` and ``SHROUD_POLICY`` pointing at that bridge.
    It verifies the bridge's quote before sending anything, streams the answer and prints what
    it verified.
-3. Stops the bridge.
+3. Stops the bridge, and keeps the policy the client trusted in ``build/demo/policy.toml`` (or
+   ``$SHROUD_DEMO_DIR``) so you can read what was pinned (docs/policy.md explains each key).
 
 Nothing here is hidden from the real path: the same verifier, channel and bridge code run as
 in production. Only the quotes are simulated (signed by a CA generated on this machine), which
@@ -69,10 +70,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     """Run the demo; return the quickstart's exit status."""
+    kept = Path(os.environ.get("SHROUD_DEMO_DIR") or REPO_ROOT / "build" / "demo")
+    kept.mkdir(parents=True, exist_ok=True)
+    policy = kept / "policy.toml"
+    policy.unlink(missing_ok=True)  # the bridge writes a fresh one once it is listening
     with tempfile.TemporaryDirectory(prefix="shroud-demo-") as tmp:
         workdir = Path(tmp)
         port = _free_port()
-        policy = workdir / "policy.toml"
         log = workdir / "bridge.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SHROUD_")}
         environment["PYTHONPATH"] = str(REPO_ROOT)
@@ -108,7 +112,7 @@ def main() -> int:
             )
         try:
             _wait_healthy(bridge, f"http://127.0.0.1:{port}/healthz", log)
-            print(f"== the bridge wrote its development policy to {policy.name}:")
+            print(f"== the bridge wrote its development policy to {_shown(policy)}:")
             print("   trusts its simulated root, pins its MRTD, image digest and config hash")
             print("== running examples/quickstart.py (from shroud_sdk import OpenAI)")
             print()
@@ -127,7 +131,20 @@ def main() -> int:
         if result.returncode != 0:
             print(f"quickstart failed ({result.returncode}); bridge log:", file=sys.stderr)
             print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
+        else:
+            print(f"== the policy the client trusted is kept in {_shown(policy)}")
+            print(
+                "   (docs/policy.md explains each key; it trusts only this demo's simulated root)"
+            )
         return result.returncode
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (shorter to copy)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

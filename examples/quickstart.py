@@ -33,6 +33,7 @@ if report is not None:
     print()
     print("Verified before the prompt was sent:")
     print(f"  TCB status:      {report.tcb_status.value if report.tcb_status else 'unknown'}")
+    print(f"  key agreement:   suite {int(report.suite)}, {report.suite.description}")
     print(f"  image hash:      {report.image_hash.hex() if report.image_hash else 'unknown'}")
     if report.image_digests is not None:
         print(f"  image digest:    {report.image_digests.image_digest}")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from shroud_sdk.channel.usage import Usage
     from shroud_sdk.client import AsyncOpenAI, ConfigurationError, OpenAI, resolve_policy
     from shroud_sdk.errors import AttestationFailedError, ShroudError
+    from shroud_sdk.frameworks import ShroudClients
     from shroud_sdk.overload import BridgeBusyError, BridgeRateLimitError, OverloadError
     from shroud_sdk.transport import (
         AsyncLegacyShroudTransport,
@@ -53,6 +54,7 @@ _EXPORTS = {
     "OpenAI": "shroud_sdk.client",
     "OverloadError": "shroud_sdk.overload",
     "RefusedDestinationError": "shroud_sdk.transport",
+    "ShroudClients": "shroud_sdk.frameworks",
     "ShroudError": "shroud_sdk.errors",
     "ShroudTransport": "shroud_sdk.transport",
     "StreamIntegrityError": "shroud_sdk.transport",
@@ -80,6 +82,7 @@ __all__ = [
     "OpenAI",
     "OverloadError",
     "RefusedDestinationError",
+    "ShroudClients",
     "ShroudError",
     "ShroudTransport",
     "StreamIntegrityError",

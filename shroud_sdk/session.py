@@ -53,9 +53,10 @@ from shroud_sdk.channel.connection import ClientConfig, ClientConnection, Connec
 from shroud_sdk.channel.constants import (
     DEFAULT_CLIENT_SUITES,
     DISCLOSABLE_FIELDS,
+    HYBRID_SUITES,
     MAX_BRIDGE_HELLO_LEN,
     RESET_CANCELLED,
-    Suite,
+    SIMULATED_SUITES,
 )
 from shroud_sdk.channel.events import (
     ConnectionClosed,
@@ -76,6 +77,7 @@ from shroud_sdk.errors import (
     RekeyRequiredError,
     ShroudError,
 )
+from shroud_sdk.refusal import bridge_refusal
 from shroud_sdk.refusals import Overload
 
 _T = TypeVar("_T")
@@ -183,8 +185,9 @@ class SessionConfig:
 
     ``url`` is ``wss://`` (or ``ws://`` to a loopback address, for development);
     ``audience`` the deployment name the bridge must answer to (default: ``host:port`` of
-    the URL); ``verifier`` the evidence verifier; ``allow_simulated`` offers the simulated-TEE
-    suite; ``disclose`` the request fields shown to the operator in clear; ``ssl_context``
+    the URL); ``verifier`` the evidence verifier; ``allow_simulated`` also offers the
+    simulated-TEE suites; ``require_post_quantum`` offers only hybrid suites; ``disclose`` the
+    request fields shown to the operator in clear; ``ssl_context``
     verifies the TLS terminator of a ``wss://`` URL (default: ``ssl.create_default_context()``,
     made here, so the system CAs or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they are now). The
     evidence mode follows the verifier: fresh when it ``requires_fresh_quote`` (the policy's
@@ -197,6 +200,7 @@ class SessionConfig:
     allow_simulated: bool = False
     disclose: frozenset[str] = frozenset()
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    require_post_quantum: bool = False
 
     def __post_init__(self) -> None:
         check_bridge_url(self.url)
@@ -210,9 +214,11 @@ class SessionConfig:
 
     def client_config(self, verifier: EvidenceVerifier) -> ClientConfig:
         """The channel core's configuration for one connection."""
-        suites = set(DEFAULT_CLIENT_SUITES)
+        suites = set(DEFAULT_CLIENT_SUITES)  # hybrid first (the core orders the offer)
         if self.allow_simulated:
-            suites.add(Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM)
+            suites |= SIMULATED_SUITES
+        if self.require_post_quantum:
+            suites &= HYBRID_SUITES
         return ClientConfig(
             audience=self.audience,
             verifier=verifier,
@@ -690,9 +696,12 @@ class AsyncSession:
             if received is not None and received.code == HandshakeError.ws_close_code:
                 # The bridge refused our hello (no common suite, other audience): it cannot
                 # attest on terms this client accepts. Its reason is shown, never trusted.
-                reason = "".join(c for c in received.reason[:120] if c.isprintable())
-                raise HandshakeError(
-                    "bridge-refused", f"the bridge refused the handshake ({reason})"
+                raise bridge_refusal(
+                    received.reason,
+                    audience=self.config.audience,
+                    offered=connection.offered_suites,
+                    allow_simulated=self.config.allow_simulated,
+                    require_post_quantum=self.config.require_post_quantum,
                 ) from None
             raise SessionConnectError(
                 "the bridge closed the connection during the handshake"

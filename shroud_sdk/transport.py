@@ -27,6 +27,7 @@ body was read to its end, ``response.extensions["shroud.usage"]``.
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import httpx
 import httpx2
 import openai
 
+from attestation.policy import Policy
 from shroud_sdk.channel.constants import DISCLOSABLE_FIELDS
 from shroud_sdk.channel.evidence import EvidenceVerifier
 from shroud_sdk.channel.usage import Usage
@@ -64,7 +66,7 @@ from shroud_sdk.session import (
     StreamAbortedError,
     SyncSession,
 )
-from shroud_sdk.verifier import AttestationReport
+from shroud_sdk.verifier import AttestationReport, AttestationVerifier
 
 # Hop-by-hop and transport-level headers (RFC 9110 §7.6.1) and ones the channel replaces:
 # the bridge talks to its upstream itself; compression is not negotiated end to end.
@@ -105,7 +107,13 @@ class AttestationError(openai.APIConnectionError):
         report: AttestationReport | None,
         request: httpx2.Request,
     ) -> None:
-        super().__init__(message=f"bridge attestation failed ({check}): {reason}", request=request)
+        # A refused hello is not a verification result: its reason already says what happened.
+        message = (
+            reason
+            if check == "bridge-refused"
+            else f"bridge attestation failed ({check}): {reason}"
+        )
+        super().__init__(message=message, request=request)
         self.check = check
         self.reason = reason
         self.report = report
@@ -220,26 +228,43 @@ class RefusedDestinationError(ShroudError):
     """The request was addressed to a host other than the attested bridge; nothing was sent."""
 
 
+# RFC 6761 §6.4: names under ".invalid" never resolve. The trailing dot makes the name fully
+# qualified, so no resolver appends a search domain (where a wildcard record could answer).
+UNROUTABLE_SUFFIX: Final = ".shroud.invalid."
+_LABEL_CHARS: Final = re.compile(r"[^a-z0-9]+")
+
+
 @dataclass(frozen=True)
 class _Origin:
-    scheme: str  # the HTTP scheme the bridge URL maps to
-    host: str
-    port: int
+    """The name HTTP clients use for the bridge: one that cannot be reached without us.
+
+    ``base_url`` is handed to ``openai`` and to frameworks. Should any client end up without
+    this transport (a framework building its own default client from the URL, a plain
+    ``openai.OpenAI(base_url=...)``), its request fails at DNS and not one byte, prompt or
+    API key, leaves the process. Only this transport knows the name stands for ``bridge``.
+    """
+
+    host: str  # e.g. "inference-example-com-443.shroud.invalid."
+    bridge: str  # the bridge URL, for messages
 
     @classmethod
     def of_bridge(cls, bridge_url: str) -> _Origin:
         parts = urlsplit(bridge_url)
-        scheme = "https" if parts.scheme == "wss" else "http"
-        return cls(scheme, (parts.hostname or "").lower(), parts.port or _default_port(scheme))
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        label = _LABEL_CHARS.sub("-", (parts.hostname or "").lower()).strip("-")[:48]
+        return cls(f"{label}-{port}{UNROUTABLE_SUFFIX}", bridge_url)
 
     def base_url(self, path: str = "/v1") -> str:
-        """The HTTP base URL an ``openai`` client should use to reach the bridge."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{path}"
+        """The HTTP base URL an ``openai`` client should use for this bridge."""
+        return f"https://{self.host}{path}"
 
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
+    def addresses(self, scheme: str, host: str, port: int | None) -> bool:
+        """Whether a request for ``scheme://host:port`` is meant for this bridge."""
+        return (
+            scheme == "https"
+            and host.lower().rstrip(".") == self.host.rstrip(".")  # with or without the dot
+            and port in (None, 443)
+        )
 
 
 def _outgoing(
@@ -254,11 +279,13 @@ def _outgoing(
     disclose: Iterable[str],
 ) -> OutgoingRequest:
     """The request as the channel carries it, if it is addressed to the attested bridge."""
-    where = (scheme, host.lower(), port or _default_port(scheme))
-    if where != (origin.scheme, origin.host, origin.port):
+    if not origin.addresses(scheme, host, port):
+        shown = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
         raise RefusedDestinationError(
-            f"refusing to send a request to {scheme}://{host}:{where[2]}: the only allowed "
-            f"destination is the attested bridge at {origin.base_url('')}"
+            f"refusing to send a request to {shown[:200]}: this transport carries requests "
+            f"only to the attested bridge {origin.bridge}, addressed as {origin.base_url()} "
+            "(transport.base_url, a name that never resolves, so that a client without this "
+            "transport cannot reach the bridge in clear). Pass base_url=transport.base_url"
         )
     kept = tuple(
         (name.lower(), value)
@@ -338,6 +365,13 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
     if isinstance(exc, SessionConnectError):
         return cast(BaseException, flavour.ConnectError(str(exc), request=request))
     return exc
+
+
+def _choice(given: bool | None, policy: Policy | None, key: str) -> bool:
+    """An explicit argument wins; else the ``AttestationVerifier``'s policy ``key``; else False."""
+    if given is not None:
+        return given
+    return policy is not None and bool(getattr(policy, key))
 
 
 class _ResponseBody:
@@ -443,18 +477,21 @@ class _BaseTransport(Generic[_S]):
         bridge_url: str,
         verifier: EvidenceVerifier,
         *,
-        allow_simulated: bool = False,
+        allow_simulated: bool | None = None,
         disclose: Iterable[str] = (),
         audience: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        require_post_quantum: bool | None = None,
     ) -> None:
+        policy = verifier.policy if isinstance(verifier, AttestationVerifier) else None
         config = SessionConfig(
             url=bridge_url,
             verifier=verifier,
             audience=audience or "",
-            allow_simulated=allow_simulated,
+            allow_simulated=_choice(allow_simulated, policy, "allow_simulated_tee"),
             disclose=frozenset(disclose),
             ssl_context=ssl_context,
+            require_post_quantum=_choice(require_post_quantum, policy, "require_post_quantum"),
         )
         self._session: _S = self._new_session(config)
         self._origin = _Origin.of_bridge(config.url)
@@ -480,7 +517,12 @@ class _BaseTransport(Generic[_S]):
 
     @property
     def base_url(self) -> str:
-        """The HTTP base URL (``.../v1``) whose requests this transport carries."""
+        """The HTTP base URL (``https://<name>.shroud.invalid./v1``) this transport carries.
+
+        The name stands for the bridge but never resolves: give it to ``openai`` or a
+        framework together with this transport, and anything that bypasses the transport
+        fails at DNS without sending a byte.
+        """
         return self._origin.base_url()
 
     def map_error(self, exc: BaseException, request: Any) -> BaseException:
@@ -584,10 +626,11 @@ class ShroudTransport(_SyncTransport, httpx2.BaseTransport):
     """An ``httpx2`` transport to one attested bridge (for ``openai`` 3.x and httpx2 users).
 
     ``verifier`` is normally ``shroud_sdk.verifier.AttestationVerifier(policy)``;
-    ``allow_simulated`` offers the simulated-TEE suite (set it from
-    ``policy.allow_simulated_tee``); ``disclose`` names the request fields shown to the
-    operator in clear; ``audience`` defaults to the bridge URL's ``host:port``;
-    ``ssl_context`` verifies the TLS terminator of a ``wss://`` URL (default:
+    ``allow_simulated`` (also offer the simulated-TEE suites) and ``require_post_quantum``
+    (offer only hybrid suites) default to that policy's ``allow_simulated_tee`` and
+    ``require_post_quantum`` (False for other verifiers); ``disclose`` names the request
+    fields shown to the operator in clear; ``audience`` defaults to the bridge URL's
+    ``host:port``; ``ssl_context`` verifies the TLS terminator of a ``wss://`` URL (default:
     ``ssl.create_default_context()``, which honours ``SSL_CERT_FILE``); it must verify the
     certificate and host name.
     """

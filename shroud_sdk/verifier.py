@@ -10,7 +10,8 @@ then compares that REPORTDATA with the one it computed for this handshake.
 Any refusal raises ``AttestationFailedError`` naming the failed step (``check``) and carrying
 the report when one exists. Simulated TEEs are refused unless ``policy.allow_simulated_tee``;
 even then the quote must chain to one of the policy's roots, and the suite must match the
-root: the simulated suite never with Intel's root, the real suite only with Intel's.
+root: a simulated suite never with Intel's root, a real suite only with Intel's. With
+``policy.require_post_quantum``, a classical (non-hybrid) suite is refused before anything else.
 
 Attested-key evidence (docs/protocol.md §3.6) is judged first on its window, on every call:
 refused when the policy wants a fresh quote per handshake (``fresh_quote``), when the window is
@@ -31,6 +32,7 @@ itself (``attestation``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -56,7 +58,12 @@ from attestation.trust import certificate_sha256, intel_sgx_root_ca
 from attestation.verify import VerifiedCollateral, verify_quote, warm_up
 from shroud_sdk.channel import cbor
 from shroud_sdk.channel.constants import CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS
-from shroud_sdk.channel.constants import SIMULATED_SUITES
+from shroud_sdk.channel.constants import (
+    HYBRID_SUITES,
+    SIMULATED_SUITES,
+    Suite,
+    describe_suites,
+)
 from shroud_sdk.channel.evidence import AttestedKey, Evidence, EvidenceMode
 from shroud_sdk.errors import AttestationFailedError
 from shroud_sdk.verdicts import PROCESS_VERDICTS, VerdictCache
@@ -90,7 +97,7 @@ class AttestationReport:
 
     verification: VerificationReport
     policy_result: PolicyResult | None
-    suite: int
+    suite: Suite  # the negotiated suite, e.g. Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM
     simulated: bool
     collateral_origin: str  # "given", "evidence" or "source"
     image_hash: bytes | None = None
@@ -105,6 +112,11 @@ class AttestationReport:
     def ok(self) -> bool:
         """True only when every verification check passed and the policy had no violation."""
         return self.verification.ok and self.policy_result is not None and self.policy_result.ok
+
+    @property
+    def post_quantum(self) -> bool:
+        """Whether the session's key agreement included ML-KEM-768 (a hybrid suite)."""
+        return self.suite in HYBRID_SUITES
 
     @property
     def tcb_status(self) -> TcbStatus | None:
@@ -132,6 +144,7 @@ class AttestationReport:
                 if self.evidence_window
                 else ""
             ),
+            f"suite: {describe_suites([self.suite])}",
         ]
         if self.verification.advisory_ids:
             lines.append("advisories: " + ", ".join(self.verification.advisory_ids))
@@ -207,6 +220,15 @@ class AttestationVerifier:
 
     def __call__(self, evidence: Evidence, suite: int, /) -> VerifiedAttestation:
         """Verify ``evidence`` for the negotiated ``suite``; raise ``AttestationFailedError``."""
+        suite = _known_suite(suite)
+        if self.policy.require_post_quantum and suite not in HYBRID_SUITES:
+            raise AttestationFailedError(
+                "post-quantum",
+                f"the bridge negotiated suite {describe_suites([suite])}, a classical key "
+                "agreement, but the policy sets require_post_quantum = true. Only a hybrid "
+                "P-256 + ML-KEM-768 suite is accepted: the bridge must support suite 2 (ask "
+                "its operator), or remove require_post_quantum to accept classical P-256",
+            )
         now = int(self._clock())
         attested = evidence.attested_key
         verdict_key: Hashable | None = None
@@ -226,7 +248,7 @@ class AttestationVerifier:
     def _verify(
         self,
         evidence: Evidence,
-        suite: int,
+        suite: Suite,
         now: int,
         verdict_key: Hashable | None,
         collateral_digest: bytes | None,
@@ -235,7 +257,10 @@ class AttestationVerifier:
         if simulated and not self.policy.allow_simulated_tee:
             raise AttestationFailedError(
                 "simulated-tee",
-                "the bridge uses the simulated-TEE suite and the policy does not allow it",
+                f"the bridge negotiated suite {describe_suites([suite])}: it runs on a "
+                "simulated TEE, which proves nothing about hardware, and the policy does not "
+                "set allow_simulated_tee = true. For a development bridge, use the policy it "
+                "wrote (shroud-bridge --dev-policy-out); never accept one in production",
             )
         if evidence.type != EVIDENCE_TYPE_TDX:
             raise AttestationFailedError(
@@ -462,17 +487,23 @@ class AttestationVerifier:
         intel = report.trusted_root_sha256 == self._intel_root
         if simulated and intel:
             raise AttestationFailedError(
-                "simulated-tee", "an Intel-rooted quote was offered on the simulated suite", partial
+                "simulated-tee",
+                "the quote chains to Intel's root but the bridge negotiated a simulated-TEE "
+                "suite; no genuine bridge does that",
+                partial,
             )
         if not simulated and not intel:
             raise AttestationFailedError(
                 "simulated-tee",
-                "the quote does not chain to Intel's root but the bridge claims real hardware",
+                "the quote chains to a root other than Intel's (one of the policy's "
+                "trusted_roots), but the bridge negotiated a real-hardware suite; only a "
+                "simulated-TEE suite may use a non-Intel root",
                 partial,
             )
 
 
 _warm_up_lock = threading.Lock()
+_WARM_UP_EXIT_WAIT: Final = 10.0  # seconds process exit waits for an unfinished warm-up
 _warm_up_thread: threading.Thread | None = None
 
 
@@ -490,6 +521,10 @@ def start_warm_up() -> threading.Thread:
             _warm_up_thread = threading.Thread(
                 target=_warm_up_quietly, name="shroud-attestation-warm-up", daemon=True
             )
+            # A daemon thread still inside OpenSSL while the interpreter finalises aborts the
+            # process (SIGABRT): a short script that builds a client and exits hit that about
+            # half the time. atexit runs before finalisation; the wait is a few milliseconds.
+            atexit.register(_warm_up_thread.join, _WARM_UP_EXIT_WAIT)
             _warm_up_thread.start()
         return _warm_up_thread
 
@@ -518,6 +553,13 @@ def _verdict_scope(policy: Policy, collateral: Collateral | None) -> _VerdictSco
 
 def _collateral_content_digest(collateral: Collateral) -> bytes:
     return hashlib.sha256(json.dumps(collateral.to_json(), sort_keys=True).encode()).digest()
+
+
+def _known_suite(suite: int) -> Suite:
+    try:
+        return Suite(suite)
+    except ValueError:
+        raise AttestationFailedError("suite", f"unknown suite {suite}") from None
 
 
 def _digests_of(replay: ReplayResult | None) -> ImageDigests | None:

@@ -3,9 +3,9 @@
 ``Relay`` listens on a free loopback port and forwards every connection to ``target``. It
 records every byte in both directions (``recorded(direction)``), parses WebSocket frames
 minimally after the HTTP upgrade (RFC 6455 §5.2: client frames masked, server frames not), and
-can be told to flip a bit in, drop, reorder or truncate at one *binary* frame of a direction,
-counted per connection from 1. Client frames are mutated after unmasking and re-masked, so the
-damage reaches the peer as intended rather than as a framing error.
+can be told to flip a bit in, drop, reorder, truncate or rewrite one *binary* frame of a
+direction, counted per connection from 1. Client frames are mutated after unmasking and
+re-masked, so the damage reaches the peer as intended rather than as a framing error.
 
 ``ThreadedRelay`` runs a ``Relay`` on its own event loop thread, for synchronous tests. This is
 deliberately not a WebSocket implementation: no fragmentation reassembly, no extensions.
@@ -18,7 +18,7 @@ import contextlib
 import enum
 import struct
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ class FaultKind(enum.Enum):
     DROP = "drop"  # never deliver the frame
     REORDER = "reorder"  # deliver it after the next binary frame
     TRUNCATE = "truncate"  # cut both TCP directions instead of delivering it
+    REWRITE = "rewrite"  # deliver ``Fault.rewrite(payload)`` instead (any length)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Fault:
     frame: int = 0
     conn: int = 1
     record_type: int | None = None
+    rewrite: Callable[[bytes], bytes] | None = None  # for REWRITE: the middlebox's edit
 
     def hits(self, direction: Direction, conn: int, count: int, payload: bytes) -> bool:
         if direction is not self.direction or conn != self.conn:
@@ -120,6 +122,22 @@ def _parse_frame(buffer: bytearray) -> _Frame | None:
 
 def _xor(data: bytes, key: bytes) -> bytes:
     return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def _reframe(frame: _Frame, payload: bytes) -> bytes:
+    """A binary frame carrying ``payload`` (any length), masked with the frame's key if any."""
+    header = bytearray([frame.raw[0]])
+    mask = _MASK_BIT if frame.masked else 0
+    if len(payload) < _LEN_16:
+        header.append(mask | len(payload))
+    elif len(payload) <= 0xFFFF:
+        header += bytes([mask | _LEN_16]) + struct.pack(">H", len(payload))
+    else:
+        header += bytes([mask | _LEN_64]) + struct.pack(">Q", len(payload))
+    if not frame.masked:
+        return bytes(header) + payload
+    key = frame.raw[len(frame.raw) - len(frame.payload) - 4 : len(frame.raw) - len(frame.payload)]
+    return bytes(header) + key + _xor(payload, key)
 
 
 def _rebuild(frame: _Frame, payload: bytes) -> bytes:
@@ -248,6 +266,9 @@ class Relay:
                                 damaged = bytearray(frame.payload)
                                 damaged[len(damaged) // 2] ^= 0x01
                                 out = _rebuild(frame, bytes(damaged))
+                            elif fault.kind is FaultKind.REWRITE:
+                                assert fault.rewrite is not None
+                                out = _reframe(frame, fault.rewrite(frame.payload))
                             elif fault.kind is FaultKind.DROP:
                                 continue
                             elif fault.kind is FaultKind.REORDER:

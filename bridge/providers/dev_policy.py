@@ -42,16 +42,25 @@ def build_dev_policy(provider: SimulatedQuoteProvider, measured: MeasuredConfigu
     )
 
 
-def write_dev_policy(
-    path: str | Path, provider: SimulatedQuoteProvider, measured: MeasuredConfiguration
-) -> Path:
-    """Write :func:`build_dev_policy` as TOML (banner first) to ``path``; return the path.
+def dev_policy_text(provider: SimulatedQuoteProvider, measured: MeasuredConfiguration) -> str:
+    """:func:`build_dev_policy` as TOML, banner first."""
+    return DEV_POLICY_BANNER + build_dev_policy(provider, measured).to_toml()
 
-    Written to a temporary file and renamed, so a client never reads half a policy.
+
+def write_policy_file(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and a rename; return the path.
+
+    A client never reads half a policy.
     """
     target = Path(path)
-    text = DEV_POLICY_BANNER + build_dev_policy(provider, measured).to_toml()
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="ascii")
     os.replace(temporary, target)
     return target
+
+
+def write_dev_policy(
+    path: str | Path, provider: SimulatedQuoteProvider, measured: MeasuredConfiguration
+) -> Path:
+    """Write :func:`dev_policy_text` to ``path`` (atomically); return the path."""
+    return write_policy_file(path, dev_policy_text(provider, measured))

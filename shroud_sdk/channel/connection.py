@@ -44,6 +44,7 @@ from shroud_sdk.channel.constants import (
     SIGNATURE_LEN,
     SIMULATED_SUITES,
     RecordType,
+    describe_suites,
 )
 from shroud_sdk.channel.events import (
     ConnectionClosed,
@@ -109,7 +110,8 @@ class ConnectionState(enum.Enum):
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Client settings. ``allowed_suites`` defaults to suite 1 only: simulated TEEs refused.
+    """Client settings. ``allowed_suites`` defaults to the hybrid suite 2, then suite 1;
+    simulated TEEs are refused unless their suites are named.
 
     ``fresh_quote`` asks for a quote over this handshake instead of the bridge's attested key
     (protocol.md §3.6); either way the bridge must answer in exactly the mode asked for.
@@ -453,6 +455,11 @@ class ClientConnection(_Connection):
         """The exact ClientHello bytes sent (for transcripts and billing disputes)."""
         return self._hello_bytes
 
+    @property
+    def offered_suites(self) -> tuple[int, ...]:
+        """The suites this client offered, in preference order."""
+        return self._hello.suites
+
     def send_request(
         self, method: str, path: str, headers: Headers, *, disclosed: Mapping[str, object]
     ) -> int:
@@ -487,7 +494,11 @@ class ClientConnection(_Connection):
         core_bytes, signature, fin = decode_bridge_hello(message)
         core = BridgeHelloCore.decode(core_bytes)
         if core.suite not in self._hello.suites:
-            raise HandshakeError("suite", f"bridge chose suite {core.suite}, which was not offered")
+            raise HandshakeError(
+                "suite",
+                f"the bridge chose suite {describe_suites([core.suite])}, which this client did "
+                f"not offer (it offered {describe_suites(self._hello.suites)})",
+            )
         if core.disclose != self._hello.disclose:
             raise HandshakeError("disclose", "bridge confirmed a different disclosure set")
         attested_key = core.evidence.attested_key
@@ -620,11 +631,22 @@ class BridgeConnection(_Connection):
 
     def _receive_handshake(self, message: bytes) -> None:
         hello = ClientHello.decode(message)
+        # The refusals name the bridge's own (public, measured) values first: the bridge may
+        # send this text to the client as an unauthenticated hint (protocol.md §9).
         if hello.audience != self._config.audience:
-            raise HandshakeError("audience", "ClientHello names a different deployment")
+            raise HandshakeError(
+                "audience",
+                f"this bridge answers to {self._config.audience!r}; the ClientHello named "
+                f"{hello.audience!r}",
+            )
         suite = next((s for s in hello.suites if s in self._config.suites), None)
         if suite is None:
-            raise HandshakeError("suite", f"no common suite in offer {list(hello.suites)}")
+            supported = sorted(map(int, self._config.suites))
+            raise HandshakeError(
+                "suite",
+                f"no common suite: this bridge supports {supported}; the client offered "
+                f"{list(hello.suites)}",
+            )
         # Attested-key mode takes its evidence before any key is made: no work is spent on a
         # handshake the bridge cannot answer.
         key_evidence = None if hello.fresh else self._current_key_evidence()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Iterable
 from typing import Final
 
 # protocol.md §1 "Versions and suites"
@@ -19,21 +20,51 @@ class Suite(enum.IntEnum):
     P256_HKDF_SHA256_AES256GCM = 1
     # Hybrid key agreement: P-256 ECDH and ML-KEM-768 (FIPS 203), both secrets into HKDF.
     HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM = 2
-    # Same cryptography as suite 1, but the evidence comes from a simulated TEE. A client only
-    # offers it when its allowed-suites set names it explicitly.
+    # The same cryptography as suites 1 and 2, but the evidence comes from a simulated TEE. A
+    # client only offers them when its allowed-suites set names them explicitly.
     SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM = 0x7F01
+    SIMULATED_TEE_HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM = 0x7F02
+
+    @property
+    def description(self) -> str:
+        """What the suite means to a user, e.g. in error messages (protocol.md §1)."""
+        kind = "hybrid P-256 + ML-KEM-768" if self in HYBRID_SUITES else "classical P-256"
+        if self in SIMULATED_SUITES:
+            return f"{kind}, SIMULATED TEE"
+        return f"{kind}, post-quantum" if self in HYBRID_SUITES else kind
 
 
-IMPLEMENTED_SUITES: Final = frozenset(
+def describe_suites(suites: Iterable[int]) -> str:
+    """``"2 (hybrid P-256 + ML-KEM-768, post-quantum), 1 (classical P-256)"``, for messages."""
+    return ", ".join(_describe_suite(suite) for suite in suites) or "none"
+
+
+def _describe_suite(suite: int) -> str:
+    try:
+        return f"{suite} ({Suite(suite).description})"
+    except ValueError:
+        return f"{suite} (unknown)"
+
+
+IMPLEMENTED_SUITES: Final = frozenset(Suite)
+SIMULATED_SUITES: Final = frozenset(
     {
-        Suite.P256_HKDF_SHA256_AES256GCM,
-        Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM,
         Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM,
+        Suite.SIMULATED_TEE_HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM,
     }
 )
-SIMULATED_SUITES: Final = frozenset({Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM})
-HYBRID_SUITES: Final = frozenset({Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM})
-DEFAULT_CLIENT_SUITES: Final = frozenset({Suite.P256_HKDF_SHA256_AES256GCM})
+# Suites whose key agreement includes ML-KEM-768 (post-quantum confidentiality).
+HYBRID_SUITES: Final = frozenset(
+    {
+        Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM,
+        Suite.SIMULATED_TEE_HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM,
+    }
+)
+# Post-quantum by default: a client offers the hybrid suite first, then classical suite 1 (for
+# bridges that lack suite 2). A policy with require_post_quantum narrows this to hybrid only.
+DEFAULT_CLIENT_SUITES: Final = frozenset(
+    {Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM, Suite.P256_HKDF_SHA256_AES256GCM}
+)
 MAX_OFFERED_SUITES: Final = 8
 
 # protocol.md §3 "Handshake": sizes of fixed-length fields

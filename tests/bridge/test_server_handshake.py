@@ -346,6 +346,10 @@ async def test_simulated_bridge_refuses_a_client_offering_only_the_real_suite(
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 4001
+        # The reason says what the bridge supports (public, unauthenticated: protocol.md §9).
+        assert ws.close_reason == (
+            "suite: no common suite: this bridge supports [32513, 32514]; the client offered [1]"
+        )
     assert provider.requests == []  # refused before any quote
 
 
@@ -376,6 +380,9 @@ async def test_hardware_bridge_never_announces_the_simulated_suite() -> None:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
             assert ws.close_code == 4001
+            assert (ws.close_reason or "").startswith(
+                "suite: no common suite: this bridge supports [1, 2]"
+            )
         assert provider.requests == []
     finally:
         await server.shutdown(grace=1)

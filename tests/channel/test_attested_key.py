@@ -86,8 +86,9 @@ def _answer(
     own = kx_key or ec.generate_private_key(ec.SECP256R1())
     usage = p256_point(ec.generate_private_key(ec.SECP256R1()))
     if core_bytes is None:
+        # Classical, which every default client also offers: no ML-KEM fields to forge.
         core_bytes = BridgeHelloCore(
-            1, hello.suites[0], p256_point(own), usage, hello.disclose, evidence
+            1, CLASSIC, p256_point(own), usage, hello.disclose, evidence
         ).encode()
     th = compute_transcript_hash(client_hello, core_bytes)
     if signature is None and signer is not None:
@@ -318,9 +319,9 @@ def test_upgrade_attested_key_to_fresh_is_rejected() -> None:
     hello = ClientHello.decode(client_hello)
     own = ec.generate_private_key(ec.SECP256R1())
     usage = p256_point(ec.generate_private_key(ec.SECP256R1()))
-    report_data = compute_report_data(client_hello, hello.suites[0], p256_point(own), usage)
+    report_data = compute_report_data(client_hello, CLASSIC, p256_point(own), usage)
     core = BridgeHelloCore(
-        1, hello.suites[0], p256_point(own), usage, hello.disclose, stub_provider(report_data)
+        1, CLASSIC, p256_point(own), usage, hello.disclose, stub_provider(report_data)
     ).encode()
     forged = _answer(client_hello, stub_provider(report_data), kx_key=own, core_bytes=core)
     _expect(client, forged, "evidence-mode")

@@ -46,6 +46,9 @@ from tests.channel.doubles import (
 )
 
 SIMULATED = Suite.SIMULATED_TEE_P256_HKDF_SHA256_AES256GCM
+# Tests that rewrite hellos field by field use the classical suite (no ML-KEM fields to keep
+# consistent); test_hybrid.py covers the hybrid suites.
+CLASSIC_ONLY = frozenset({Suite.P256_HKDF_SHA256_AES256GCM})
 
 
 def _point(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -116,15 +119,16 @@ def test_handshake_completes_and_both_sides_agree() -> None:
     assert isinstance(done, HandshakeComplete)
     assert isinstance(bridge_done, HandshakeComplete)
     assert done.transcript_hash == bridge_done.transcript_hash
-    assert done.suite == Suite.P256_HKDF_SHA256_AES256GCM
+    assert done.suite == Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM  # the default
     assert not done.simulated
     assert done.disclose == ("model",)
-    assert done.report == {"stub": True, "suite": 1}
+    assert done.report == {"stub": True, "suite": done.suite}
 
 
 def test_report_data_and_transcript_follow_the_spec_formula() -> None:
     verifier = StubVerifier()
-    client, bridge = make_fresh_client(verifier=verifier), make_bridge()
+    client = make_fresh_client(verifier=verifier, allowed_suites=CLASSIC_ONLY)
+    bridge = make_bridge()
     (client_hello,) = client.data_to_send()
     bridge.receive_data(client_hello)
     (bridge_hello,) = bridge.data_to_send()
@@ -235,7 +239,7 @@ def test_narrowed_disclosure_in_client_hello_is_rejected() -> None:
 
 
 def test_bridge_confirming_a_widened_disclosure_set_is_rejected() -> None:
-    client = make_fresh_client(disclose=frozenset({"model"}))
+    client = make_fresh_client(disclose=frozenset({"model"}), allowed_suites=CLASSIC_ONLY)
     (client_hello,) = client.data_to_send()
     forged = _compromised_bridge_hello(client_hello, disclose=("max_tokens", "model"))
     _expect_handshake_error(client, forged, "disclose")
@@ -344,7 +348,7 @@ def test_unknown_version_in_bridge_hello_is_rejected() -> None:
 
 
 def test_unknown_suite_only_offer_is_rejected() -> None:
-    client, bridge = make_fresh_client(), make_bridge()
+    client, bridge = make_fresh_client(allowed_suites=CLASSIC_ONLY), make_bridge()
     with pytest.raises(HandshakeError) as info:
         bridge.receive_data(_rewrite_client_hello(client.data_to_send()[0], suites=[0x1234]))
     assert info.value.check == "suite"

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,9 +36,12 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
         yield process
 
 
-def _run(script: str, bridge: BridgeProcess | None = None) -> str:
+def _run(
+    script: str, bridge: BridgeProcess | None = None, extra_env: dict[str, str] | None = None
+) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHROUD_", "OPENAI_"))}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    env |= extra_env or {}
     if bridge is not None:
         env |= {
             "SHROUD_BRIDGE_URL": bridge.url,
@@ -69,6 +73,8 @@ def test_quickstart_streams_the_answer_and_shows_what_was_verified(
     out = _run("quickstart.py", bridge)
     assert ECHO + 'What can the operator of this service see?"' in out
     assert "TCB status:      UpToDate" in out
+    # Post-quantum by default, against the simulated bridge too.
+    assert "key agreement:   suite 32514, hybrid P-256 + ML-KEM-768, SIMULATED TEE" in out
     assert f"image digest:    {IMAGE_DIGEST}" in out
     pins = bridge.policy.measurements.mr_td
     assert pins is not None
@@ -109,11 +115,15 @@ def test_attestation_failure_example_is_refused_with_a_report(bridge: BridgeProc
 def test_langchain_example(bridge: BridgeProcess) -> None:  # pragma: no cover - optional
     out = _run("langchain_chat.py", bridge)
     assert ECHO + 'Hello from LangChain"' in out
+    assert ECHO + 'Hello again, asynchronously"' in out  # ainvoke, on the attested async client
     assert "attested: True" in out
 
 
-def test_make_demo_runs_the_attested_quickstart_end_to_end() -> None:
-    out = _run("demo.py")
+def test_make_demo_runs_the_attested_quickstart_end_to_end(tmp_path: Path) -> None:
+    out = _run("demo.py", extra_env={"SHROUD_DEMO_DIR": str(tmp_path)})
+    kept = tmp_path / "policy.toml"
+    assert f"the policy the client trusted is kept in {kept}" in out
+    assert "allow_simulated_tee = true" in kept.read_text()  # kept after the bridge stopped
     assert ECHO in out
     assert "Verified before the prompt was sent:" in out
     assert "image digest:    sha256:" in out

@@ -72,8 +72,10 @@ class ThreadBridge:
         workdir: Path,
         args: Sequence[str],
         boot_measurements: Measurements | None = None,
+        suites: frozenset[int] | None = None,
     ) -> None:
         self.provider = provider
+        self.suites = suites
         self.boot_measurements = boot_measurements
         self.workdir = workdir
         self.args = tuple(args)
@@ -122,7 +124,7 @@ class ThreadBridge:
             ],
             {},
         )
-        self.server = BridgeServer(config, quote_provider=self.provider)
+        self.server = BridgeServer(config, quote_provider=self.provider, suites=self.suites)
         self._run(self.server.start())
         self.port = self.server.port
 
@@ -157,11 +159,12 @@ def thread_bridge(
     measurements: Measurements | None = None,
     seed: bytes = b"sdk-tests",
     args: Sequence[str] = (),
+    suites: frozenset[int] | None = None,
 ) -> Iterator[ThreadBridge]:
-    """A running in-process bridge over a simulated TD; stopped on exit."""
+    """A running in-process bridge over a simulated TD (``suites`` narrows its offer)."""
     workdir.mkdir(parents=True, exist_ok=True)
     provider = provider_cls(platform(seed).td(measurements))
-    bridge = ThreadBridge(provider, workdir, args, measurements)
+    bridge = ThreadBridge(provider, workdir, args, measurements, suites)
     try:
         bridge.start()
         yield bridge

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 import shroud_sdk
 from attestation.policy import Policy
+from shroud_sdk.client import OPENAI_USES_HTTPX2
 from shroud_sdk.transport import _Origin, _outgoing
 from tests.bridgeproc import BridgeProcess, running_bridge
 from tests.e2e.fake_upstream import FakeUpstream
@@ -38,14 +40,39 @@ def _verifier(bridge: BridgeProcess) -> shroud_sdk.AttestationVerifier:
 # -- destinations and redirects ----------------------------------------------------------------
 
 
-def test_request_to_another_host_is_refused_before_connecting(bridge: BridgeProcess) -> None:
-    transport = shroud_sdk.ShroudTransport(bridge.url, _verifier(bridge), allow_simulated=True)
+def test_request_to_any_other_address_is_refused_before_connecting(bridge: BridgeProcess) -> None:
+    transport = shroud_sdk.ShroudTransport(bridge.url, _verifier(bridge))
+    name = transport.base_url.removeprefix("https://").removesuffix("/v1")
     with httpx2.Client(transport=transport) as client:
         with pytest.raises(shroud_sdk.RefusedDestinationError):
             client.get("http://api.openai.com/v1/models")
-        with pytest.raises(shroud_sdk.RefusedDestinationError):  # right host, wrong scheme
-            client.get(transport.base_url.replace("http://", "https://") + "/models")
+        # The bridge's real address is refused too: only the unroutable name is accepted, so
+        # configurations carry a URL that no transport-less client can reach.
+        real = bridge.url.replace("ws://", "http://") + "v1/models"
+        with pytest.raises(shroud_sdk.RefusedDestinationError, match=r"transport\.base_url"):
+            client.get(real)
+        with pytest.raises(shroud_sdk.RefusedDestinationError):  # right name, wrong scheme
+            client.get(f"http://{name}/v1/models")
+        with pytest.raises(shroud_sdk.RefusedDestinationError):  # right name, wrong port
+            client.get(f"https://{name}:8443/v1/models")
         assert transport.session.handshakes == 0
+        # The name with or without its trailing dot is the bridge.
+        assert client.get(transport.base_url + "/models").status_code == 200
+        assert client.get(f"https://{name.rstrip('.')}/v1/models").status_code == 200
+    assert transport.session.handshakes == 1
+
+
+def test_base_url_is_an_unresolvable_name() -> None:
+    transport = shroud_sdk.ShroudTransport(
+        "wss://Inference.Example.com/shroud",
+        shroud_sdk.AttestationVerifier(Policy(allow_unpinned_measurements=True)),
+    )
+    try:
+        assert transport.base_url == "https://inference-example-com-443.shroud.invalid./v1"
+        with pytest.raises(socket.gaierror):
+            socket.getaddrinfo("inference-example-com-443.shroud.invalid.", 443)
+    finally:
+        transport.close()
 
 
 class _RedirectingUpstream:
@@ -103,9 +130,7 @@ def test_redirects_are_never_followed_off_the_bridge(tmp_path: Path) -> None:
 
 def test_openai_client_with_legacy_httpx_client_streams(bridge: BridgeProcess) -> None:
     # This is what LangChain's ChatOpenAI(http_client=...) and LlamaIndex hand to openai.
-    transport = shroud_sdk.LegacyShroudTransport(
-        bridge.url, _verifier(bridge), allow_simulated=True
-    )
+    transport = shroud_sdk.LegacyShroudTransport(bridge.url, _verifier(bridge))
     with (
         httpx.Client(transport=transport) as http_client,
         # openai 3.x accepts legacy httpx clients at run time; its annotations name httpx2.
@@ -120,8 +145,13 @@ def test_openai_client_with_legacy_httpx_client_streams(bridge: BridgeProcess) -
         assert client.models.list().data[0].id == MODEL
 
 
+@pytest.mark.skipif(
+    not OPENAI_USES_HTTPX2,
+    reason=f"openai {openai.__version__} takes legacy httpx clients only (httpx2 from 3.x on); "
+    "the openai-3 run covers this",
+)
 def test_openai_client_with_httpx2_client(bridge: BridgeProcess) -> None:
-    transport = shroud_sdk.ShroudTransport(bridge.url, _verifier(bridge), allow_simulated=True)
+    transport = shroud_sdk.ShroudTransport(bridge.url, _verifier(bridge))
     with (
         httpx2.Client(transport=transport) as http_client,
         openai.OpenAI(api_key="k", base_url=transport.base_url, http_client=http_client) as c,
@@ -131,9 +161,7 @@ def test_openai_client_with_httpx2_client(bridge: BridgeProcess) -> None:
 
 
 def test_plain_legacy_httpx_client_sees_usage_in_extensions(bridge: BridgeProcess) -> None:
-    transport = shroud_sdk.LegacyShroudTransport(
-        bridge.url, _verifier(bridge), allow_simulated=True
-    )
+    transport = shroud_sdk.LegacyShroudTransport(bridge.url, _verifier(bridge))
     with httpx.Client(transport=transport) as client:
         response = client.post(
             transport.base_url + "/chat/completions",
@@ -262,12 +290,13 @@ def test_handshake_that_never_answers_hits_the_connect_timeout(
 
 def test_api_key_never_appears_in_reprs(bridge: BridgeProcess) -> None:
     secret = "sk-shroud-secret-0123456789"
+    origin = _Origin.of_bridge(bridge.url)
     outgoing = _outgoing(
-        _Origin.of_bridge(bridge.url),
+        origin,
         "POST",
-        "http",
-        "127.0.0.1",
-        int(bridge.url.rsplit(":", 1)[1].strip("/")),
+        "https",
+        origin.host,
+        None,
         b"/v1/chat/completions",
         [("Authorization", f"Bearer {secret}")],
         b'{"model": "m"}',
@@ -302,3 +331,18 @@ def test_upstream_that_stalls_hits_the_read_timeout(tmp_path: Path) -> None:
         # absorb the moment the bridge takes to cancel; a leaked slot would last 5 s.)
         assert client.with_options(max_retries=2).models.list().data
         assert client.transport.session.handshakes == 1
+
+
+def test_refused_destination_through_openai_is_raised_as_is_and_not_retried(
+    bridge: BridgeProcess,
+) -> None:
+    # RefusedDestinationError is no OpenAIError, so every openai retries and wraps it: the
+    # client re-raises it unwrapped, and the retries cost no backoff and no handshake.
+    with shroud_sdk.OpenAI(
+        bridge_url=bridge.url, api_key="k", policy=bridge.policy_path, max_retries=5
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(shroud_sdk.RefusedDestinationError):
+            client.get("https://api.openai.com/v1/models", cast_to=object)
+        assert time.monotonic() - started < 5  # openai's five backoffs take over 11 s
+        assert client.transport.session.handshakes == 0

@@ -1,8 +1,9 @@
 """The OpenSSL warm-up a verifier starts when it is built (``shroud_sdk.verifier.start_warm_up``).
 
-It must run once per process, on a daemon thread (never delaying the caller or process exit),
-and not at all when the verifier is built with ``warm_up=False``. Each case runs in a fresh
-interpreter, since the warm-up is per process.
+It must run once per process, on a daemon thread (never delaying the caller; process exit waits
+only for an unfinished warm-up, see test_process_exit.py), and not at all when the verifier is
+built with ``warm_up=False``. Each case runs in a fresh interpreter, since the warm-up is per
+process.
 """
 
 from __future__ import annotations
