@@ -21,11 +21,13 @@ Once a request record has been sealed it is never re-sent here.
 per session), so synchronous callers need no event loop of their own and it works inside a
 running one (Jupyter). ``close()`` stops and joins that thread.
 
+Redirects: the WebSocket opening never follows one (DESIGN.md §6). A 3xx answer to the upgrade
+is a ``SessionConnectError`` naming it; nothing of the request was sent.
+
 Errors raised here are neutral (``SessionConnectError``, ``SessionTimeoutError``,
 ``StreamAbortedError``, ``SessionDisclosureRefusedError``, ``SessionOverloadedError``, channel
-errors);
-``shroud_sdk.transport`` maps them to httpx and ``openai`` exceptions. Deliberately not here:
-HTTP semantics and the evidence checks.
+errors); ``shroud_sdk.transport`` maps them to httpx and
+``openai`` exceptions. Deliberately not here: HTTP semantics and the evidence checks.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection, ConnectionState
@@ -96,6 +99,8 @@ _WS_TRY_AGAIN_LATER: Final = 1013
 _FRESH_QUOTE_LIMIT_PREFIX: Final = "fresh quote rate limit"
 _RETRY_AFTER: Final = re.compile(r"retry after (\d{1,6})s")
 _EVIDENCE_UNAVAILABLE: Final = "evidence-unavailable"
+# HTTP statuses websockets' connect() would follow as redirects (it follows up to 10).
+_REDIRECT_STATUSES: Final = frozenset({300, 301, 302, 303, 307, 308})
 # Records of one response held for an application that is not reading it (each at most
 # 16 KiB of content): past this the connection's reader stops reading the socket.
 STREAM_BUFFER_RECORDS: Final = 64
@@ -103,6 +108,17 @@ STREAM_BUFFER_RECORDS: Final = 64
 
 class SessionConnectError(ShroudError):
     """The bridge could not be reached or the WebSocket opening failed; nothing was sent."""
+
+
+class _DirectConnect(connect):
+    """websockets' ``connect``, except that a redirect answer to the upgrade is not followed.
+
+    The client reaches the bridge at the URL it was configured with and nowhere else (DESIGN.md
+    §6): a 3xx comes back as the ``InvalidStatus`` it is.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 class SessionTimeoutError(ShroudError):
@@ -177,6 +193,17 @@ class SessionOverloadedError(ShroudError):
             f"{overload.limit.explanation}; retry in {overload.retry_after} s"
         )
         self.overload = overload
+
+
+def _redirect_refusal(response: Response) -> str:
+    location = response.headers.get("Location")
+    target = "".join(c for c in location[:200] if c.isprintable()) if location else None
+    to = f" to {target!r}" if target is not None else ""
+    return (
+        f"the bridge URL answered the WebSocket upgrade with a redirect (HTTP "
+        f"{response.status_code}{to}); the SDK never follows redirects, so nothing was sent. "
+        "Configure the bridge URL its operator publishes"
+    )
 
 
 @dataclass(frozen=True)
@@ -617,7 +644,7 @@ class AsyncSession:
         connection = ClientConnection(self.config.client_config(recorder))
         host = urlsplit(self.config.url).hostname or ""
         try:
-            websocket = await connect(
+            websocket = await _DirectConnect(
                 self.config.url,
                 compression=None,  # DESIGN.md §3: no permessage-deflate
                 max_size=_MAX_MESSAGE,
@@ -627,6 +654,8 @@ class AsyncSession:
                 user_agent_header="shroud-sdk",
             )
         except InvalidStatus as exc:
+            if exc.response.status_code in _REDIRECT_STATUSES:
+                raise SessionConnectError(_redirect_refusal(exc.response)) from None
             overload = Overload.from_http(
                 exc.response.status_code, list(exc.response.headers.raw_items())
             )
