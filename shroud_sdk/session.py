@@ -24,9 +24,9 @@ running one (Jupyter). ``close()`` stops and joins that thread.
 Redirects: the WebSocket opening never follows one (DESIGN.md §6). A 3xx answer to the upgrade
 is a ``SessionConnectError`` naming it; nothing of the request was sent.
 
-Errors raised here are neutral (``SessionConnectError``, ``SessionTimeoutError``,
-``StreamAbortedError``, ``SessionDisclosureRefusedError``, ``SessionOverloadedError``, channel
-errors); ``shroud_sdk.transport`` maps them to httpx and
+Errors raised here are neutral (``SessionConnectError``, ``SessionSendInterruptedError``,
+``SessionTimeoutError``, ``StreamAbortedError``, ``SessionDisclosureRefusedError``,
+``SessionOverloadedError``, channel errors); ``shroud_sdk.transport`` maps them to httpx and
 ``openai`` exceptions. Deliberately not here: HTTP semantics and the evidence checks.
 """
 
@@ -108,6 +108,15 @@ STREAM_BUFFER_RECORDS: Final = 64
 
 class SessionConnectError(ShroudError):
     """The bridge could not be reached or the WebSocket opening failed; nothing was sent."""
+
+
+class SessionSendInterruptedError(ShroudError):
+    """The connection was lost while this request was being sent.
+
+    Some of its records may have reached the bridge, so the request may be answered by the
+    model: it must not be sent again on the caller's behalf (unlike ``SessionConnectError``,
+    where nothing was sent).
+    """
 
 
 class _DirectConnect(connect):
@@ -607,9 +616,9 @@ class AsyncSession:
                 link.connection.end_stream(stream_id)
                 try:
                     await link.flush()
-                except WebSocketClosed as exc:
+                except (WebSocketClosed, OSError) as exc:
                     link.fail(SessionConnectError("connection lost while sending the request"))
-                    raise SessionConnectError(
+                    raise SessionSendInterruptedError(
                         "connection lost while sending the request (not retried: it may "
                         "have reached the bridge)"
                     ) from exc

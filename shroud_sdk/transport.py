@@ -16,12 +16,15 @@ is). A bridge that refuses the *connection* for lack of capacity gets the reques
 with the equivalent HTTP 429/503 and its ``Retry-After`` (``shroud_sdk.overload``), so
 ``openai`` retries it as it would an overloaded server.
 Attestation failures raise ``AttestationError``, integrity failures ``StreamIntegrityError``, a
-response the bridge abandoned (RESET) ``StreamResetError`` and a refused disclosure set
-``DisclosureRefusedError``; all subclass
-``openai.APIConnectionError`` (so generic handlers catch them, and ``openai`` never retries
-them); reachability problems and timeouts raise the httpx exceptions clients
-already handle. Verified usage of the latest response is ``transport.last_usage`` and, once the
-body was read to its end, ``response.extensions["shroud.usage"]``.
+response the bridge abandoned (RESET) ``StreamResetError``, a refused disclosure set
+``DisclosureRefusedError``, a refused fresh quote ``FreshQuoteRateLimitedError`` and a
+connection lost while the request was being sent (it may have reached the bridge)
+``RequestInterruptedError``; all subclass ``openai.APIConnectionError`` (so generic handlers
+catch them, and ``openai`` never retries them). Reachability problems before anything was sent
+(a redirect answer to the WebSocket upgrade included) and timeouts raise the httpx exceptions
+clients already handle, which ``openai`` retries. Verified usage of the latest response is
+``transport.last_usage`` and, once the body was read to its end,
+``response.extensions["shroud.usage"]``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from shroud_sdk.session import (
     SessionDisclosureRefusedError,
     SessionFreshQuoteRefusedError,
     SessionOverloadedError,
+    SessionSendInterruptedError,
     SessionTimeoutError,
     StreamAbortedError,
     SyncSession,
@@ -151,6 +155,24 @@ class StreamResetError(openai.APIConnectionError):
         )
         self.reset_code = code  # ``code`` is openai's (an error-type string)
         self.reason = reason
+
+
+class RequestInterruptedError(openai.APIConnectionError):
+    """The connection to the bridge was lost while the request was being sent.
+
+    Part of the request may have reached the bridge, and so the model: unlike a connection
+    that failed before anything was sent (an ``httpx`` ``ConnectError``, which ``openai``
+    retries), sending it again could run it twice. ``openai`` does not retry this class (the
+    SDK's clients see to that on ``openai`` releases before 2.31 too); retry it yourself if
+    repeating the request is harmless.
+    """
+
+    def __init__(self, *, request: httpx2.Request) -> None:
+        super().__init__(
+            message="the connection to the bridge was lost while the request was being sent; "
+            "it may have reached the bridge, so it was not retried",
+            request=request,
+        )
 
 
 class DisclosureRefusedError(openai.APIConnectionError):
@@ -362,6 +384,8 @@ def _map_error(exc: BaseException, request: object, flavour: ModuleType) -> Base
         return cast(BaseException, kind(str(exc), request=request))
     if isinstance(exc, StreamAbortedError):
         return StreamResetError(code=exc.code, reason=exc.reason, request=req)
+    if isinstance(exc, SessionSendInterruptedError):
+        return RequestInterruptedError(request=req)
     if isinstance(exc, SessionConnectError):
         return cast(BaseException, flavour.ConnectError(str(exc), request=request))
     return exc
