@@ -153,6 +153,24 @@ def test_busy_handshake_slots_close_with_1013_and_become_a_typed_error(tmp_path:
     assert not caught.value.authenticated
 
 
+def test_a_refused_fresh_quote_is_its_own_typed_error_and_not_retried(tmp_path: Path) -> None:
+    """Both 1013 refusals in one place: the fresh-quote limit ("fresh quote rate limit: ...")
+    is ``FreshQuoteRateLimitedError``, not an overload, and openai does not retry it (on every
+    openai major: before 2.31 the SDK's client keeps openai from retrying it)."""
+    with thread_bridge(tmp_path / "bridge", args=["--fresh-quotes-per-minute", "0"]) as bridge:
+        data = bridge.policy.model_dump(exclude={"custom_checks"})
+        fresh = Policy(**{**data, "fresh_quote": True})
+        with (
+            _client(bridge, policy=fresh) as client,  # default max_retries (2)
+            pytest.raises(openai.APIConnectionError) as caught,
+        ):
+            client.models.list()
+    error = caught.value
+    assert isinstance(error, shroud_sdk.FreshQuoteRateLimitedError), repr(error)
+    assert error.retry_after is not None
+    assert client.transport.session.handshakes == 1  # one hello: not retried
+
+
 async def test_too_many_streams_on_one_connection_is_an_authenticated_rate_limit(
     tmp_path: Path,
 ) -> None:
