@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import shroud_sdk
-from bridge.config import build_arg_parser
+from bridge.config import BridgeConfig, build_arg_parser
 from tests.bridgeproc import free_port, running_bridge
 from tests.vectors import REPO_ROOT
 
@@ -44,6 +44,27 @@ def test_every_flag_has_help_text() -> None:
         if action.option_strings and not (action.help or "").strip()
     ]
     assert missing == []
+
+
+def test_every_numeric_or_switch_flag_states_the_bridge_config_default() -> None:
+    """Help texts read their defaults from BridgeConfig, so they cannot drift from it."""
+    parser = build_arg_parser()
+    checked = []
+    for action in parser._actions:
+        field = BridgeConfig.model_fields.get(action.dest)
+        if field is None or not action.option_strings:
+            continue
+        default = field.get_default(call_default_factory=True)
+        text = " ".join((action.help or "").split())
+        if isinstance(default, bool):
+            assert "default off" in text, (action.option_strings[0], text)
+        elif isinstance(default, int | float):
+            assert f"default {default})" in text, (action.option_strings[0], text)
+        else:
+            continue
+        checked.append(action.option_strings[0])
+    # issue 10's availability limits are among them.
+    assert {"--max-sessions", "--send-timeout", "--proxy-protocol"} <= set(checked)
 
 
 @pytest.fixture
