@@ -80,7 +80,7 @@ from shroud_sdk.errors import (
     RekeyRequiredError,
     ShroudError,
 )
-from shroud_sdk.refusal import bridge_refusal
+from shroud_sdk.hello_refusal import bridge_refusal
 from shroud_sdk.refusals import Overload
 
 _T = TypeVar("_T")

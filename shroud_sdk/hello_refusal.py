@@ -5,7 +5,8 @@ version) by closing the WebSocket with 4001 and a reason ``check: text`` that na
 public values (docs/protocol.md §9). That reason arrives before any key is agreed, so it is
 unauthenticated: this module only *reads* it to explain the refusal to the user, and nothing
 here changes what the client offers or where it connects. Deliberately not here: the I/O that
-receives the reason (``shroud_sdk.session``).
+receives the reason (``shroud_sdk.session``), and refusals for lack of capacity (close 1013,
+HTTP 429/503: ``shroud_sdk.refusals`` and ``shroud_sdk.overload``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 import shroud_sdk
 from attestation.policy import Policy
 from shroud_sdk.channel.constants import Suite
-from shroud_sdk.refusal import bridge_refusal
+from shroud_sdk.hello_refusal import bridge_refusal
 from tests.sdk.harness import AUDIENCE, ThreadBridge, thread_bridge
 
 CLASSIC, HYBRID = Suite.P256_HKDF_SHA256_AES256GCM, Suite.HYBRID_P256_MLKEM768_HKDF_SHA256_AES256GCM
