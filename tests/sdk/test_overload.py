@@ -105,6 +105,25 @@ def test_openai_retries_a_full_bridge_after_its_retry_after(
     assert time.monotonic() - started >= 0.9
 
 
+def test_a_bridge_full_through_every_retry_is_still_a_typed_busy_error(
+    one_session_bridge: ThreadBridge,
+) -> None:
+    """openai retries the refusal (waiting its Retry-After) and, its retries used up, raises
+    the typed class: on every openai major, through the SDK client's request wrapper."""
+    with socket.create_connection(("127.0.0.1", one_session_bridge.port)):  # the one session
+        time.sleep(0.2)  # let the bridge accept it
+        started = time.monotonic()
+        with (
+            _client(one_session_bridge, max_retries=1) as client,
+            pytest.raises(shroud_sdk.BridgeBusyError) as caught,
+        ):
+            client.chat.completions.create(model=MODEL, messages=HELLO)
+        elapsed = time.monotonic() - started
+    assert caught.value.limit is OverloadLimit.SESSIONS
+    assert _refusals(one_session_bridge, OverloadLimit.SESSIONS) == 2  # the try and one retry
+    assert elapsed >= 0.9  # the retry waited the bridge's Retry-After (1 s)
+
+
 def test_a_source_opening_connections_too_fast_gets_a_typed_rate_limit(tmp_path: Path) -> None:
     args = ["--max-handshakes-per-source", "0.05"]
     with thread_bridge(tmp_path / "bridge", args=args) as bridge:
