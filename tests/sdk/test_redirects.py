@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import openai
 import pytest
@@ -46,7 +47,10 @@ class Redirector:
         self._thread.start()
         self.url = f"ws://127.0.0.1:{self._server.server_address[1]}/"
 
-    def close(self) -> None:
+    def __enter__(self) -> Redirector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -58,50 +62,46 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadBridge]:
         yield running
 
 
+def _options(bridge: ThreadBridge, redirector: Redirector) -> dict[str, Any]:
+    return {
+        "bridge_url": redirector.url,
+        "api_key": "k",
+        "policy": bridge.policy,
+        "audience": AUDIENCE,  # the bridge's own: following the redirect would be served
+        "max_retries": 0,
+    }
+
+
+def _refusal(bridge: ThreadBridge, redirector: Redirector) -> tuple[str, shroud_sdk.OpenAI]:
+    """The message of the connection error a request through ``redirector`` raises."""
+    with (
+        shroud_sdk.OpenAI(**_options(bridge, redirector)) as client,
+        pytest.raises(openai.APIConnectionError) as caught,
+    ):
+        client.models.list()
+    assert caught.value.__cause__ is not None
+    return str(caught.value.__cause__), client
+
+
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_answer_to_the_upgrade_is_a_connect_error_and_not_followed(
     bridge: ThreadBridge, status: int
 ) -> None:
-    redirector = Redirector(status, bridge.url)
-    try:
-        with (
-            shroud_sdk.OpenAI(
-                bridge_url=redirector.url,
-                api_key="k",
-                policy=bridge.policy,
-                audience=AUDIENCE,  # the bridge's own: following would be served
-                max_retries=0,
-            ) as client,
-            pytest.raises(openai.APIConnectionError) as caught,
-        ):
-            client.models.list()
-    finally:
-        redirector.close()
+    with Redirector(status, bridge.url) as redirector:
+        message, client = _refusal(bridge, redirector)
     assert client.transport.session.handshakes == 0  # no ClientHello went anywhere
     assert client.attestation is None
     assert redirector.requests == 1
-    cause = caught.value.__cause__
-    assert cause is not None
-    message = str(cause)
     assert f"redirect (HTTP {status} to '{bridge.url}')" in message, message
     assert "never follows redirects" in message
     assert "nothing was sent" in message
 
 
 async def test_the_async_client_does_not_follow_a_redirect_either(bridge: ThreadBridge) -> None:
-    redirector = Redirector(302, bridge.url)
-    try:
-        async with shroud_sdk.AsyncOpenAI(
-            bridge_url=redirector.url,
-            api_key="k",
-            policy=bridge.policy,
-            audience=AUDIENCE,
-            max_retries=0,
-        ) as client:
+    with Redirector(302, bridge.url) as redirector:
+        async with shroud_sdk.AsyncOpenAI(**_options(bridge, redirector)) as client:
             with pytest.raises(openai.APIConnectionError) as caught:
                 await client.models.list()
-    finally:
-        redirector.close()
     assert client.transport.session.handshakes == 0
     assert "never follows redirects" in str(caught.value.__cause__)
 
@@ -109,24 +109,9 @@ async def test_the_async_client_does_not_follow_a_redirect_either(bridge: Thread
 def test_a_hostile_location_is_shown_cut_and_without_control_characters(
     bridge: ThreadBridge,
 ) -> None:
-    redirector = Redirector(
-        301, "ws://evil.example/\x9b2J" + "a" * 500
-    )  # C1 CSI: a terminal escape
-    try:
-        with (
-            shroud_sdk.OpenAI(
-                bridge_url=redirector.url,
-                api_key="k",
-                policy=bridge.policy,
-                audience=AUDIENCE,
-                max_retries=0,
-            ) as client,
-            pytest.raises(openai.APIConnectionError) as caught,
-        ):
-            client.models.list()
-    finally:
-        redirector.close()
-    message = str(caught.value.__cause__)
+    # \x9b: the C1 control sequence introducer, a terminal escape in one byte.
+    with Redirector(301, "ws://evil.example/\x9b2J" + "a" * 500) as redirector:
+        message, _ = _refusal(bridge, redirector)
     assert "\x9b" not in message
     assert "a" * 201 not in message
     assert "ws://evil.example/" in message
