@@ -9,7 +9,7 @@ web-PKI rules (subject alternative names, extended key usage) that Intel's PCK c
 do not follow.
 
 Time is kept apart from signatures on purpose: ``verify_chain`` and ``verify_crl_signature``
-do the expensive, time-independent work once and return ``Window``s; ``Window.check(now)``
+do the expensive, time-independent work once and return ``Window``s; ``Window.contains(now)``
 is the cheap part done on every verification.
 
 Parsing is cached process-wide by content, never by name: a certificate or CRL is the same
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -55,8 +55,7 @@ _DECODE_OR_TYPE_ERRORS: tuple[type[Exception], ...] = (*X509_DECODE_ERRORS, Type
 MAX_CHAIN_LENGTH = 8
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """A validity interval [not_before, not_after] in UNIX seconds, named for error details."""
 
     what: str

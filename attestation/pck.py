@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -80,8 +81,7 @@ class PckExtensions:
 # --- A strict DER reader ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Tlv:
+class _Tlv(NamedTuple):
     tag: int
     value: bytes
     offset: int  # of the tag byte, within the buffer the TLV was read from

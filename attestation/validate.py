@@ -16,8 +16,9 @@ every field and every verdict. This module parses nothing and checks no signatur
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from attestation.errors import AttestationError, EventLogError
 from attestation.image_hash import ImageDigests, aggregate_image_hash, image_digests
@@ -176,37 +177,45 @@ class _NoPins:
         return {}
 
 
-@dataclass(frozen=True)
 class BaselineRules:
     """``Policy(allow_unpinned_measurements=True)``'s rules, without the policy parser.
 
     Nothing pinned, only UpToDate TCB accepted, MRSERVICETD zero, Intel's root unless
     ``roots`` names others (already parsed certificates). What ``shroud-attest verify`` applies
-    when given no policy file.
+    when given no policy file. Every rule but the roots is fixed, so the rules are read-only
+    class attributes (``__slots__`` leaves no instance dictionary to override them in), not a
+    dataclass: the CLI builds this on its start-up path, where a dataclass costs a millisecond.
     """
 
-    roots: tuple[x509.Certificate, ...] | None = None
-    allowed_tcb_statuses: frozenset[TcbStatus] = DEFAULT_ALLOWED_TCB_STATUSES
-    denied_advisory_ids: frozenset[str] = frozenset()
-    min_tee_tcb_svn: str | None = None
-    allowed_mr_seam: frozenset[str] | None = None
-    td_attributes: MaskedRule | None = None
-    xfam: MaskedRule | None = None
-    measurements: RegisterPins = field(default_factory=_NoPins)
-    allowed_image_hashes: frozenset[str] | None = None
-    required_rtmr3_events: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    image_digest: frozenset[str] | None = None
-    config_hash: frozenset[str] | None = None
-    allowed_fmspcs: frozenset[str] | None = None
-    max_collateral_age_seconds: int | None = DEFAULT_MAX_COLLATERAL_AGE_SECONDS
-    min_tcb_evaluation_data_number: int | None = None
-    allow_mr_service_td_nonzero: bool = False
-    allow_unpinned_measurements: bool = True
-    custom_checks: tuple[PolicyCheck, ...] = ()
-    pins_measurements: bool = False
+    __slots__ = ("_roots",)
+
+    allowed_tcb_statuses: Final[frozenset[TcbStatus]] = DEFAULT_ALLOWED_TCB_STATUSES
+    denied_advisory_ids: Final[frozenset[str]] = frozenset()
+    min_tee_tcb_svn: Final[str | None] = None
+    allowed_mr_seam: Final[frozenset[str] | None] = None
+    td_attributes: Final[MaskedRule | None] = None
+    xfam: Final[MaskedRule | None] = None
+    measurements: Final[RegisterPins] = _NoPins()
+    allowed_image_hashes: Final[frozenset[str] | None] = None
+    required_rtmr3_events: Final[Mapping[str, frozenset[str]]] = MappingProxyType({})
+    image_digest: Final[frozenset[str] | None] = None
+    config_hash: Final[frozenset[str] | None] = None
+    allowed_fmspcs: Final[frozenset[str] | None] = None
+    max_collateral_age_seconds: Final[int | None] = DEFAULT_MAX_COLLATERAL_AGE_SECONDS
+    min_tcb_evaluation_data_number: Final[int | None] = None
+    allow_mr_service_td_nonzero: Final[bool] = False
+    allow_unpinned_measurements: Final[bool] = True
+    custom_checks: Final[tuple[PolicyCheck, ...]] = ()
+    pins_measurements: Final[bool] = False
+
+    def __init__(self, roots: tuple[x509.Certificate, ...] | None = None) -> None:
+        self._roots = roots
+
+    def __repr__(self) -> str:
+        return f"BaselineRules(roots={self._roots!r})"
 
     def trusted_root_certificates(self) -> tuple[x509.Certificate, ...]:
-        return self.roots if self.roots is not None else (intel_sgx_root_ca(),)
+        return self._roots if self._roots is not None else (intel_sgx_root_ca(),)
 
 
 BASELINE_RULES = BaselineRules()

@@ -29,8 +29,7 @@ import hmac
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -172,8 +171,7 @@ class _CheckError(Exception):
     """Internal: a check failed; the message is the report detail."""
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """The time-independent outcome of a check, plus the windows ``now`` must fall in."""
 
     error: str | None
@@ -181,8 +179,7 @@ class _Step:
     windows: tuple[Window, ...] = ()
 
 
-@dataclass(frozen=True)
-class _PckResult:
+class _PckResult(NamedTuple):
     """What checking one PCK chain established, independent of time."""
 
     chain_step: _Step

@@ -448,8 +448,11 @@ def test_help_exits_0() -> None:
     assert run("--help")[0] == 0
 
 
-def test_console_script_module_runs() -> None:
-    case = tdx_case("v4-uptodate")
+@pytest.mark.parametrize(("name", "expected_code"), [("v4-uptodate", 0), ("neg-debug-td", 1)])
+def test_console_script_module_runs(name: str, expected_code: int) -> None:
+    # The program's entry point (console_main, as the console script) exits with main's code,
+    # with the garbage collector off for the process: a reject must still exit 1.
+    case = tdx_case(name)
     proc = subprocess.run(
         [sys.executable, "-m", "attestation.cli", *verify_args(case), "--json"],
         capture_output=True,
@@ -457,8 +460,8 @@ def test_console_script_module_runs() -> None:
         cwd=REPO_ROOT,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["verdict"] == "accept"
+    assert proc.returncode == expected_code, proc.stderr
+    assert json.loads(proc.stdout)["verdict"] == ("accept" if expected_code == 0 else "reject")
 
 
 @pytest.mark.parametrize(
