@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from websockets.asyncio.client import ClientConnection as WebSocket
@@ -144,13 +146,15 @@ class ChannelClient:
         fresh: bool = False,
         local_address: str | None = None,
         headers: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> ChannelClient:
         """Open the WebSocket, run the handshake with the real verifier, start reading.
 
         ``fresh`` asks for a quote over this handshake instead of the bridge's attested key.
         ``local_address`` binds the client's socket (e.g. 127.0.0.2: Linux routes all of
         127.0.0.0/8 to loopback, so tests can be several sources); ``headers`` are added to
-        the WebSocket upgrade request (e.g. X-Forwarded-For).
+        the WebSocket upgrade request (e.g. X-Forwarded-For); ``ssl_context`` is what a
+        ``wss://`` URL's certificate is verified with (e.g. a test CA).
         """
         conn = ClientConnection(
             ClientConfig(
@@ -161,6 +165,8 @@ class ChannelClient:
                 fresh_quote=fresh,
             )
         )
+        # websockets makes its own default context for wss:// unless given one (None refused).
+        tls: dict[str, Any] = {"ssl": ssl_context} if ssl_context is not None else {}
         ws = await connect(
             url,
             compression=None,
@@ -168,6 +174,7 @@ class ChannelClient:
             max_size=None,
             additional_headers=dict(headers or {}),
             local_addr=(local_address, 0) if local_address is not None else None,
+            **tls,
         )
         try:
             async with asyncio.timeout(seconds):
