@@ -17,6 +17,7 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import openai
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -133,22 +134,39 @@ async def _spend_connections(attacker: Attacker) -> None:
     await _wait_for_connections(attacker.fleet, 2)
 
 
+async def _victim(fleet: Fleet, policy: Policy) -> openai.APIError | None:
+    """One chat completion from a real SDK client on 127.0.0.1: None when served, else the
+    error the user would see."""
+    async with _client(fleet, policy) as client:
+        try:
+            completion = await client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        except openai.APIError as exc:
+            return exc
+        assert completion.choices[0].message.content
+        assert client.attestation is not None
+        mode = EvidenceMode.FRESH if policy.fresh_quote else EvidenceMode.ATTESTED_KEY
+        assert client.attestation.evidence_mode is mode
+    return None
+
+
+async def _attack_then_victims(fleet: Fleet) -> tuple[openai.APIError | None, ...]:
+    """The attacker spends its fresh quotes, then its connections; after each, the victim's
+    fresh-quote request and then its ordinary one."""
+    policy = fleet.dev_policy()
+    async with Attacker(fleet) as attacker:
+        await _spend_fresh_quotes(attacker)
+        fresh = await _victim(fleet, _fresh(policy))
+        await _wait_for_connections(fleet, 1)
+        await _spend_connections(attacker)
+        plain = await _victim(fleet, policy)
+    return fresh, plain
+
+
 async def test_an_attacker_behind_nginx_spends_only_its_own_per_source_share(
     tmp_path: Path, pki: DeployPki
 ) -> None:
     with _fleet(tmp_path, pki, trust_proxy=True) as fleet:
-        policy = fleet.dev_policy()
-        async with Attacker(fleet) as attacker:
-            await _spend_fresh_quotes(attacker)
-            async with _client(fleet, _fresh(policy)) as client:
-                assert (await client.models.list()).data
-                assert client.attestation is not None
-                assert client.attestation.evidence_mode is EvidenceMode.FRESH
-            await _wait_for_connections(fleet, 1)
-            await _spend_connections(attacker)
-            async with _client(fleet, policy) as client:
-                completion = await client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
-                assert completion.choices[0].message.content
+        assert await _attack_then_victims(fleet) == (None, None)
         log = fleet.bridges[0].log_text()
     assert f"refused connections_per_source from {ATTACKER} " in log
     assert "198.51.100." not in log  # what the attacker wrote about itself counted for nothing
@@ -158,16 +176,8 @@ async def test_control_without_trusted_proxy_the_same_attack_starves_every_clien
     tmp_path: Path, pki: DeployPki
 ) -> None:
     with _fleet(tmp_path, pki, trust_proxy=False) as fleet:
-        policy = fleet.dev_policy()
-        async with Attacker(fleet) as attacker:
-            await _spend_fresh_quotes(attacker)
-            async with _client(fleet, _fresh(policy)) as client:
-                with pytest.raises(shroud_sdk.FreshQuoteRateLimitedError):
-                    await client.models.list()
-            await _wait_for_connections(fleet, 1)
-            await _spend_connections(attacker)
-            async with _client(fleet, policy) as client:
-                with pytest.raises(shroud_sdk.BridgeRateLimitError):
-                    await client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        fresh, plain = await _attack_then_victims(fleet)
         log = fleet.bridges[0].log_text()
+    assert isinstance(fresh, shroud_sdk.FreshQuoteRateLimitedError), fresh
+    assert isinstance(plain, shroud_sdk.BridgeRateLimitError), plain
     assert f"refused connections_per_source from {PROXY} " in log
