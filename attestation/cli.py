@@ -986,7 +986,7 @@ def console_main() -> NoReturn:
     A run is short and allocates almost nothing that lives in reference cycles, so the cyclic
     garbage collector only costs it: a collection pass over every object that importing
     ``cryptography`` and this package created, several times during imports and again at
-    interpreter shutdown (about a fifth of the process's time; docs/attestation.md). It is
+    interpreter shutdown (about a sixth of the process's time; docs/attestation.md). It is
     switched off for the run (reference counting still frees everything outside a cycle; inputs
     are bounded), and what is alive at the end is frozen so shutdown does not walk it. Only for
     a process about to exit: callers in a longer-lived process use :func:`main`.
