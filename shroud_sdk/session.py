@@ -8,10 +8,15 @@ dispatches the core's events to per-stream inboxes. A connection that closed or 
 replaced by a new handshake and a new verification on the next request.
 
 Flow control: each stream's inbox holds at most ``STREAM_BUFFER_RECORDS`` records the
-application has not read; past that the reader stops reading the socket, so a response the
-application does not consume stays in the network (and the bridge, after its send timeout,
-drops the connection) rather than in this process's memory. Streams share one connection, so
-one stream left unread also stalls the others: close what you do not read.
+application has not read (queued, or handed over in a batch it has not finished); past that
+the reader stops reading the socket, so a response the application does not consume stays in
+the network (and the bridge, after its send timeout, drops the connection) rather than in this
+process's memory. Streams share one connection, so one stream left unread also stalls the
+others: close what you do not read.
+
+Data path: the application takes every record that has arrived for its stream in one batch
+(all that one WebSocket read brought, at least), waiting with a deadline per read rather than
+a task; the reader flushes only when the core has something to send (a CLOSE reply).
 
 Retry rule: ``open_stream`` retries on a fresh connection only when the request provably never
 left this process (the connection was found dead before the request HEADERS were sealed).
@@ -19,7 +24,10 @@ Once a request record has been sealed it is never re-sent here.
 
 ``SyncSession`` runs an ``AsyncSession`` on a private event loop in a background thread (one
 per session), so synchronous callers need no event loop of their own and it works inside a
-running one (Jupyter). ``close()`` stops and joins that thread.
+running one (Jupyter). A sync caller reads a response body on its own thread
+(``AsyncStream.receive_body_blocking``): the loop's reader queues records and the caller takes
+them in batches, with no hand-off to the loop per chunk. ``close()`` stops and joins that
+thread.
 
 Redirects: the WebSocket opening never follows one (DESIGN.md §6). A 3xx answer to the upgrade
 is a ``SessionConnectError`` naming it; nothing of the request was sent.
@@ -339,51 +347,103 @@ class _RecordingVerifier:
 class _StreamInbox:
     """A stream's received events waiting for the application: at most ``limit`` of them.
 
-    When the application stops consuming, ``put`` waits, so the connection's reader stops
-    reading the socket: the bridge's sends then wait too (TCP flow control) instead of this
-    process buffering the whole response. Errors never wait (:meth:`fail`), and a stream the
+    The connection's reader (on the session's loop) puts; the application takes everything
+    queued at once (:meth:`take` on the loop, :meth:`take_blocking` on a caller's thread), so
+    every record one WebSocket read brought reaches it in one hand-off. A batch counts as
+    unread until the application asks for more: queued and handed-out-but-unread events
+    together never exceed ``limit``. Past that, ``put`` waits, so the reader stops reading the
+    socket and the bridge's sends wait too (TCP flow control) instead of this process
+    buffering the whole response. Errors never wait (:meth:`fail`), and a stream the
     application abandoned (:meth:`discard`) takes nothing more.
+
+    Thread-safe between the loop that owns it and one consuming thread: the sync client reads
+    on its caller's thread, and the loop is woken only when its reader waits for room.
     """
 
     def __init__(self, limit: int = STREAM_BUFFER_RECORDS) -> None:
         self._items: collections.deque[Event | BaseException] = collections.deque()
         self._limit = limit
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._handed_out = 0  # the last batch: unread until the application asks for more
         self._discarded = False
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # a consuming thread waits on it
+        self._loop = asyncio.get_running_loop()
+        self._readable = asyncio.Event()  # a consuming coroutine waits on it
+        self._room: asyncio.Future[None] | None = None  # the reader waits on it when full
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Events the application has not read (queued, or in the batch it holds)."""
+        with self._lock:
+            return len(self._items) + self._handed_out
 
     async def put(self, event: Event) -> None:
         """Queue ``event``; wait while the application has ``limit`` events unread."""
-        while len(self._items) >= self._limit and not self._discarded:
-            self._writable.clear()
-            await self._writable.wait()
-        if not self._discarded:
-            self._items.append(event)
-            self._readable.set()
-
-    def fail(self, error: BaseException) -> None:
-        """Queue ``error`` after what is already queued, whatever the limit."""
-        self._items.append(error)
+        while True:
+            with self._lock:
+                if self._discarded:
+                    return
+                if len(self._items) + self._handed_out < self._limit:
+                    self._items.append(event)
+                    self._arrived.notify()
+                    break
+                room = self._room = self._loop.create_future()
+            await room
         self._readable.set()
 
-    async def get(self) -> Event | BaseException:
-        """The next event or error (waits for one)."""
-        while not self._items:
+    def fail(self, error: BaseException) -> None:
+        """Queue ``error`` after what is already queued, whatever the limit (loop thread)."""
+        with self._lock:
+            self._items.append(error)
+            self._arrived.notify()
+        self._readable.set()
+
+    async def take(self, read_timeout: float | None) -> list[Event | BaseException]:
+        """Everything queued, waiting up to ``read_timeout`` s for something (on the loop)."""
+        _wake(self._release())
+        if not self._items:  # only this loop's reader appends: no race with it here
             self._readable.clear()
-            await self._readable.wait()
-        item = self._items.popleft()
-        self._writable.set()
-        return item
+            try:
+                async with asyncio.timeout(read_timeout):
+                    await self._readable.wait()
+            except TimeoutError:
+                raise SessionTimeoutError("read", "timed out waiting for the bridge") from None
+        with self._lock:
+            return self._drain()
+
+    def take_blocking(self, read_timeout: float | None) -> list[Event | BaseException]:
+        """:meth:`take` for a thread other than the loop's (the sync client's caller)."""
+        room = self._release()
+        if room is not None:
+            self._loop.call_soon_threadsafe(_wake, room)
+        with self._lock:
+            if not self._arrived.wait_for(lambda: self._items, read_timeout):
+                raise SessionTimeoutError("read", "timed out waiting for the bridge")
+            return self._drain()
 
     def discard(self) -> None:
         """The application gave up on the stream: drop what is queued, take nothing more."""
-        self._discarded = True
+        with self._lock:
+            self._discarded = True
+            self._items.clear()
+        _wake(self._release())
+
+    def _release(self) -> asyncio.Future[None] | None:
+        """The application read its last batch: make room; return the reader's wait, if any."""
+        with self._lock:
+            self._handed_out = 0
+            room, self._room = self._room, None
+        return room
+
+    def _drain(self) -> list[Event | BaseException]:
+        batch = list(self._items)
         self._items.clear()
-        self._writable.set()
+        self._handed_out = len(batch)
+        return batch
+
+
+def _wake(room: asyncio.Future[None] | None) -> None:
+    if room is not None and not room.done():
+        room.set_result(None)
 
 
 class _Link:
@@ -431,8 +491,9 @@ class _Link:
                     raise HandshakeError("frame", "bridge sent a text frame")  # protocol: binary
                 self.connection.receive_data(message)
                 await self._dispatch(self.connection.events_received())
-                async with self.send_lock:
-                    await self.flush()
+                if self.connection.has_data_to_send():  # e.g. the reply to a CLOSE
+                    async with self.send_lock:
+                        await self.flush()
         except WebSocketClosed:
             self.fail(self._eof_error())
         except ChannelError as exc:
@@ -481,6 +542,15 @@ class _Link:
             await inbox.put(event)  # waits while the application is not reading this stream
 
 
+def _failure(item: Event | BaseException, where: str) -> BaseException:
+    """The error a stream's reader raises for ``item``, which is not what it waited for."""
+    if isinstance(item, BaseException):
+        return item
+    if isinstance(item, StreamReset):
+        return StreamAbortedError(item.code, item.reason)
+    return LocalProtocolError("stream", f"unexpected {type(item).__name__} {where}")
+
+
 @dataclass(frozen=True)
 class OutgoingRequest:
     """One HTTP request as the channel carries it (the transport builds it from httpx's)."""
@@ -502,52 +572,78 @@ class ResponseHead:
     headers: tuple[tuple[str, str], ...] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class BodyPart:
+    """What arrived of a response body since the last read: chunks, then maybe its END."""
+
+    chunks: list[bytes] = field(repr=False)
+    ended: bool
+
+
 class AsyncStream:
-    """One request/response exchange on an attested connection."""
+    """One request/response exchange on an attested connection.
+
+    Its body is read a batch at a time: on the session's loop (:meth:`receive_body`) or, for
+    the sync client, on the caller's own thread (:meth:`receive_body_blocking`), which needs no
+    hand-off to the loop per chunk.
+    """
 
     def __init__(self, link: _Link, stream_id: int, inbox: _StreamInbox):
         self._link = link
         self.stream_id = stream_id
         self._inbox = inbox
+        self._backlog: list[Event | BaseException] = []  # taken, not yet looked at
         self.finished = False
         self.usage: SignedUsage | None = None
         self.report = link.report
 
-    async def _next(self, read_timeout: float | None) -> Event:
-        try:
-            item = await asyncio.wait_for(self._inbox.get(), read_timeout)
-        except TimeoutError:
-            raise SessionTimeoutError("read", "timed out waiting for the bridge") from None
-        if isinstance(item, BaseException):
-            self.finished = True
-            raise item
-        return item
+    async def _take(self, read_timeout: float | None) -> list[Event | BaseException]:
+        if self._backlog:
+            items, self._backlog = self._backlog, []
+            return items
+        return await self._inbox.take(read_timeout)
 
     async def receive_head(self, read_timeout: float | None) -> ResponseHead:
         """Wait for the response HEADERS."""
-        event = await self._next(read_timeout)
+        event, *self._backlog = await self._take(read_timeout)
         if isinstance(event, ResponseReceived):
             return ResponseHead(event.status, event.headers)
-        if isinstance(event, StreamReset):
-            self.finished = True
-            raise StreamAbortedError(event.code, event.reason)
-        raise LocalProtocolError("stream", f"unexpected {type(event).__name__} before HEADERS")
+        self.finished = True
+        raise _failure(event, "before HEADERS")
 
-    async def receive_data(self, read_timeout: float | None) -> bytes | None:
-        """The next body chunk, or None after the bridge's authenticated END."""
+    async def receive_body(self, read_timeout: float | None) -> BodyPart:
+        """The body chunks that arrived (waiting for one), and whether the authenticated END
+        came after them. Once ended, an empty ended part."""
         if self.finished:
-            return None
-        event = await self._next(read_timeout)
-        if isinstance(event, DataReceived):
-            return event.data
-        if isinstance(event, StreamEnded):
-            self.finished = True
-            self.usage = event.usage
-            return None
-        if isinstance(event, StreamReset):
-            self.finished = True
-            raise StreamAbortedError(event.code, event.reason)
-        raise LocalProtocolError("stream", f"unexpected {type(event).__name__} in a body")
+            return BodyPart([], True)
+        return self._body_part(await self._take(read_timeout))
+
+    def receive_body_blocking(self, read_timeout: float | None) -> BodyPart:
+        """:meth:`receive_body` on a thread other than the session loop's."""
+        if self.finished:
+            return BodyPart([], True)
+        if self._backlog:
+            items, self._backlog = self._backlog, []
+        else:
+            items = self._inbox.take_blocking(read_timeout)
+        return self._body_part(items)
+
+    def _body_part(self, items: list[Event | BaseException]) -> BodyPart:
+        chunks: list[bytes] = []
+        for index, item in enumerate(items):
+            if isinstance(item, DataReceived):
+                chunks.append(item.data)
+            elif isinstance(item, StreamEnded):
+                self.finished = True
+                self.usage = item.usage
+                return BodyPart(chunks, True)
+            elif chunks:  # deliver what came before the failure; it is raised next time
+                self._backlog = items[index:]
+                return BodyPart(chunks, False)
+            else:
+                self.finished = True
+                raise _failure(item, "in a body")
+        return BodyPart(chunks, False)
 
     async def aclose(self) -> None:
         """Abandon the stream if the response was not read to its END (sends RESET)."""

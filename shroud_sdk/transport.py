@@ -58,6 +58,7 @@ from shroud_sdk.overload import OVERLOAD_EXTENSION, refusal_response_parts
 from shroud_sdk.session import (
     AsyncSession,
     AsyncStream,
+    BodyPart,
     OutgoingRequest,
     ResponseHead,
     SessionConfig,
@@ -422,25 +423,37 @@ class _ResponseBody:
         self.response: Any = None  # set once the httpx response exists
 
     async def next_chunks(self) -> list[bytes] | None:
-        """The chunks to deliver after the next record; None once the body has ended."""
+        """The chunks to deliver after the next read; None once the body has ended."""
         if self._ended:
             return None
         try:
-            chunk = await self.stream.receive_data(self._read_timeout)
+            part = await self.stream.receive_body(self._read_timeout)
         except (ShroudError, OSError) as exc:
             raise self.map_error(exc) from exc
+        return self._deliver(part)
+
+    def next_chunks_blocking(self) -> list[bytes] | None:
+        """:meth:`next_chunks` on the sync caller's own thread (no hand-off to the loop)."""
+        if self._ended:
+            return None
+        try:
+            part = self.stream.receive_body_blocking(self._read_timeout)
+        except (ShroudError, OSError) as exc:
+            raise self.map_error(exc) from exc
+        return self._deliver(part)
+
+    def _deliver(self, part: BodyPart) -> list[bytes]:
         out = [self._held] if self._held is not None else []
         self._held = None
-        if chunk is None:
+        out.extend(part.chunks)
+        if part.ended:
             self._ended = True
             usage = self.stream.usage
             if usage is not None:
                 self._transport._last_usage = usage.usage
                 self.response.extensions[USAGE_EXTENSION] = usage.usage
-        elif _ends_event_stream(chunk):
-            self._held = chunk  # delivered only once the authenticated END has arrived
-        else:
-            out.append(chunk)
+        elif out and _ends_event_stream(out[-1]):
+            self._held = out.pop()  # delivered only once the authenticated END has arrived
         return out
 
     def map_error(self, exc: BaseException) -> BaseException:
@@ -454,13 +467,9 @@ class _SyncBody(httpx2.SyncByteStream, httpx.SyncByteStream):
         self._session = session
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                chunks = self._session.run(self._body.next_chunks())
-            except ShroudError as exc:  # the session itself was closed meanwhile
-                raise self._body.map_error(exc) from exc
-            if chunks is None:
-                return
+        # Read on this (the caller's) thread: the session's loop hands records over in
+        # batches and is woken only when its reader waits for room.
+        while (chunks := self._body.next_chunks_blocking()) is not None:
             yield from chunks
 
     def close(self) -> None:

@@ -234,6 +234,10 @@ class _Connection:
         out, self._outgoing = self._outgoing, []
         return out
 
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` has anything, so a shell can skip an empty flush."""
+        return bool(self._outgoing)
+
     def close_expected(self) -> bool:
         """True when the shell should close the WebSocket after flushing ``data_to_send``."""
         return self._state in (ConnectionState.CLOSED, ConnectionState.FAILED)

@@ -255,3 +255,28 @@ async def test_the_sdk_stops_reading_when_the_application_does(tmp_path: Path) -
                 with pytest.raises(openai.APIConnectionError):
                     async for _ in chunks:
                         pass
+
+
+def test_the_sync_sdk_stops_reading_when_the_application_does(tmp_path: Path) -> None:
+    """The same bound for the sync client, which reads on the caller's thread: records the
+    application holds in a batch count as unread, and the loop's reader stops at the bound."""
+    with FakeUpstream() as upstream:
+        args = ["--upstream", upstream.base_url, "--send-timeout", "1"]
+        with (
+            thread_bridge(tmp_path / "bridge", args=args) as bridge,
+            _client(bridge, max_retries=0) as client,
+        ):
+            stream = client.chat.completions.create(model="flood", messages=HELLO, stream=True)
+            chunks = iter(stream)
+            next(chunks)
+            deadline = time.monotonic() + 30
+            while _error_count(bridge, "send_timeout") == 0 and time.monotonic() < deadline:
+                link = client.transport.session.async_session._link
+                assert link is not None
+                held = max((len(inbox) for inbox in list(link.streams.values())), default=0)
+                assert held <= STREAM_BUFFER_RECORDS
+                time.sleep(0.1)
+            assert _error_count(bridge, "send_timeout") == 1
+            with pytest.raises(openai.APIConnectionError):
+                for _ in chunks:
+                    pass

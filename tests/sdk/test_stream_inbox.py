@@ -1,0 +1,128 @@
+"""The SDK's per-stream inbox and body reads: batches, the unread bound, deadlines, threads.
+
+The reader (on the session's loop) queues a stream's records; the application takes all that
+arrived in one hand-off, on the loop (async) or on its own thread (sync). These tests drive
+the inbox directly, with no socket: the bound on unread records, which includes a batch the
+application holds, is what keeps an unread response in the network (the end-to-end tests
+in ``test_overload.py`` show the bridge's send timeout then firing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from shroud_sdk.channel.events import DataReceived, ResponseReceived, StreamEnded, StreamReset
+from shroud_sdk.session import AsyncStream, SessionTimeoutError, StreamAbortedError, _StreamInbox
+
+
+def _data(n: int) -> DataReceived:
+    return DataReceived(1, b"chunk %d" % n)
+
+
+async def _settled() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _stream(inbox: _StreamInbox) -> AsyncStream:
+    return AsyncStream(cast(Any, SimpleNamespace(report=None)), 1, inbox)
+
+
+async def test_one_take_returns_every_record_that_arrived() -> None:
+    inbox = _StreamInbox()
+    for n in range(3):
+        await inbox.put(_data(n))
+    assert await inbox.take(1) == [_data(0), _data(1), _data(2)]
+
+
+async def test_a_batch_counts_as_unread_until_the_application_asks_for_more() -> None:
+    inbox = _StreamInbox(limit=4)
+    for n in range(4):
+        await inbox.put(_data(n))
+    assert len(await inbox.take(1)) == 4
+    assert len(inbox) == 4  # handed out, not yet read: still within the bound
+    blocked = asyncio.ensure_future(inbox.put(_data(4)))
+    await _settled()
+    assert not blocked.done()  # the reader waits: nothing more is read off the socket
+    taking = asyncio.ensure_future(inbox.take(5))  # "the last batch was read"
+    await asyncio.wait_for(blocked, 5)
+    assert await asyncio.wait_for(taking, 5) == [_data(4)]
+
+
+async def test_a_read_without_records_meets_its_deadline() -> None:
+    inbox = _StreamInbox()
+    with pytest.raises(SessionTimeoutError) as caught:
+        await inbox.take(0.05)
+    assert caught.value.phase == "read"
+    with pytest.raises(SessionTimeoutError):
+        await asyncio.to_thread(inbox.take_blocking, 0.05)
+
+
+async def test_a_thread_reads_records_and_failures_without_the_loop() -> None:
+    inbox = _StreamInbox(limit=2)
+    batches: list[list[object]] = []
+    errors: list[BaseException] = []
+
+    def application() -> None:
+        try:
+            for _ in range(3):
+                batches.append(list(inbox.take_blocking(10)))
+        except BaseException as exc:  # the test reads it below
+            errors.append(exc)
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    failure = StreamAbortedError(1, "gone")
+
+    async def reader() -> None:
+        for n in range(5):  # more than the limit: the thread's takes make room
+            await inbox.put(_data(n))
+        inbox.fail(failure)
+
+    await asyncio.wait_for(reader(), 10)
+    await asyncio.to_thread(thread.join, 10)
+    assert not errors
+    received = [item for batch in batches for item in batch]
+    assert received == [*map(_data, range(5)), failure]
+    assert all(len(batch) <= 3 for batch in batches)  # at most the limit, plus the error
+
+
+async def test_a_discarded_stream_frees_its_waiting_reader() -> None:
+    inbox = _StreamInbox(limit=1)
+    await inbox.put(_data(0))
+    blocked = asyncio.ensure_future(inbox.put(_data(1)))
+    await _settled()
+    inbox.discard()
+    await asyncio.wait_for(blocked, 5)
+    assert len(inbox) == 0
+
+
+async def test_data_before_a_reset_in_one_batch_is_delivered_then_the_reset_raised() -> None:
+    inbox = _StreamInbox()
+    stream = _stream(inbox)
+    await inbox.put(ResponseReceived(1, 200, ()))
+    await inbox.put(_data(0))
+    await inbox.put(StreamReset(1, 2, "upstream failed"))
+    assert (await stream.receive_head(1)).status == 200
+    part = await stream.receive_body(1)
+    assert (part.chunks, part.ended) == ([b"chunk 0"], False)
+    with pytest.raises(StreamAbortedError):
+        await stream.receive_body(1)
+    assert stream.finished
+
+
+async def test_a_body_read_on_a_thread_ends_at_the_authenticated_end() -> None:
+    inbox = _StreamInbox()
+    stream = _stream(inbox)
+    for event in (ResponseReceived(1, 200, ()), _data(0), _data(1), StreamEnded(1, None)):
+        await inbox.put(event)
+    await stream.receive_head(1)
+    part = await asyncio.to_thread(stream.receive_body_blocking, 1)
+    assert (part.chunks, part.ended) == ([b"chunk 0", b"chunk 1"], True)
+    assert stream.finished
+    assert (await stream.receive_body(1)).ended
