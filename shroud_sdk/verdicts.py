@@ -18,7 +18,9 @@ Rules, each with a test in ``tests/sdk/test_evidence_modes.py``:
 - keys are opaque to this module; the verifier builds them from the exact evidence bytes, the
   collateral bytes, the suite and the policy (roots included).
 
-It is bounded (least recently used entries go first) and thread-safe. It does nothing on its
+It is bounded twice over: adding an entry first drops every entry expired at that moment (so
+verdicts of rotated keys do not sit in memory until the size bound pushes them out), then, past
+``max_entries``, the least recently used. It is thread-safe. It does nothing on its
 own: the verifier decides what to store and still checks each evidence window on every use.
 """
 
@@ -82,6 +84,9 @@ class VerdictCache(Generic[_V]):
         if expires_at <= verified_at:
             return  # already over: nothing to remember
         with self._lock:
+            expired = [k for k, e in self._entries.items() if e.expires_at <= verified_at]
+            for stale in expired:
+                del self._entries[stale]
             self._entries[key] = _Entry(value, verified_at, expires_at)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:

@@ -478,3 +478,17 @@ def test_evidence_policy_keys_round_trip_through_toml() -> None:
     assert again.max_evidence_lifetime_seconds == 900
     assert again.fresh_quote is True
     assert Policy(allow_unpinned_measurements=True).max_evidence_lifetime_seconds == 3600
+
+
+def test_adding_a_verdict_drops_the_expired_ones() -> None:
+    # A long-running client meets a new attested key at every rotation: the verdicts of the
+    # old keys must not stay in memory until 256 newer ones push them out.
+    cache: VerdictCache[object] = VerdictCache()
+    cache.put("rotated-1", "old", verified_at=0, expires_at=600)
+    cache.put("rotated-2", "old", verified_at=300, expires_at=900)
+    cache.put("current", "new", verified_at=600, expires_at=1200)  # "rotated-1" ended at 600
+    assert len(cache) == 2
+    assert cache.get("rotated-2", 700) == "old"
+    cache.put("next", "newer", verified_at=900, expires_at=1500)
+    assert len(cache) == 2
+    assert cache.get("current", 901) == "new"
