@@ -201,8 +201,10 @@ def _added(runs: _Rounds, kind: str, path: str, paced: bool, fraction: float) ->
     )
 
 
-def _latency(runs: _Rounds, kind: str, path: str, fraction: float) -> tuple[float, ...]:
-    return tuple(r.percentile(fraction) for r in runs.of(kind, path, False))
+def _latency(
+    runs: _Rounds, kind: str, path: str, paced: bool, fraction: float
+) -> tuple[float, ...]:
+    return tuple(r.percentile(fraction) for r in runs.of(kind, path, paced))
 
 
 def _throughput(runs: _Rounds, kind: str, path: str) -> tuple[float, ...]:
@@ -241,31 +243,25 @@ def path_rows(setup: _Setup, rounds: int = 5) -> list[Row]:
             "direct openai",
         )
     )
-    for kind in KINDS:
-        for fraction, label in ((0.5, "p50"), (0.99, "p99")):
-            rows.append(
-                Row(
-                    f"added one-way latency {label}, paced 1 ms/token, {kind}",
-                    "s",
-                    _added(runs, kind, "bridge", True, fraction),
-                    _added(runs, kind, "relay", True, fraction),
-                    "TCP relay",
-                    at_most(2.0) if fraction == 0.5 else None,
-                )
-            )
     # Unpaced, latency is mostly queueing behind the burst, and the relay adds next to nothing
-    # (sometimes less than nothing): whole one-way latencies compare, not added ones.
-    for kind in KINDS:
-        for fraction, label in ((0.5, "p50"), (0.99, "p99")):
-            rows.append(
-                Row(
-                    f"one-way latency {label}, unpaced, {kind}",
-                    "s",
-                    _latency(runs, kind, "bridge", fraction),
-                    _latency(runs, kind, "relay", fraction),
-                    "TCP relay",
+    # (sometimes less than nothing): whole one-way latencies compare there, not added ones.
+    for paced, label in (
+        (True, "added one-way latency {}, paced 1 ms/token"),
+        (False, "one-way latency {}, unpaced"),
+    ):
+        for kind in KINDS:
+            for fraction, name in ((0.5, "p50"), (0.99, "p99")):
+                figure = _added if paced else _latency
+                rows.append(
+                    Row(
+                        f"{label.format(name)}, {kind}",
+                        "s",
+                        figure(runs, kind, "bridge", paced, fraction),
+                        figure(runs, kind, "relay", paced, fraction),
+                        "TCP relay",
+                        at_most(2.0) if paced and fraction == 0.5 else None,
+                    )
                 )
-            )
     for paced, name in ((False, "unpaced"), (True, "paced 1 ms/token")):
         rows.append(
             Row(
