@@ -39,7 +39,7 @@ import shroud_sdk
 from attestation.eventlog import RuntimeEventLog
 from attestation.policy import MeasurementPins, Policy
 from attestation.simulated import SimulatedTdx
-from benchmarks.processes import bridge_flags, tree_cpu_seconds
+from benchmarks.processes import bridge_flags, process_tree, tree_cpu_seconds
 from bridge.evidence import BridgeEvidence, SimulatedCollateral
 from bridge.providers.simulated import SimulatedQuoteProvider
 from shroud_sdk.channel.connection import (
@@ -73,7 +73,8 @@ def _pin(bridge: BridgeProcess) -> str:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return "not pinned"
-    os.sched_setaffinity(bridge.process.pid, {cpus[0]})
+    for pid in process_tree(bridge.process.pid):  # its workers too, where it forks them
+        os.sched_setaffinity(pid, {cpus[0]})
     os.sched_setaffinity(0, set(cpus[1:]))
     return f"bridge on CPU {cpus[0]}"
 

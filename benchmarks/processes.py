@@ -54,20 +54,27 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a bridge and the workers it forked)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(_children(current))
+    return found
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds run by every thread of ``pid`` and of its live descendants, to the
     nanosecond (``/proc/<pid>/task/<tid>/schedstat``: clock ticks are too coarse for one run).
     """
     total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for member in process_tree(pid):
         with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
+            for task in os.listdir(f"/proc/{member}/task"):
                 with contextlib.suppress(OSError):
-                    stat = Path(f"/proc/{current}/task/{task}/schedstat").read_text()
+                    stat = Path(f"/proc/{member}/task/{task}/schedstat").read_text()
                     total += int(stat.split()[0])
-            pending.extend(_children(current))
     return total / 1e9
 
 

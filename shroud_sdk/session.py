@@ -608,7 +608,7 @@ class AsyncStream:
         event, *self._backlog = await self._take(read_timeout)
         if isinstance(event, ResponseReceived):
             return ResponseHead(event.status, event.headers)
-        self.finished = True
+        self.finished = isinstance(event, BaseException | StreamReset)
         raise _failure(event, "before HEADERS")
 
     async def receive_body(self, read_timeout: float | None) -> BodyPart:
@@ -641,7 +641,7 @@ class AsyncStream:
                 self._backlog = items[index:]
                 return BodyPart(chunks, False)
             else:
-                self.finished = True
+                self.finished = isinstance(item, BaseException | StreamReset)
                 raise _failure(item, "in a body")
         return BodyPart(chunks, False)
 
