@@ -14,7 +14,7 @@ three accounts at once:
 
 A refused charge changes nothing (all or nothing); :meth:`SessionBuffers.close` gives back
 whatever the session still holds, whatever the reason it ended. The caller answers the refusal
-(``bridge.session``); this module only counts. Source accounts exist only while they hold
+(``bridge.dispatch``); this module only counts. Source accounts exist only while they hold
 bytes, so the table is bounded by the number of sessions.
 """
 

@@ -8,7 +8,8 @@ OpenAI's, so the ``openai`` client raises its usual exception class (``Authentic
 rules. Messages are fixed text chosen here: they never echo request content, keys or upstream
 bodies.
 
-This module only builds responses; deciding when to send one is ``bridge.session``'s job.
+This module only builds responses; deciding when to send one is the job of
+``bridge.dispatch`` and ``bridge.streaming``.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from bridge.buffer_budget import BufferBudget
 from bridge.client_address import ClientAddresses
 from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig, HostPort
 from bridge.demo_upstream import DemoUpstream
+from bridge.dispatch import api_key_digests
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
 from bridge.listener import Gate, connection_class
@@ -59,7 +60,7 @@ from bridge.providers.dev_policy import dev_policy_text, write_policy_file
 from bridge.providers.measure import measure_bridge
 from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
-from bridge.session import Session, SessionContext, api_key_digests
+from bridge.session import Session, SessionContext
 from bridge.upstream import Upstream
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
 from shroud_sdk.channel.constants import (

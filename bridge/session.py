@@ -1,4 +1,4 @@
-"""One shroud/1 session: drives a ``BridgeConnection`` over one WebSocket connection.
+"""The channel shell: one shroud/1 session driving a ``BridgeConnection`` over one WebSocket.
 
 The channel core is sans-I/O; this is its asyncio shell on the bridge. A session:
 
@@ -10,52 +10,48 @@ The channel core is sans-I/O; this is its asyncio shell on the bridge. A session
    1013: quote generation is the expensive step; a source holds at most half of them,
    ``bridge.admission``) and within the source's fresh-quote budget (else 1013, "fresh quote
    rate limit: retry after <n>s"), in a worker thread, because the quote provider blocks;
-2. then reads records, turning each request stream into a task that proxies it to the upstream
-   (``bridge.upstream``) and streams the response back, many streams at once;
+2. then reads records and hands the core's events to its ``bridge.dispatch.Dispatcher``, which
+   decides about each request stream and proxies the admitted ones (``bridge.streaming``);
 3. ends on the client's CLOSE, a channel error (the WebSocket is closed with the error's code),
    the idle timeout (no streams and no message for ``idle_timeout``), or the server's shutdown
    (no new streams; CLOSE once the in-flight ones finished).
 
-Per request, before anything reaches the upstream: path allowlist (404), API key from the
-tunnelled ``Authorization`` header compared in constant time (401), streams-per-session cap
-(429 with Retry-After), body size (413), and the disclosed metadata against the decrypted body
-(400). The disclosed ``max_tokens``/``max_completion_tokens`` bound the upstream request, and
-usage read from the upstream answer is signed into the stream's END.
+Sending (:meth:`Session.flush`): the records the core sealed are taken and written to the
+socket in one synchronous step, each its own WebSocket message (protocol.md section 3.1) but
+all of them in one write; only then may it wait (for the socket buffer to drain, at most
+``send_timeout``). Records carry implicit sequence numbers, and because nothing can run between
+taking them from the core and writing them, concurrent streams never interleave their sends.
 
-Every record goes out through one lock, in the order the core sealed it: records carry implicit
-sequence numbers, so two tasks must never interleave their sends. Nothing here logs or counts
-request or response content.
+Deliberately not here: which connections get in (``bridge.admission``, ``bridge.listener``),
+what happens to a request (``bridge.dispatch``), the upstream (``bridge.streaming``,
+``bridge.upstream``). Nothing here logs or counts request or response content.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
-import re
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 
-from bridge import errors
 from bridge.admission import HandshakeSlots
 from bridge.buffer_budget import BufferBudget
 from bridge.config import BridgeConfig
+from bridge.dispatch import DispatchContext, Dispatcher
 from bridge.fresh_quotes import FreshQuoteLimiter, retry_after_seconds
 from bridge.logs import log_unexpected
-from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure, StreamOutcome
+from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure
 from bridge.overload import OverloadReport
-from bridge.upstream import Upstream, UpstreamError, UpstreamRequest, UpstreamTimeoutError
+from bridge.upstream import Upstream
 from shroud_sdk.channel.connection import BridgeConfig as ChannelConfig
 from shroud_sdk.channel.connection import BridgeConnection
-from shroud_sdk.channel.constants import CLOSE_GOING_AWAY, RESET_INTERNAL_ERROR
+from shroud_sdk.channel.constants import CLOSE_GOING_AWAY
 from shroud_sdk.channel.events import (
     ConnectionClosed,
     DataReceived,
@@ -65,10 +61,8 @@ from shroud_sdk.channel.events import (
     StreamReset,
 )
 from shroud_sdk.channel.handshake import ClientHello
-from shroud_sdk.channel.usage import Usage
 from shroud_sdk.errors import ChannelError, IntegrityError
-from shroud_sdk.json_body import JsonBodyError, parse_json_body
-from shroud_sdk.refusals import WS_TRY_AGAIN_LATER, Overload, OverloadLimit
+from shroud_sdk.refusals import WS_TRY_AGAIN_LATER
 
 _log = logging.getLogger(__name__)
 
@@ -86,21 +80,6 @@ MAX_CLOSE_REASON_BYTES: Final = 123
 DISCLOSURE_REFUSED_PREFIX: Final = "disclosure refused:"
 # The close reason of a refused fresh quote (docs/protocol.md section 9); the SDK parses it.
 FRESH_QUOTE_LIMIT_PREFIX: Final = "fresh quote rate limit"
-RETRY_AFTER_SECONDS: Final = 1
-# Paths whose streamed responses follow OpenAI's chat/completions SSE shape, where the bridge
-# may ask the upstream for a final usage chunk (stream_options.include_usage).
-_USAGE_INJECTION_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
-_TOKEN_LIMIT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
-# A non-SSE response is kept (up to this size) to read its "usage" at the end.
-_MAX_USAGE_BODY: Final = 8 * 1024 * 1024
-# An SSE event larger than this is forwarded unparsed (its usage, if any, is not read).
-_MAX_SSE_EVENT: Final = 1024 * 1024
-_SSE_SEPARATOR: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-# An SSE event is parsed only if it may carry a usage object: a "usage" key not followed by
-# null (upstreams that were asked for usage send "usage": null in every chunk but the last).
-# A key spelled with JSON escapes is not recognised, so such an upstream's usage is not read.
-_MAY_CARRY_USAGE: Final = re.compile(rb'"usage"(?!\s*:\s*null\b)')
-
 # Core error checks that name a handshake failure reason (the metrics label).
 _HANDSHAKE_REASONS: Final = {
     "audience": HandshakeFailure.WRONG_AUDIENCE,
@@ -125,6 +104,12 @@ class SessionContext:
     budget: BufferBudget
     overload: OverloadReport
     fresh_quotes: FreshQuoteLimiter = field(default_factory=lambda: FreshQuoteLimiter(6, 2))
+    dispatch: DispatchContext = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.dispatch = DispatchContext(
+            self.config, self.upstream, self.metrics, self.api_key_digests, self.overload
+        )
 
 
 def close_reason(text: str) -> str:
@@ -160,221 +145,6 @@ def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...
     return close_reason(reason + ",".join(shown))
 
 
-# -- request checks (pure) ------------------------------------------------------------------
-
-
-def api_key_digests(keys: Iterable[str]) -> tuple[bytes, ...]:
-    """SHA-256 of each configured API key: what :func:`authorized` compares against."""
-    return tuple(hashlib.sha256(key.encode("utf-8")).digest() for key in keys)
-
-
-def authorized(headers: tuple[tuple[str, str], ...], key_digests: tuple[bytes, ...]) -> bool:
-    """True if no key is configured, or ``Authorization: Bearer <key>`` names one of them.
-
-    The presented key is hashed and its SHA-256 compared with every configured key's (constant
-    time each, equal lengths), so timing says neither which key matched, nor how many, nor how
-    long any key is.
-    """
-    if not key_digests:
-        return True
-    presented = next((value for name, value in headers if name == "authorization"), "")
-    scheme, _, token = presented.partition(" ")
-    candidate = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
-    match = False
-    for digest in key_digests:
-        match |= hmac.compare_digest(candidate, digest)
-    return match and scheme.lower() == "bearer"
-
-
-@dataclass(frozen=True)
-class PreparedBody:
-    """The body to forward, and whether the bridge asked the upstream for a usage chunk."""
-
-    body: bytes
-    usage_injected: bool
-
-
-def _same_value(disclosed: object, actual: object) -> bool:
-    # JSON true == 1 in Python; a disclosure only matches a value of the same JSON type.
-    if disclosed is None:
-        return actual is None
-    return type(disclosed) is type(actual) and disclosed == actual
-
-
-def prepare_body(
-    path: str, body: bytes, disclosed: Mapping[str, object]
-) -> PreparedBody | errors.ErrorResponse:
-    """Check disclosed metadata against ``body``; bound tokens; ask for usage on streams.
-
-    Each disclosed field must equal the body's top-level field of the same name (None when the
-    body lacks it). A JSON body with a repeated key or nested too deeply is refused (400), and
-    so is a non-empty body that is not a JSON object when any field is disclosed. A disclosed
-    ``max_tokens`` or ``max_completion_tokens`` then also caps the other field, so an upstream
-    that prefers one of them (vLLM prefers ``max_completion_tokens``) cannot generate more than
-    was disclosed.
-    """
-    parsed: Any = None
-    if body:
-        try:
-            parsed = parse_json_body(body)
-        except JsonBodyError as exc:
-            return errors.invalid_body(exc.reason)
-    document = parsed if isinstance(parsed, dict) else None
-    for name, value in disclosed.items():
-        actual = document.get(name) if document is not None else None
-        if not _same_value(value, actual):
-            return errors.disclosure_mismatch(name)
-    if document is None:
-        if body and disclosed:
-            # A disclosed field declared absent cannot be checked in a body that is not a
-            # JSON object; the upstream might still read one there.
-            return errors.invalid_body("disclosed fields need a JSON object body")
-        return PreparedBody(body, usage_injected=False)
-    modified = False
-    limits = [v for k, v in disclosed.items() if k in _TOKEN_LIMIT_FIELDS and isinstance(v, int)]
-    if limits:
-        cap = min(limits)
-        for name in _TOKEN_LIMIT_FIELDS:
-            value = document.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                document[name] = cap
-                modified = True
-    injected = False
-    path_only = path.partition("?")[0]
-    if path_only in _USAGE_INJECTION_PATHS and document.get("stream") is True:
-        options = document.get("stream_options")
-        if options is None or (isinstance(options, dict) and "include_usage" not in options):
-            document["stream_options"] = {**(options or {}), "include_usage": True}
-            injected = modified = True
-    if not modified:
-        return PreparedBody(body, usage_injected=False)
-    return PreparedBody(json.dumps(document, separators=(",", ":")).encode(), injected)
-
-
-def usage_from(value: object) -> Usage | None:
-    """``Usage`` from an OpenAI ``usage`` object (completion tokens 0 when absent, as for
-    embeddings), or None when it is missing or malformed."""
-    if not isinstance(value, dict):
-        return None
-    counts = []
-    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        count = value.get(name, 0 if name == "completion_tokens" else None)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            return None
-        counts.append(count)
-    try:
-        return Usage(*counts)
-    except ValueError:
-        return None
-
-
-class UsageMeter:
-    """Reads ``usage`` from a response on its way to the client, changing nothing else.
-
-    JSON bodies are passed through chunk by chunk and parsed at the end. SSE bodies are passed
-    through event by event (each event's bytes unchanged), and the last event with a ``usage``
-    object wins. When the bridge itself injected ``stream_options.include_usage``, the
-    usage-only chunk it caused (``"choices": []`` with ``usage``) is dropped so the client sees
-    the stream it asked for.
-    """
-
-    def __init__(self, *, sse: bool, strip_usage_chunk: bool) -> None:
-        self._sse = sse
-        self._strip = strip_usage_chunk
-        self._buffer = bytearray()
-        self._overflow = False
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> bytes:
-        """Take upstream bytes; return the bytes to forward now."""
-        if not self._sse:
-            if not self._overflow:
-                self._buffer += chunk
-                if len(self._buffer) > _MAX_USAGE_BODY:
-                    self._overflow = True
-                    self._buffer.clear()
-            return chunk
-        # Hot path (one call per streamed token): no copy of ``chunk`` when it holds whole
-        # events and none is dropped, and no JSON parsing of events that carry no usage.
-        if self._buffer:
-            self._buffer += chunk
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        else:
-            data = chunk
-        pieces: list[bytes] = []
-        kept_from = cut = 0
-        for match in _SSE_SEPARATOR.finditer(data):
-            end = match.end()
-            if _MAY_CARRY_USAGE.search(data, cut, end) and not self._event(data[cut:end]):
-                pieces.append(data[kept_from:cut])  # the event is dropped
-                kept_from = end
-            cut = end
-        pieces.append(data[kept_from:cut])
-        if cut < len(data):
-            self._buffer += data[cut:]
-            if len(self._buffer) > _MAX_SSE_EVENT:
-                pieces.append(bytes(self._buffer))
-                self._buffer.clear()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def finish(self) -> bytes:
-        """The upstream body ended; return what is left to forward."""
-        if not self._sse:
-            if not self._overflow and self._buffer:
-                with contextlib.suppress(ValueError, UnicodeDecodeError):
-                    document = json.loads(self._buffer)
-                    if isinstance(document, dict):
-                        self.usage = usage_from(document.get("usage"))
-            self._buffer.clear()
-            return b""
-        rest = bytes(self._buffer)
-        self._buffer.clear()
-        return self._event(rest) if rest.strip() else rest
-
-    def _event(self, event: bytes) -> bytes:
-        data = b"\n".join(
-            line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")
-        )
-        if not data.startswith(b"{"):
-            return event
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return event
-        if not isinstance(document, dict):
-            return event
-        usage = usage_from(document.get("usage"))
-        if usage is not None:
-            self.usage = usage
-            if self._strip and document.get("choices") == []:
-                return b""
-        return event
-
-
-# -- the session ------------------------------------------------------------------------------
-
-
-@dataclass
-class _PendingRequest:
-    """A request whose body is still arriving; its bytes are charged to the session's share."""
-
-    request: RequestReceived
-    deadline: float  # monotonic time by which its END must arrive
-    charged: int  # bytes charged to the buffer budget (headers and body so far)
-    size: int = 0  # body bytes so far
-    chunks: list[bytes] = field(default_factory=list, repr=False)
-
-
-def _head_size(request: RequestReceived) -> int:
-    """What a request's HEADERS record makes the bridge hold (charged to the budget)."""
-    return (
-        len(request.method)
-        + len(request.path)
-        + sum(len(name) + len(value) for name, value in request.headers)
-    )
-
-
 def _forget_frames(error: BaseException) -> None:
     """Drop the tracebacks of an error the channel core keeps (and of what it chained).
 
@@ -405,17 +175,14 @@ class Session:
         self.source = source
         self._conn = BridgeConnection(context.channel)
         self._buffers = context.budget.session(context.config.max_session_buffered_bytes, source)
-        self._send_lock = asyncio.Lock()
+        self._dispatcher = Dispatcher(self, context.dispatch, self._buffers, source, self._idle)
         self._established = False
         self._shutting_down = False
-        self._pending: dict[int, _PendingRequest] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._last_activity = time.monotonic()
         self.finished = asyncio.Event()
 
     def __repr__(self) -> str:
-        return f"Session(source={self.source!r}, streams={len(self._tasks)})"
+        return f"Session(source={self.source!r}, streams={self._dispatcher.active})"
 
     @property
     def shutting_down(self) -> bool:
@@ -425,7 +192,12 @@ class Session:
     @property
     def active_streams(self) -> int:
         """Requests being proxied right now."""
-        return len(self._tasks)
+        return self._dispatcher.active
+
+    @property
+    def conn(self) -> BridgeConnection:
+        """The session's channel core (``bridge.streaming.Outbox``)."""
+        return self._conn
 
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for anything the peer does.
@@ -448,7 +220,7 @@ class Session:
             self._metrics.error(ErrorKind.INTERNAL)
             await self._close_websocket(1011, "internal error")
         finally:
-            await self._cancel_streams()
+            await self._dispatcher.cancel_all()
             self._release_everything()
             await self._close_websocket(WS_GOING_AWAY, "bridge closing")
             self.finished.set()
@@ -536,7 +308,7 @@ class Session:
         self._metrics.handshake_ok(time.perf_counter() - started)
         self._conn.events_received()  # HandshakeComplete: nothing to act on
         self._established = True
-        await self._flush()
+        await self.flush()
         if self.shutting_down:  # shutdown began while the quote was being made
             await self._close_channel()
             return False
@@ -556,19 +328,21 @@ class Session:
     async def _serve(self) -> None:
         idle = self._config.idle_timeout
         while True:
-            if self._pending and self._expire_pending():
-                await self._flush()
+            dispatcher = self._dispatcher
+            if dispatcher.expire_pending():
+                await self.flush()
             now = time.monotonic()
-            if self._tasks:
+            if dispatcher.active:
                 timeout = idle
             else:
-                timeout = self._last_activity + idle - now
+                timeout = dispatcher.last_activity + idle - now
                 if timeout <= 0:
                     self._metrics.error(ErrorKind.IDLE_TIMEOUT)
                     await self._close_channel()
                     return
-            if self._pending:
-                timeout = min(timeout, min(p.deadline for p in self._pending.values()) - now)
+            body_deadline = dispatcher.next_deadline()
+            if body_deadline is not None:
+                timeout = min(timeout, body_deadline - now)
             try:
                 async with asyncio.timeout(max(timeout, 0)):
                     message = await self._ws.recv()
@@ -580,7 +354,7 @@ class Session:
                 except ChannelError as exc:
                     _forget_frames(exc)
                 return
-            self._last_activity = time.monotonic()
+            dispatcher.last_activity = time.monotonic()
             if isinstance(message, str):
                 self._metrics.error(ErrorKind.PROTOCOL)
                 await self._close_websocket(WS_UNSUPPORTED_DATA, "shroud/1 is binary only")
@@ -601,138 +375,49 @@ class Session:
                 return
             for event in self._conn.events_received():
                 self._on_event(event)
-            await self._flush()
+            await self.flush()
             if self._conn.close_expected():
                 await self._close_websocket(WS_NORMAL, "")
                 return
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, DataReceived):
-            self._on_data(event)
+        dispatcher = self._dispatcher
+        if isinstance(event, DataReceived):
+            dispatcher.on_data(event)
+        elif isinstance(event, RequestReceived):
+            dispatcher.on_request(event)
         elif isinstance(event, StreamEnded):
-            pending = self._pending.pop(event.stream_id, None)
-            if pending is not None:
-                body = b"".join(pending.chunks)
-                pending.chunks.clear()
-                task = asyncio.create_task(self._proxy(pending.request, body, pending.charged))
-                self._tasks[event.stream_id] = task
+            dispatcher.on_end(event.stream_id)
         elif isinstance(event, StreamReset):
-            pending = self._pending.pop(event.stream_id, None)
-            if pending is not None:
-                self._buffers.release(pending.charged)
-                self._metrics.stream_finished(pending.request.path, StreamOutcome.CLIENT_RESET)
-            running = self._tasks.get(event.stream_id)
-            if running is not None:
-                running.cancel()  # closes the upstream response: the upstream stops generating
+            dispatcher.on_reset(event.stream_id)
         elif isinstance(event, ConnectionClosed):
             # The core already queued its CLOSE answer; unfinished work cannot be delivered.
-            for task in self._tasks.values():
-                task.cancel()
+            dispatcher.cancel_running()
 
-    def _on_request(self, request: RequestReceived) -> None:
-        answer: errors.ErrorResponse | None = None
-        limit: OverloadLimit | None = None
-        if self._config.log_request_paths:
-            _log.info("stream %d: %s %s", request.stream_id, request.method, request.path)
-        if self._shutting_down:
-            limit = OverloadLimit.SHUTTING_DOWN
-        elif self._config.match_allowed_path(request.path) is None:
-            self._metrics.error(ErrorKind.PATH_NOT_ALLOWED)
-            answer = errors.path_not_allowed()
-        elif not authorized(request.headers, self._ctx.api_key_digests):
-            answer = errors.unauthorized()
-        elif len(self._tasks) + len(self._pending) >= self._config.max_streams_per_session:
-            self._metrics.error(ErrorKind.TOO_MANY_STREAMS)
-            limit = OverloadLimit.STREAMS_PER_SESSION
-        elif len(self._pending) >= self._config.max_unfinished_streams:
-            limit = OverloadLimit.UNFINISHED_STREAMS
-        else:
-            size = _head_size(request)
-            limit = self._buffers.charge(size)
-            if limit is None:
-                deadline = time.monotonic() + self._config.request_body_timeout
-                self._pending[request.stream_id] = _PendingRequest(request, deadline, size)
-                return
-        if limit is not None:
-            answer = self._overloaded(limit)
-        assert answer is not None
-        self._answer(request, answer)
-
-    def _on_data(self, event: DataReceived) -> None:
-        pending = self._pending.get(event.stream_id)
-        if pending is None:
-            return  # answered early (404, 413, 429...): the rest of the body is dropped
-        size = len(event.data)
-        answer: errors.ErrorResponse | None = None
-        if pending.size + size > self._config.max_request_body:
-            self._metrics.error(ErrorKind.BODY_TOO_LARGE)
-            answer = errors.body_too_large(self._config.max_request_body)
-        elif (limit := self._buffers.charge(size)) is not None:
-            answer = self._overloaded(limit)
-        if answer is not None:
-            del self._pending[event.stream_id]
-            self._buffers.release(pending.charged)
-            self._answer(pending.request, answer)
-            return
-        pending.chunks.append(event.data)
-        pending.size += size
-        pending.charged += size
-
-    def _overloaded(self, limit: OverloadLimit) -> errors.ErrorResponse:
-        overload = Overload(limit, RETRY_AFTER_SECONDS)
-        self._ctx.overload.refused(overload, self.source)
-        return errors.overloaded(overload)
-
-    def _expire_pending(self) -> bool:
-        """Answer 408 to requests whose body did not end in time; True if any was."""
-        now = time.monotonic()
-        late = [sid for sid, p in self._pending.items() if p.deadline <= now]
-        for sid in late:
-            pending = self._pending.pop(sid)
-            self._buffers.release(pending.charged)
-            self._metrics.error(ErrorKind.REQUEST_BODY_TIMEOUT)
-            self._answer(pending.request, errors.request_timeout(self._config.request_body_timeout))
-        return bool(late)
-
-    def _answer(self, request: RequestReceived, answer: errors.ErrorResponse) -> None:
-        """Send a bridge-made response on the stream (queued; the caller flushes).
-
-        When sent before the client's END, the stream's remaining body is dropped on arrival.
-        """
-        sid = request.stream_id
-        try:
-            self._conn.send_response(sid, answer.status, answer.headers)
-            self._conn.send_data(sid, answer.body)
-            self._conn.end_stream(sid)
-        except ChannelError as exc:
-            _log.info("could not answer stream %d: %s", sid, exc.check)
-            return
-        self._metrics.response_sent(request.path, answer.status)
-        self._metrics.stream_finished(request.path, StreamOutcome.REFUSED)
-
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         """Send what the core sealed, in order; past ``send_timeout`` abort the connection.
 
-        A client that stops reading fills the socket buffers and ``send`` waits; so would
+        The records are taken from the core and written in one synchronous step (see the
+        module docstring); each stays its own WebSocket message. A client that stops reading
+        fills the socket buffers and the wait for them to drain would last; so would
         websockets' keepalive pings and close. The deadline turns that into an aborted
         connection (raised as WebSocketClosed), which ends the session and its streams.
         """
-        async with self._send_lock:
-            messages = self._conn.data_to_send()
-            if not messages:
-                return
-            self._metrics.record(
-                Direction.BRIDGE_TO_CLIENT, sum(map(len, messages)), count=len(messages)
-            )
-            try:
-                async with asyncio.timeout(self._config.send_timeout):
-                    for message in messages:  # one WebSocket message per record (protocol.md §3.1)
-                        await self._ws.send(message)
-            except TimeoutError:
-                self._send_timed_out()
-                raise WebSocketClosed(None, None) from None
+        messages = self._conn.data_to_send()
+        if not messages:
+            return
+        self._metrics.record(
+            Direction.BRIDGE_TO_CLIENT, sum(map(len, messages)), count=len(messages)
+        )
+        ws = self._ws
+        try:
+            async with asyncio.timeout(self._config.send_timeout):
+                async with ws.send_context():
+                    for message in messages:  # one WebSocket message per record (§3.1)
+                        ws.protocol.send_binary(message)
+        except TimeoutError:
+            self._send_timed_out()
+            raise WebSocketClosed(None, None) from None
 
     async def _close_websocket(self, code: int, reason: str) -> None:
         """Close the WebSocket; past ``send_timeout`` abort the TCP connection instead."""
@@ -754,104 +439,6 @@ class Session:
             )
         self._ws.transport.abort()
 
-    # -- proxying one request --------------------------------------------------------------------
-
-    async def _proxy(self, request: RequestReceived, body: bytes, charged: int) -> None:
-        sid = request.stream_id
-        outcome = StreamOutcome.COMPLETED
-        self._metrics.streams_active.inc()
-        try:
-            prepared = prepare_body(request.path, body, request.disclosed)
-            del body
-            if isinstance(prepared, errors.ErrorResponse):
-                self._metrics.error(
-                    ErrorKind.DISCLOSURE_MISMATCH
-                    if prepared.code == "disclosure_mismatch"
-                    else ErrorKind.INVALID_BODY
-                )
-                self._answer(request, prepared)
-                outcome = StreamOutcome.REFUSED
-                await self._flush()
-                return
-            outcome = await self._forward(request, prepared)
-        except asyncio.CancelledError:
-            outcome = StreamOutcome.CLIENT_RESET
-            raise
-        except (ChannelError, WebSocketClosed):
-            outcome = StreamOutcome.CLIENT_RESET  # the connection ended under us
-        except Exception as exc:
-            # Never a stream left hanging: whatever failed, the client gets an answer or RESET.
-            log_unexpected(_log, f"stream {sid} failed unexpectedly", exc)
-            self._metrics.error(ErrorKind.INTERNAL)
-            outcome = StreamOutcome.UPSTREAM_ERROR
-            await self._reset_after_failure(sid)
-        finally:
-            self._tasks.pop(sid, None)
-            self._buffers.release(charged)
-            self._metrics.streams_active.dec()
-            if outcome is not StreamOutcome.REFUSED:
-                self._metrics.stream_finished(request.path, outcome)
-            self._last_activity = time.monotonic()
-            if self._shutting_down and not self._tasks:
-                asyncio.get_running_loop().call_soon(self._schedule_close)
-
-    async def _reset_after_failure(self, sid: int) -> None:
-        """After an unexpected failure the stream is RESET, whatever it had sent: the client
-        learns at once that this response is over, and the stream's slot is freed."""
-        with contextlib.suppress(ChannelError):
-            self._conn.reset_stream(sid, RESET_INTERNAL_ERROR, "bridge internal error")
-        with contextlib.suppress(WebSocketClosed):
-            await self._flush()
-
-    async def _forward(self, request: RequestReceived, prepared: PreparedBody) -> StreamOutcome:
-        sid = request.stream_id
-        upstream_request = UpstreamRequest(
-            request.method, request.path, request.headers, prepared.body
-        )
-        started = time.perf_counter()
-        headers_sent = False
-        try:
-            async with self._ctx.upstream.send(upstream_request) as response:
-                self._metrics.upstream_responded(
-                    request.path, time.perf_counter() - started, response.status
-                )
-                self._conn.send_response(sid, response.status, response.headers)
-                headers_sent = True
-                await self._flush()
-                content_type = dict(response.headers).get("content-type", "")
-                meter = UsageMeter(
-                    sse=content_type.startswith("text/event-stream"),
-                    strip_usage_chunk=prepared.usage_injected,
-                )
-                async for chunk in response.chunks():
-                    out = meter.feed(chunk)
-                    if out:
-                        self._conn.send_data(sid, out)
-                        await self._flush()
-                tail = meter.finish()
-                if tail:
-                    self._conn.send_data(sid, tail)
-                self._conn.end_stream(sid, meter.usage)
-                await self._flush()
-                return StreamOutcome.COMPLETED
-        except UpstreamError as exc:
-            timeout = isinstance(exc, UpstreamTimeoutError)
-            self._metrics.error(
-                ErrorKind.UPSTREAM_TIMEOUT if timeout else ErrorKind.UPSTREAM_CONNECT
-            )
-            _log.warning("upstream request failed: %s", exc)
-            if headers_sent:
-                # Never a silent truncation: the client sees RESET instead of END.
-                self._conn.reset_stream(sid, RESET_INTERNAL_ERROR, "upstream failed mid-response")
-            else:
-                answer = errors.upstream_timeout() if timeout else errors.upstream_unavailable()
-                self._conn.send_response(sid, answer.status, answer.headers)
-                self._conn.send_data(sid, answer.body)
-                self._conn.end_stream(sid)
-                self._metrics.response_sent(request.path, answer.status)
-            await self._flush()
-            return StreamOutcome.UPSTREAM_ERROR
-
     # -- ending ---------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
@@ -860,15 +447,20 @@ class Session:
         A connection still before or in its handshake is closed at once (1001).
         """
         self._shutting_down = True
+        self._dispatcher.shutting_down = True
         if not self._established:
             self._spawn(self._close_websocket(WS_GOING_AWAY, "bridge closing"))
-        elif not self._tasks:
+        elif not self._dispatcher.active:
             self._schedule_close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _idle(self) -> None:
+        """The last stream ended while shutting down: time to close."""
+        self._schedule_close()
 
     def _schedule_close(self) -> None:
         if self._established:
@@ -878,24 +470,18 @@ class Session:
         """Shutdown deadline passed: cancel the remaining streams and close (within the send
         timeout, then the connection is aborted)."""
         self._shutting_down = True
-        await self._cancel_streams()
+        self._dispatcher.shutting_down = True
+        await self._dispatcher.cancel_all()
         await self._close_channel()
 
     async def _close_channel(self) -> None:
         with contextlib.suppress(ChannelError):
             self._conn.close(CLOSE_GOING_AWAY, "bridge closing")
         with contextlib.suppress(WebSocketClosed):
-            await self._flush()
+            await self.flush()
         await self._close_websocket(WS_GOING_AWAY, "bridge closing")
-
-    async def _cancel_streams(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _release_everything(self) -> None:
         """Free every request byte this session holds and give its budget share back."""
-        self._pending.clear()
+        self._dispatcher.detach()
         self._buffers.close()

@@ -1,32 +1,46 @@
 """The bridge's HTTP client to its OpenAI-compatible upstream (vLLM, the demo model, ...).
 
-One ``httpx2.AsyncClient`` per bridge process, no redirects, separate connect and read
-timeouts. A request is sent with its (already size-checked, already decrypted) body; the
-response is streamed back chunk by chunk, exactly as the upstream sent it (SSE included), and
-closing the response context (because the client reset the stream or went away) closes the
-upstream connection, which is how vLLM learns to stop generating.
+One ``aiohttp.ClientSession`` per bridge process (worker), no redirects, separate connect and
+read timeouts. Its connection pool is sized to the bridge's own stream caps
+(``pool_size``: sessions x streams per session), so an admitted stream never queues for an
+upstream connection; the caps, not the pool, bound the load. A request is sent with its
+(already size-checked, already decrypted) body; the response body is handed over as it
+arrives, **one chunk per socket read** (``content.iter_any()``: everything aiohttp's C parser
+has buffered, chunked framing removed), so the SSE events one read brought become one record
+and nothing waits for more data. Closing the response context (because the client reset the
+stream or went away) closes the upstream connection, which is how vLLM learns to stop
+generating.
+
+Why aiohttp (issue 11): ``benchmarks/upstream_clients.py`` reads the same SSE streams with
+httpx2 (the client before), aiohttp and a small h11 reader; aiohttp used a third of httpx2's
+CPU per event and merged what each read brought, httpx2 handed over every chunked-encoding
+chunk separately (one record each) under a cancel scope per read.
 
 Headers: hop-by-hop headers and the client's ``Authorization`` are never forwarded (the client's
 key is for the bridge; the upstream's key, if any, is the bridge's own configuration), and
 ``Accept-Encoding: identity`` is forced, because compressing secrets before encrypting them would
-leak their content through record lengths (the CRIME/BREACH family).
+leak their content through record lengths (the CRIME/BREACH family). Nothing is added that the
+client did not send but ``Host``, ``Content-Length`` and those two (no ``User-Agent``,
+``Accept`` or ``Content-Type`` of aiohttp's own).
 
 Path mapping: the tunnelled path is the OpenAI path (``/v1/chat/completions``) and the upstream
 is configured as the OpenAI base URL (``http://vllm:8000/v1``), so a base URL ending in ``/v1``
 has that suffix dropped before the path is appended: ``http://vllm:8000/v1/chat/completions``.
 
 Deliberately not here: deciding which paths are allowed, authentication and metadata checks
-(``bridge.session``).
+(``bridge.dispatch``), turning chunks into records (``bridge.streaming``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-import httpx2
+import aiohttp
+from yarl import URL
 
 # RFC 9110 section 7.6.1 (Connection) and the headers it traditionally names, plus framing
 # headers that the bridge recomputes on each side of the tunnel.
@@ -81,22 +95,28 @@ class UpstreamRequest:
 class UpstreamResponse:
     """A streaming upstream response: ``status``, filtered ``headers`` and ``chunks()``."""
 
-    def __init__(self, response: httpx2.Response) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self.status: int = response.status_code
+        self.status: int = response.status
         self.headers: tuple[tuple[str, str], ...] = tuple(
-            forward_response_headers(response.headers.multi_items())
+            forward_response_headers(
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in response.raw_headers
+            )
         )
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body bytes as received; ``UpstreamError(after_headers=True)`` on failure."""
+        """The body bytes, one chunk per read; ``UpstreamError(after_headers=True)`` on failure.
+
+        A body cut short (the connection closed inside a chunked or sized body) is an error,
+        never a normal end: the client must see RESET, not a truncated answer.
+        """
         try:
-            async for chunk in self._response.aiter_raw():
-                if chunk:
-                    yield chunk
-        except httpx2.TimeoutException as exc:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(_describe(exc), after_headers=True) from exc
-        except httpx2.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamConnectError(_describe(exc), after_headers=True) from exc
 
 
@@ -147,13 +167,21 @@ def _describe(exc: BaseException) -> str:
         if cause is None or isinstance(cause, OSError):
             break
         cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        # The errno's own text: asyncio's message for a failed connect names the address.
+        return f"{type(exc).__name__} ({os.strerror(cause.errno)})"
     if isinstance(cause, OSError) and cause.strerror:
         return f"{type(exc).__name__} ({cause.strerror})"
     return type(exc).__name__
 
 
 class Upstream:
-    """The pooled HTTP client to one upstream base URL."""
+    """The pooled HTTP client to one upstream base URL.
+
+    ``pool_size`` bounds the connections open to the upstream at once (0: no bound); the
+    server passes the most streams it admits, so the pool never makes an admitted stream wait.
+    The session is created on first use, inside the running event loop.
+    """
 
     def __init__(
         self,
@@ -162,21 +190,30 @@ class Upstream:
         api_key: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 300.0,
-        transport: httpx2.AsyncBaseTransport | None = None,
+        pool_size: int = 0,
     ) -> None:
         self.base_url = base_url
         self._api_key = api_key
-        self._client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(
-                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
-            ),
-            follow_redirects=False,
-            trust_env=False,  # never route confidential traffic through an env-configured proxy
-            transport=transport,
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, connect=None, sock_read=read_timeout
         )
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"Upstream(base_url={self.base_url!r})"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0),
+                timeout=self._timeout,
+                auto_decompress=False,
+                trust_env=False,  # never route confidential traffic through an env proxy
+                # Send what the client sent: no invented User-Agent, Accept or Content-Type.
+                skip_auto_headers=("user-agent", "content-type", "accept"),
+            )
+        return self._session
 
     @contextlib.asynccontextmanager
     async def send(self, request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
@@ -186,23 +223,29 @@ class Upstream:
         when no response started. Leaving the context closes the upstream response, also
         when the body was not read to the end (that is the cancellation path).
         """
-        http_request = self._client.build_request(
-            request.method,
-            upstream_url(self.base_url, request.path),
-            headers=forward_request_headers(request.headers, self._api_key),
-            content=request.body if request.body or request.method != "GET" else None,
-        )
+        headers = forward_request_headers(request.headers, self._api_key)
+        body = request.body if request.body or request.method != "GET" else None
         try:
-            response = await self._client.send(http_request, stream=True)
-        except httpx2.TimeoutException as exc:
+            response = await self._client().request(
+                request.method,
+                URL(upstream_url(self.base_url, request.path), encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(_describe(exc), after_headers=False) from exc
-        except httpx2.HTTPError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamConnectError(_describe(exc), after_headers=False) from exc
         try:
             yield UpstreamResponse(response)
         finally:
-            await response.aclose()
+            if not response.content.at_eof():
+                response.close()  # an unread body: drop the connection, the upstream stops
+            response.release()
 
     async def aclose(self) -> None:
         """Close every pooled upstream connection."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

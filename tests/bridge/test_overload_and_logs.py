@@ -10,9 +10,9 @@ import logging
 import pytest
 
 from bridge import logs
+from bridge.dispatch import api_key_digests, authorized
 from bridge.metrics import BridgeMetrics
 from bridge.overload import OverloadReport
-from bridge.session import api_key_digests, authorized
 from shroud_sdk.refusals import Overload, OverloadLimit
 
 

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import json
 
-import httpx2
+import aiohttp
 import pytest
 
 from bridge import errors
-from bridge.session import (
-    PreparedBody,
-    UsageMeter,
-    api_key_digests,
-    authorized,
-    prepare_body,
-    usage_from,
-)
+from bridge.dispatch import PreparedBody, api_key_digests, authorized, prepare_body
 from bridge.upstream import (
     _describe,
     forward_request_headers,
     forward_response_headers,
     upstream_url,
 )
+from bridge.usage_meter import UsageMeter, usage_from
 from shroud_sdk.channel.usage import Usage
 from shroud_sdk.refusals import Overload, OverloadLimit
 
@@ -312,9 +306,9 @@ def test_overload_refusal_says_which_limit_and_when_to_retry() -> None:
 
 
 def test_upstream_failures_are_described_without_their_message() -> None:
-    # httpx messages may quote the request URL (path, query) or the upstream's bytes.
-    leaky = httpx2.RemoteProtocolError("bad response to POST /v1/chat/completions?q=secret")
-    assert _describe(leaky) == "RemoteProtocolError"
-    wrapped = httpx2.ConnectError("could not reach http://up/v1/x?q=secret")
+    # aiohttp messages may quote the request URL (path, query) or the upstream's bytes.
+    leaky = aiohttp.ClientPayloadError("bad response to POST /v1/chat/completions?q=secret")
+    assert _describe(leaky) == "ClientPayloadError"
+    wrapped = aiohttp.ServerDisconnectedError("could not reach http://up/v1/x?q=secret")
     wrapped.__cause__ = ConnectionRefusedError(111, "Connection refused")
-    assert _describe(wrapped) == "ConnectError (Connection refused)"
+    assert _describe(wrapped) == "ServerDisconnectedError (Connection refused)"

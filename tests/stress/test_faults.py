@@ -123,7 +123,7 @@ async def test_an_upstream_killed_mid_stream_resets_every_stream(
             down = await client.request("POST", "/v1/chat/completions", body=chat_body())
             assert down.status == 502  # the same session, told why
             upstream.start()
-            up = await client.request("POST", "/v1/chat/completions", body=chat_body())
+            up = await client.request("POST", "/v1/chat/completions", body=chat_body(model="echo"))
             assert up.status == 200
             await client.close()
         assert await wait_for(lambda: _idle(bridge), 15)
