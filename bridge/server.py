@@ -247,6 +247,8 @@ class BridgeServer:
             ),
             connect_timeout=config.upstream_connect_timeout,
             read_timeout=config.upstream_read_timeout,
+            # Every stream the caps admit gets its upstream connection without queueing.
+            pool_size=config.max_sessions * config.max_streams_per_session,
         )
         report = OverloadReport(metrics)
         context = SessionContext(
