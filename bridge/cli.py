@@ -6,7 +6,9 @@ bad setting and where it came from), 1 when the bridge cannot start (quote provi
 RTMR extension failed, RTMR3 holding measurements that no saved runtime log replays, another
 bridge running in the same TD, address in use). Logs go to stderr; they never contain keys,
 prompts, completions, request paths or query strings (``bridge.logs``; ``--log-request-paths``
-opts in to paths and queries). Only argument handling and process life-cycle live here.
+opts in to paths and queries). Only argument handling and process life-cycle live here: with
+``--workers`` above 1 the life-cycle is ``bridge.workers``'s (the server modules are imported
+only once the mode is chosen: prometheus_client picks its multiprocess mode at import).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from collections.abc import Sequence
 
 from bridge import logs
 from bridge.config import BridgeConfig, ConfigError, parse_args
-from bridge.providers import QuoteProviderError
-from bridge.server import BridgeServer, ListenError
 
 _log = logging.getLogger("bridge")
 
 
 async def run(config: BridgeConfig) -> int:
     """Start the bridge, wait for SIGTERM/SIGINT, shut down within ``shutdown_grace``."""
+    from bridge.providers import QuoteProviderError
+    from bridge.server import BridgeServer, ListenError
+
     server = BridgeServer(config)
     try:
         await server.start()
@@ -67,4 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(log_request_paths=config.log_request_paths)
     _log.info("%s", config.redacted_summary())
+    if config.effective_workers > 1:
+        from bridge import workers
+
+        return workers.run(config)
     return asyncio.run(run(config))

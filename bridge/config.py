@@ -159,6 +159,9 @@ class BridgeConfig(BaseModel):
     max_concurrent_handshakes: int = Field(default=16, ge=1, le=10000)
     max_streams_per_session: int = Field(default=32, ge=1, le=10000)
     shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    # Worker processes sharing the listening socket (bridge.workers); None: one per CPU this
+    # process may run on (os.sched_getaffinity: the vCPUs the TD gives it).
+    workers: int | None = Field(default=None, ge=1, le=256)
     # Availability bounds (docs/threat-model.md, "Availability"): every one has an attacker
     # test in tests/stress/.
     max_sessions: int = Field(default=1024, ge=1, le=1_000_000)
@@ -357,6 +360,40 @@ class BridgeConfig(BaseModel):
         return self
 
     # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def effective_workers(self) -> int:
+        """How many worker processes serve: ``workers``, else the CPUs this process may use."""
+        return self.workers if self.workers is not None else len(os.sched_getaffinity(0))
+
+    def per_worker(self, workers: int) -> BridgeConfig:
+        """This configuration as one of ``workers`` processes applies it (docs/deployment.md,
+        "Workers"): every bridge-wide or per-source bound is divided among the workers,
+        rounded down and never below 1, so that together they never exceed the configured
+        figure; per-session and per-stream bounds stay as they are (a session lives in one
+        worker). The metrics endpoint and the development policy belong to the parent.
+        """
+        if workers <= 1:
+            return self
+
+        def share(value: int) -> int:
+            return max(1, value // workers)
+
+        return self.model_copy(
+            update={
+                "workers": 1,
+                "max_sessions": share(self.max_sessions),
+                "max_connections_per_source": share(self.max_connections_per_source),
+                "max_handshakes_per_source": self.max_handshakes_per_source / workers,
+                "max_concurrent_handshakes": share(self.max_concurrent_handshakes),
+                "max_buffered_bytes": share(self.max_buffered_bytes),
+                "max_source_buffered_bytes": share(self.max_source_buffered_bytes),
+                "fresh_quotes_per_minute": self.fresh_quotes_per_minute / workers,
+                "fresh_quote_burst": share(self.fresh_quote_burst),
+                "metrics_listen": None,
+                "dev_policy_out": None,
+            }
+        )
 
     @property
     def effective_audience(self) -> str:
@@ -675,6 +712,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds in-flight requests get to finish after SIGTERM (default "
         f"{_default('shutdown_grace')})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes, each with its own event loop, attested key and quote, sharing "
+        "the listening socket; the bridge-wide and per-source limits are divided among them "
+        "(default: one per CPU this process may use)",
     )
     limits = p.add_argument_group(
         "availability limits",

@@ -7,6 +7,12 @@ admitted it, e.g. ``/v1/models/*``, or ``other``). No method takes free text, so
 completion, key, model name or client-chosen path can reach ``/metrics``. The registry is
 private to each :class:`BridgeMetrics`, so tests and several bridges in one process do not mix.
 
+With several workers (``bridge.workers``) prometheus_client runs in its multiprocess mode:
+each worker's values live in files of its own, and the parent serves their aggregate
+(:func:`serve_aggregate`). Counters and histograms add up; each gauge says how it aggregates
+(``multiprocess_mode``): live workers' values summed for what is open now, the earliest
+``not_after`` for the evidence expiry (the first key to expire is the one to alert on).
+
 This module does not decide when to count; the server calls the methods.
 """
 
@@ -25,6 +31,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
 
@@ -135,6 +142,7 @@ class BridgeMetrics:
             f"{_NAMESPACE}_info",
             "Static facts about this bridge (value is always 1).",
             ["quote_provider", "simulated"],
+            multiprocess_mode="max",
             registry=r,
         )
         self.info.labels(provider, "true" if simulated else "false").set(1)
@@ -172,13 +180,20 @@ class BridgeMetrics:
         self.evidence_expiry = Gauge(
             f"{_NAMESPACE}_evidence_expiry_timestamp_seconds",
             "not_after (UNIX seconds) of the attested key being served; alert well before it.",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.handshakes_in_progress = Gauge(
-            f"{_NAMESPACE}_handshakes_in_progress", "Handshakes being processed.", registry=r
+            f"{_NAMESPACE}_handshakes_in_progress",
+            "Handshakes being processed.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.sessions_active = Gauge(
-            f"{_NAMESPACE}_sessions_active", "Attested connections currently open.", registry=r
+            f"{_NAMESPACE}_sessions_active",
+            "Attested connections currently open.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.streams = Counter(
             f"{_NAMESPACE}_streams",
@@ -187,7 +202,10 @@ class BridgeMetrics:
             registry=r,
         )
         self.streams_active = Gauge(
-            f"{_NAMESPACE}_streams_active", "Request streams currently open.", registry=r
+            f"{_NAMESPACE}_streams_active",
+            "Request streams currently open.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.upstream_seconds = Histogram(
             f"{_NAMESPACE}_upstream_response_seconds",
@@ -223,11 +241,13 @@ class BridgeMetrics:
         self.connections_open = Gauge(
             f"{_NAMESPACE}_connections_open",
             "TCP connections held open, in any state (bounded by max_sessions).",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.buffered_request_bytes = Gauge(
             f"{_NAMESPACE}_buffered_request_bytes",
             "Request bytes held, across sessions (bounded by max_buffered_bytes).",
+            multiprocess_mode="livesum",
             registry=r,
         )
         # Resolved once: records are counted on the streaming hot path, and a labels() lookup
@@ -300,3 +320,11 @@ class BridgeMetrics:
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Serve ``/metrics`` on ``host:port`` in a daemon thread; ``shutdown()`` the server."""
         return start_http_server(port, addr=host, registry=self.registry)
+
+
+def serve_aggregate(host: str, port: int, directory: str) -> tuple[WSGIServer, threading.Thread]:
+    """Serve the aggregate of every worker's metrics (multiprocess mode files in
+    ``directory``) on ``host:port`` in a daemon thread; ``shutdown()`` the server."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return start_http_server(port, addr=host, registry=registry)

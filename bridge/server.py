@@ -34,8 +34,10 @@ import contextlib
 import errno
 import http
 import logging
+import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
@@ -57,7 +59,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.overload import OverloadReport
 from bridge.providers import QuoteProvider, create_provider
 from bridge.providers.dev_policy import dev_policy_text, write_policy_file
-from bridge.providers.measure import measure_bridge
+from bridge.providers.measure import MeasuredConfiguration, measure_bridge
 from bridge.providers.runtime_store import RuntimeLogStore
 from bridge.providers.simulated import SimulatedQuoteProvider
 from bridge.session import Session, SessionContext
@@ -95,7 +97,8 @@ class ListenError(OSError):
 
 
 @contextlib.contextmanager
-def _naming_the_listener(address: HostPort, flag: str) -> Iterator[None]:
+def naming_the_listener(address: HostPort, flag: str) -> Iterator[None]:
+    """Turn a bind error into a :class:`ListenError` naming ``address`` and ``flag``."""
     try:
         yield
     except OSError as exc:
@@ -110,12 +113,63 @@ def _naming_the_listener(address: HostPort, flag: str) -> Iterator[None]:
         ) from exc
 
 
+def listening_socket(address: HostPort) -> socket.socket:
+    """A non-blocking socket listening on ``address`` (``--listen``), for workers to share."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with naming_the_listener(address, "--listen"):
+        sock = socket.create_server((address.host, address.port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class PreparedBridge:
+    """What happens once per bridge, before any worker serves (:func:`prepare_bridge`)."""
+
+    provider: QuoteProvider
+    measured: MeasuredConfiguration
+    state: RuntimeLogStore | None  # held (locked) by the process that measured
+    dev_policy: str | None  # the development policy to write once listening, if asked for
+
+
+def prepare_bridge(config: BridgeConfig, provider: QuoteProvider | None = None) -> PreparedBridge:
+    """Create the quote provider, extend RTMR3 with the measured configuration, draft the
+    development policy. Blocking; run once per bridge (by the parent, before any worker
+    exists: RTMR3 is one register per TD, and every worker serves the same runtime log)."""
+    if provider is None:
+        provider = create_provider(config)
+    state_dir = config.effective_state_dir
+    state = RuntimeLogStore.open(state_dir) if state_dir is not None else None
+    try:
+        measured = measure_bridge(provider, config, state)
+        dev_policy: str | None = None
+        if config.dev_policy_out is not None:
+            if not isinstance(provider, SimulatedQuoteProvider):
+                raise ValueError("--dev-policy-out needs the simulated quote provider")
+            dev_policy = dev_policy_text(provider, measured)
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise
+    if provider.simulated:
+        _log.warning(
+            "SIMULATED TEE: announcing only the simulated suites %s; production clients "
+            "refuse them",
+            sorted(map(int, SIMULATED_SUITES)),
+        )
+    if config.accepts_any_key:
+        _log.warning(ANY_KEY_WARNING)
+    return PreparedBridge(provider, measured, state, dev_policy)
+
+
 class BridgeServer:
     """One bridge: ``await start()``, then ``await shutdown()``.
 
     ``quote_provider``, ``usage_signing_key`` and ``upstream_base_url`` replace what ``config``
     would create (tests inject slow or counting providers, and fake upstreams); ``suites``
     narrows the suites announced (tests play a bridge that predates the hybrid suite).
+    A worker (``bridge.workers``) passes ``prepared`` (measured by its parent, whose state lock
+    it does not own) and ``sock``, the listening socket its parent bound.
     """
 
     def __init__(
@@ -126,8 +180,12 @@ class BridgeServer:
         usage_signing_key: ec.EllipticCurvePrivateKey | None = None,
         upstream_base_url: str | None = None,
         suites: frozenset[int] | None = None,
+        prepared: PreparedBridge | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self._prepared = prepared
+        self._sock = sock
         self._only_suites = suites
         self._injected_provider = quote_provider
         self._usage_key = usage_signing_key
@@ -163,28 +221,16 @@ class BridgeServer:
         return f"ws://{host}:{self.port}/"
 
     async def start(self) -> None:
-        """Measure, prepare evidence, start the upstream and listeners; see module docstring."""
+        """Measure (unless ``prepared`` was given), prepare evidence, start the upstream and
+        listeners; see module docstring."""
         config = self.config
-        provider = self._injected_provider
-        if provider is None:
-            provider = await asyncio.to_thread(create_provider, config)
-        state_dir = config.effective_state_dir
-        if state_dir is not None:
-            self._state = await asyncio.to_thread(RuntimeLogStore.open, state_dir)
-        measured = await asyncio.to_thread(measure_bridge, provider, config, self._state)
-        if provider.simulated:
-            _log.warning(
-                "SIMULATED TEE: announcing only the simulated suites %s; production clients "
-                "refuse them",
-                sorted(map(int, SIMULATED_SUITES)),
-            )
-        dev_policy: str | None = None  # written once the listeners are bound
-        if config.dev_policy_out is not None:
-            if not isinstance(provider, SimulatedQuoteProvider):
-                raise ValueError("--dev-policy-out needs the simulated quote provider")
-            dev_policy = dev_policy_text(provider, measured)
-        if config.accepts_any_key:
-            _log.warning(ANY_KEY_WARNING)
+        prepared = self._prepared
+        if prepared is None:
+            prepared = await asyncio.to_thread(prepare_bridge, config, self._injected_provider)
+            self._state = prepared.state  # this process measured: it holds the state lock
+        self._prepared = None
+        provider, measured = prepared.provider, prepared.measured
+        dev_policy = prepared.dev_policy  # written once the listeners are bound
 
         metrics = BridgeMetrics(
             config.allowed_paths,
@@ -205,7 +251,7 @@ class BridgeServer:
         if self._only_suites is not None:
             suites = suites & self._only_suites
         # From here on only `evidence` holds the provider (the "no oracle" rule).
-        del provider
+        del provider, prepared
         self._injected_provider = None
         if config.evidence_lifetime > DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME:
             _log.warning(
@@ -282,11 +328,15 @@ class BridgeServer:
             report,
             metrics,
         )
-        with _naming_the_listener(config.listen, "--listen"):
+        with naming_the_listener(config.listen, "--listen"):
+            where: dict[str, object] = (
+                {"sock": self._sock}
+                if self._sock is not None
+                else {"host": config.listen.host, "port": config.listen.port}
+            )
             self._server = await serve(
                 self._handle,
-                config.listen.host,
-                config.listen.port,
+                **where,  # type: ignore[arg-type]
                 create_connection=connection_class(self._gate),
                 process_request=self._process_request,
                 compression=None,
@@ -299,7 +349,7 @@ class BridgeServer:
                 server_header=None,
             )
         if config.metrics_listen is not None:
-            with _naming_the_listener(config.metrics_listen, "--metrics-listen"):
+            with naming_the_listener(config.metrics_listen, "--metrics-listen"):
                 self._metrics_server = metrics.serve(
                     config.metrics_listen.host, config.metrics_listen.port
                 )

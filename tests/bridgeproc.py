@@ -3,7 +3,8 @@
 ``running_bridge(workdir, ...)`` picks free ports, runs the bridge with the simulated TDX
 provider (platform kept in ``workdir/simulated``), writes the development policy to
 ``workdir/policy.toml``, waits until ``GET /healthz`` answers, and yields a
-:class:`BridgeProcess`. On exit it sends SIGTERM and waits (then kills, if it must). The bridge's
+:class:`BridgeProcess`; it runs one process (``--workers 1``) unless ``args`` say otherwise.
+On exit it sends SIGTERM and waits (then kills, if it must). The bridge's
 stderr goes to ``workdir/bridge.log``; a start failure raises with that log's tail.
 
 Reused by the SDK's end-to-end tests: keep the interface small and stable.
@@ -65,11 +66,19 @@ class BridgeProcess:
         assert len(roots) == 1
         return roots[0].encode("ascii")
 
+    def pids(self) -> list[int]:
+        """The bridge process and its workers (with ``--workers`` above 1)."""
+        return [self.process.pid, *_children(self.process.pid)]
+
     def rss_bytes(self) -> int:
-        """The bridge process's resident set size now (Linux /proc)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
-        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(kib) * 1024
+        """The resident set size of the bridge and its workers now (Linux /proc)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+                lines = status.splitlines()
+                total += int(next(s.split()[1] for s in lines if s.startswith("VmRSS:"))) * 1024
+        return total
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         """The value of one sample on /metrics (0.0 when absent)."""
@@ -97,17 +106,25 @@ class BridgeProcess:
         return self.process.returncode
 
 
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
 def _listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` itself holds a listening TCP socket on ``port`` (Linux /proc).
+    """Whether process ``pid`` (or one of its workers) holds a listening TCP socket on
+    ``port`` (Linux /proc).
 
     ``free_port`` can hand two bridges started at once the same port; the loser's /healthz
     check would then be answered by the winner. Only our own listening socket counts.
     """
     try:
         inodes = {
-            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
-            for fd in os.listdir(f"/proc/{pid}/fd")
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+            os.readlink(f"/proc/{p}/fd/{fd}")[8:-1]
+            for p in (pid, *_children(pid))
+            for fd in os.listdir(f"/proc/{p}/fd")
+            if os.readlink(f"/proc/{p}/fd/{fd}").startswith("socket:[")
         }
         lines = [
             line
@@ -182,6 +199,9 @@ def running_bridge(
         # Every test client connects from 127.0.0.1: one source, many tests. Per-source
         # limits are tested where they are the subject (tests/stress); ``args`` can override.
         *(TEST_SOURCE_LIMITS if test_source_limits else ()),
+        # One process unless a test is about workers (``args`` can say --workers 2).
+        "--workers",
+        "1",
         *args,
     ]
     environment = {

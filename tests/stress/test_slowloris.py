@@ -33,8 +33,18 @@ HANDSHAKE_TIMEOUT = 10.0 if FULL else 3.0  # full: the default
 ATTACK_SECONDS = 3 * HANDSHAKE_TIMEOUT
 
 
-async def test_slow_upgrades_cannot_take_the_bridge(tmp_path: Path) -> None:
-    args = ["--max-sessions", "64", "--handshake-timeout", str(HANDSHAKE_TIMEOUT)]
+# With two workers each holds half of every bound (docs/deployment.md, "Workers"): together
+# they still admit at most 32 connections from the attacker.
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_slow_upgrades_cannot_take_the_bridge(tmp_path: Path, workers: int) -> None:
+    args = [
+        "--max-sessions",
+        "64",
+        "--handshake-timeout",
+        str(HANDSHAKE_TIMEOUT),
+        "--workers",
+        str(workers),
+    ]
     with running_bridge(tmp_path / "bridge", args=args, test_source_limits=False) as bridge:
         start = bridge.rss_bytes()
         port = bridge.url.rsplit(":", 1)[1].strip("/")
