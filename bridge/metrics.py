@@ -9,7 +9,7 @@ private to each :class:`BridgeMetrics`, so tests and several bridges in one proc
 
 With several workers (``bridge.workers``) prometheus_client runs in its multiprocess mode:
 each worker's values live in files of its own, and the parent serves their aggregate
-(:func:`serve_aggregate`). Counters and histograms add up; each gauge says how it aggregates
+(:func:`bind_aggregate`). Counters and histograms add up; each gauge says how it aggregates
 (``multiprocess_mode``): live workers' values summed for what is open now, the earliest
 ``not_after`` for the evidence expiry (the first key to expire is the one to alert on).
 
@@ -18,11 +18,12 @@ This module does not decide when to count; the server calls the methods.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Final
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,9 +32,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
     start_http_server,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from shroud_sdk.refusals import OverloadLimit
 
@@ -322,9 +325,26 @@ class BridgeMetrics:
         return start_http_server(port, addr=host, registry=self.registry)
 
 
-def serve_aggregate(host: str, port: int, directory: str) -> tuple[WSGIServer, threading.Thread]:
-    """Serve the aggregate of every worker's metrics (multiprocess mode files in
-    ``directory``) on ``host:port`` in a daemon thread; ``shutdown()`` the server."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None  # no access log: scrapes are not events
+
+
+def bind_aggregate(host: str, port: int, directory: str) -> WSGIServer:
+    """A ``/metrics`` server for the aggregate of every worker's metrics (multiprocess mode
+    files in ``directory``), bound to ``host:port`` now and serving nothing until
+    :func:`serve_in_thread` (so a parent can bind before it forks, and serve after)."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return start_http_server(port, addr=host, registry=registry)
+
+    class _Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return make_server(host, port, make_wsgi_app(registry), _Server, handler_class=_QuietHandler)
+
+
+def serve_in_thread(server: WSGIServer) -> threading.Thread:
+    """Serve ``server`` in a daemon thread; ``shutdown()`` and ``server_close()`` it."""
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return thread

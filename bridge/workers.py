@@ -10,9 +10,9 @@ One Python process serves on one core; a TD usually has several. The parent:
    connection to one of the workers waiting in ``accept``). Not ``SO_REUSEPORT``: with it,
    any process of the same user could bind the port too and be handed a share of the
    connections, and a dead worker's queued connections would be reset;
-3. waits until every worker is serving, then writes the development policy (if asked for) and
-   serves ``/metrics``: the aggregate of every worker's metrics (prometheus_client's
-   multiprocess mode, ``bridge.metrics.serve_aggregate``);
+3. writes the development policy (if asked for) once the socket is bound, as a single bridge
+   does; waits until every worker is serving, then serves ``/metrics``: the aggregate of every
+   worker's metrics (prometheus_client's multiprocess mode, ``bridge.metrics.bind_aggregate``);
 4. on SIGTERM or SIGINT, forwards SIGTERM to every worker (each drains as a single bridge
    does: ``/healthz`` answers 503, in-flight streams get ``shutdown_grace``, then the
    authenticated CLOSE), waits at most ``shutdown_grace + send_timeout`` and a margin, then
@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from bridge.config import BridgeConfig
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from bridge.server import PreparedBridge
 
 _log = logging.getLogger("bridge.workers")
@@ -80,8 +82,10 @@ def _run(config: BridgeConfig, directory: str) -> int:
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the workers' metrics mode")
     # Imported only now: prometheus_client picks its multiprocess mode at import.
+    from bridge.metrics import bind_aggregate
     from bridge.providers import QuoteProviderError
-    from bridge.server import ListenError, listening_socket, prepare_bridge
+    from bridge.providers.dev_policy import write_policy_file
+    from bridge.server import ListenError, listening_socket, naming_the_listener, prepare_bridge
 
     count = config.effective_workers
     try:
@@ -95,6 +99,21 @@ def _run(config: BridgeConfig, directory: str) -> int:
         except ListenError as exc:
             _log.error("shroud-bridge cannot start: %s", exc.strerror)
             return 1
+        metrics_server = None
+        if config.metrics_listen is not None:
+            try:
+                with naming_the_listener(config.metrics_listen, "--metrics-listen"):
+                    metrics_server = bind_aggregate(
+                        config.metrics_listen.host, config.metrics_listen.port, directory
+                    )
+            except ListenError as exc:
+                sock.close()
+                _log.error("shroud-bridge cannot start: %s", exc.strerror)
+                return 1
+        if prepared.dev_policy is not None and config.dev_policy_out is not None:
+            # As a single bridge does: once both addresses are ours, before anyone is served.
+            path = write_policy_file(config.dev_policy_out, prepared.dev_policy)
+            _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
         ready_r, ready_w = os.pipe()  # each worker writes one byte once it serves
         alive_r, alive_w = os.pipe()  # the parent holds the write end: EOF = parent gone
         worker_config = config.per_worker(count)
@@ -105,16 +124,20 @@ def _run(config: BridgeConfig, directory: str) -> int:
             if pid == 0:
                 os.close(ready_r)
                 os.close(alive_w)
+                if metrics_server is not None:
+                    metrics_server.server_close()  # the parent's
                 _worker(worker_config, inherited, sock, ready_w, alive_r)
             pids.append(pid)
         os.close(ready_w)
         os.close(alive_r)
         sock.close()  # only the workers accept
         try:
-            return asyncio.run(_supervise(config, prepared, pids, ready_r, directory))
+            return asyncio.run(_supervise(config, metrics_server, pids, ready_r, directory))
         finally:
             os.close(ready_r)
             os.close(alive_w)
+            if metrics_server is not None:
+                metrics_server.server_close()
     finally:
         if prepared.state is not None:
             prepared.state.close()
@@ -169,13 +192,15 @@ async def _serve(
 
 
 async def _supervise(
-    config: BridgeConfig, prepared: PreparedBridge, pids: list[int], ready: int, directory: str
+    config: BridgeConfig,
+    metrics_server: WSGIServer | None,
+    pids: list[int],
+    ready: int,
+    directory: str,
 ) -> int:
     from prometheus_client import multiprocess
 
-    from bridge.metrics import serve_aggregate
-    from bridge.providers.dev_policy import write_policy_file
-    from bridge.server import naming_the_listener
+    from bridge.metrics import serve_in_thread
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -220,31 +245,18 @@ async def _supervise(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    metrics_server = None
+    metrics_thread = None
     waiting = asyncio.ensure_future(all_ready.wait())
     await asyncio.wait({waiting, asyncio.ensure_future(stop.wait())}, return_when="FIRST_COMPLETED")
     if all_ready.is_set() and not stop.is_set():
-        try:
-            if config.metrics_listen is not None:
-                with naming_the_listener(config.metrics_listen, "--metrics-listen"):
-                    metrics_server = serve_aggregate(
-                        config.metrics_listen.host, config.metrics_listen.port, directory
-                    )
-            if prepared.dev_policy is not None and config.dev_policy_out is not None:
-                path = await asyncio.to_thread(
-                    write_policy_file, config.dev_policy_out, prepared.dev_policy
-                )
-                _log.warning("wrote DEVELOPMENT policy for this simulated bridge to %s", path)
-            _log.info(
-                "shroud-bridge serving on %s with %d workers (pids %s)",
-                config.listen,
-                len(pids),
-                ", ".join(map(str, pids)),
-            )
-        except OSError as exc:
-            _log.error("shroud-bridge cannot start: %s", exc.strerror or exc)
-            status = 1
-            stop.set()
+        if metrics_server is not None:
+            metrics_thread = serve_in_thread(metrics_server)
+        _log.info(
+            "shroud-bridge serving on %s with %d workers (pids %s)",
+            config.listen,
+            len(pids),
+            ", ".join(map(str, pids)),
+        )
     waiting.cancel()
     await stop.wait()
     stopping = True
@@ -263,10 +275,8 @@ async def _supervise(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     await none_left.wait()
-    if metrics_server is not None:
-        server, thread = metrics_server
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    if metrics_server is not None and metrics_thread is not None:
+        metrics_server.shutdown()
+        metrics_thread.join(timeout=5)
     _log.info("shroud-bridge stopped")
     return status
