@@ -33,13 +33,15 @@ Deliberately not here: deciding which paths are allowed, authentication and meta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+from aiohttp.http import HttpProcessingError
 from yarl import URL
 
 # RFC 9110 section 7.6.1 (Connection) and the headers it traditionally names, plus framing
@@ -80,6 +82,11 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamTimeoutError(UpstreamError):
     """Connect or read timeout (answer: 504 before headers)."""
+
+
+# RFC 9110 section 15: a status code is three digits, 100 to 599 in use; an answer outside
+# that range is a broken upstream (502), and the channel could not carry it anyway.
+_STATUS_RANGE: Final = range(100, 600)
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,53 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _fail_body_with_its_connection(response: aiohttp.ClientResponse) -> Callable[[], None]:
+    """Make a body whose connection failed to parse it fail too; return the undo.
+
+    aiohttp's C parser, failing on body bytes that came in a later read than the headers (a
+    malformed chunk), closes the connection and records the error on it, but never on the
+    response's body stream, and stops the read timeout: the body reader would wait forever
+    (aiohttp 3.14.5; its pure-Python parser does fail the body). So when the connection is
+    lost with a parse error while the body is unfinished, the body gets that error, and the
+    reader raises as for any broken body (``UpstreamConnectError``, after headers: RESET).
+    """
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return _nothing
+    body: aiohttp.StreamReader | None = response.content
+
+    def check(closed: asyncio.Future[None] | None = None) -> None:
+        if closed is not None and not closed.cancelled():
+            closed.exception()  # retrieved: a lost connection is reported through the body
+        error = protocol.exception()
+        if (
+            body is not None
+            and isinstance(error, HttpProcessingError)
+            and not body.is_eof()
+            and body.exception() is None
+        ):
+            failure = aiohttp.ClientPayloadError("upstream response malformed")
+            failure.__cause__ = error
+            body.set_exception(failure)
+
+    closed = protocol.closed
+    if closed is None:  # lost already
+        check()
+        return _nothing
+    closed.add_done_callback(check)
+
+    def unwatch() -> None:
+        nonlocal body
+        body = None  # the pooled connection outlives the response; forget the response
+
+    return unwatch
+
+
+def _nothing() -> None:
+    return None
+
+
 class Upstream:
     """The pooled HTTP client to one upstream base URL.
 
@@ -237,9 +291,14 @@ class Upstream:
             raise UpstreamTimeoutError(_describe(exc), after_headers=False) from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise UpstreamConnectError(_describe(exc), after_headers=False) from exc
+        if response.status not in _STATUS_RANGE:
+            response.close()
+            raise UpstreamConnectError("status out of range", after_headers=False)
+        unwatch = _fail_body_with_its_connection(response)
         try:
             yield UpstreamResponse(response)
         finally:
+            unwatch()
             if not response.content.at_eof():
                 response.close()  # an unread body: drop the connection, the upstream stops
             response.release()

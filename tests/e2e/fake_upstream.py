@@ -10,7 +10,11 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``stall``: sends one SSE event, then nothing, and records when the client closes;
 - ``endless``: streams an event every 50 ms until the client goes away, and records that;
 - ``flood``: streams 8 KiB events as fast as the bridge takes them until it goes away (a
-  response far larger than any socket buffer, for flow-control and memory tests).
+  response far larger than any socket buffer, for flow-control and memory tests);
+- ``bad-chunk``: starts an SSE stream with one event, then, once the test sets
+  ``bad_chunk_release``, sends bytes that are no chunk at all, and keeps the connection open
+  (the break reaches the bridge in a later read than the headers);
+- ``bad-status``: answers with status 600, which no HTTP server may send.
 
 ``python -m tests.e2e.fake_upstream PORT`` serves it in a process of its own (to be killed).
 
@@ -41,6 +45,7 @@ class FakeUpstream:
         self.endless_started = threading.Event()
         self.endless_disconnected = threading.Event()
         self.stall_disconnected = threading.Event()
+        self.bad_chunk_release = threading.Event()
         self.requests = 0
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -127,6 +132,9 @@ class FakeUpstream:
             await asyncio.sleep(SLOW_SECONDS)
             await _json(writer, 200, {"usage": USAGE})
             return True
+        if model == "bad-status":
+            await _json(writer, 600, {"usage": USAGE})
+            return True
         await _start_sse(writer)
         if model == "stream":
             for word in ("one", " two", " three"):
@@ -151,6 +159,13 @@ class FakeUpstream:
             await asyncio.sleep(0.1)
             transport = writer.transport
             transport.abort()  # no terminating chunk: a truncated body
+            return False
+        if model == "bad-chunk":
+            await _chunk(writer, _event({"choices": [{"delta": {"content": "partial"}}]}))
+            await asyncio.to_thread(self.bad_chunk_release.wait, 30)
+            writer.write(b"not a chunk\r\n\r\n")
+            await writer.drain()
+            await reader.read()  # until the bridge closes the connection
             return False
         if model == "stall":
             await _chunk(writer, _event({"choices": [{"delta": {"content": "wait"}}]}))

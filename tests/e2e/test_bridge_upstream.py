@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
 from tests.bridgeproc import BridgeProcess, running_bridge
 from tests.e2e.client import ChannelClient, chat_body, sse_data
 from tests.e2e.fake_upstream import USAGE, FakeUpstream
@@ -202,6 +203,50 @@ async def test_upstream_failing_midstream_resets_the_stream(bridge: BridgeProces
     # Not a silent truncation: the stream ends with RESET, never END.
     assert response.reset is not None
     assert not response.ended
+
+
+async def test_a_malformed_chunk_after_the_headers_resets_the_stream(
+    bridge: BridgeProcess, upstream: FakeUpstream
+) -> None:
+    # The break arrives in a later read than the headers: aiohttp's C parser then fails the
+    # connection but never the response body, and stops the read timeout too. The bridge used
+    # to wait on that body forever, the client with it.
+    upstream.bad_chunk_release.clear()
+    client = await _client(bridge)
+    try:
+        sid = await client.start(
+            "POST",
+            "/v1/chat/completions",
+            headers=AUTH,
+            body=chat_body(model="bad-chunk", stream=True),
+        )
+        assert b"partial" in await client.first_chunk(sid)
+        upstream.bad_chunk_release.set()
+        response = await client.response(sid, seconds=15)
+        assert response.reset is not None  # not a silent truncation, and not a hang
+        assert response.reset.code == RESET_INTERNAL_ERROR
+        assert not response.ended
+        after = await client.request(
+            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="echo")
+        )
+        assert after.status == 200  # the session goes on
+    finally:
+        upstream.bad_chunk_release.set()
+        await client.close()
+
+
+async def test_a_status_no_http_server_may_send_gets_502(bridge: BridgeProcess) -> None:
+    # 600 passes aiohttp's parser, but the channel carries statuses 100..599 only: refused
+    # by the core, the answer used to be dropped without a word to the client.
+    client = await _client(bridge)
+    try:
+        response = await client.request(
+            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="bad-status")
+        )
+    finally:
+        await client.close()
+    assert response.status == 502
+    assert _error_code(response.body) == "upstream_unavailable"
 
 
 async def test_streamed_sse_bytes_pass_through_unchanged(bridge: BridgeProcess) -> None:
