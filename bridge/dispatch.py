@@ -11,7 +11,9 @@ the decrypted body and the body's JSON strictness (400). A disclosed ``max_token
 requests are asked for a usage chunk (read and dropped by ``bridge.usage_meter``).
 
 An admitted request becomes a task running ``bridge.streaming.relay``; whatever ends it, its
-buffered bytes go back to the budget and the stream gets an answer or RESET.
+buffered bytes go back to the budget and the client gets an answer, a RESET or the end of the
+connection (``Dispatcher._settle``); only a deliberate cancellation (the client's RESET, the
+connection or session ending) skips that, because the client already knows.
 
 Deliberately not here: the WebSocket, the handshake and the order of sends (``bridge.session``),
 connection admission (``bridge.admission``), HTTP (``bridge.upstream``), turning the answer into
@@ -21,7 +23,6 @@ records (``bridge.streaming``). Nothing here logs or counts request or response 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -180,6 +181,9 @@ class _Detached:
 
     async def flush(self) -> None:
         raise WebSocketClosed(None, None)
+
+    def abandon(self, error: ChannelError) -> None:
+        return None
 
 
 def _nothing() -> None:
@@ -362,41 +366,34 @@ class Dispatcher:
         self._metrics.stream_finished(request.path, StreamOutcome.REFUSED)
 
     async def _proxy(self, request: RequestReceived, body: bytes, charged: int) -> None:
+        """The stream's task: forward the request, then make sure the stream is answered.
+
+        Every way out but a deliberate cancellation (the client's RESET, the connection or the
+        session ending, which the client sees for itself) goes through :meth:`_settle`.
+        """
         sid = request.stream_id
-        outcome = StreamOutcome.COMPLETED
+        outcome = StreamOutcome.UPSTREAM_ERROR
+        forwarding = self._forward(request, body)
+        del body  # held by the forwarding alone, which lets it go once it is sent
         self._metrics.streams_active.inc()
         try:
-            prepared = prepare_body(request.path, body, request.disclosed)
-            del body
-            if isinstance(prepared, errors.ErrorResponse):
-                self._metrics.error(
-                    ErrorKind.DISCLOSURE_MISMATCH
-                    if prepared.code == "disclosure_mismatch"
-                    else ErrorKind.INVALID_BODY
-                )
-                self._answer(request, prepared)
-                outcome = StreamOutcome.REFUSED
-                await self._outbox.flush()
+            try:
+                outcome = await forwarding
+            except asyncio.CancelledError:
+                if _cancelled_on_purpose():
+                    outcome = StreamOutcome.CLIENT_RESET
+                    raise
+                # A CancelledError nobody asked for (a future cancelled inside a library):
+                # a failure like any other, never a silent end of the stream.
+                self._failed(f"stream {sid} ended by a stray cancellation")
+            except WebSocketClosed:
+                outcome = StreamOutcome.CLIENT_RESET  # the connection ended under us
                 return
-            outcome = await relay(
-                self._outbox,
-                self._ctx.upstream,
-                self._metrics,
-                request,
-                prepared.body,
-                usage_injected=prepared.usage_injected,
-            )
-        except asyncio.CancelledError:
-            outcome = StreamOutcome.CLIENT_RESET
-            raise
-        except (ChannelError, WebSocketClosed):
-            outcome = StreamOutcome.CLIENT_RESET  # the connection ended under us
-        except Exception as exc:
-            # Never a stream left hanging: whatever failed, the client gets an answer or RESET.
-            log_unexpected(_log, f"stream {sid} failed unexpectedly", exc)
-            self._metrics.error(ErrorKind.INTERNAL)
-            outcome = StreamOutcome.UPSTREAM_ERROR
-            await self._reset_after_failure(sid)
+            except Exception as exc:
+                # Including a ChannelError: the core refused to send something (an answer it
+                # cannot carry, a per-direction limit); the connection may well be open.
+                self._failed(f"stream {sid} failed unexpectedly", exc)
+            await self._settle(sid)
         finally:
             self._tasks.pop(sid, None)
             self._buffers.release(charged)
@@ -407,10 +404,59 @@ class Dispatcher:
             if self.shutting_down and not self._tasks:
                 asyncio.get_running_loop().call_soon(self._on_idle)
 
-    async def _reset_after_failure(self, sid: int) -> None:
-        """After an unexpected failure the stream is RESET, whatever it had sent: the client
-        learns at once that this response is over, and the stream's slot is freed."""
-        with contextlib.suppress(ChannelError):
-            self._outbox.conn.reset_stream(sid, RESET_INTERNAL_ERROR, "bridge internal error")
-        with contextlib.suppress(WebSocketClosed):
+    async def _forward(self, request: RequestReceived, body: bytes) -> StreamOutcome:
+        prepared = prepare_body(request.path, body, request.disclosed)
+        del body
+        if isinstance(prepared, errors.ErrorResponse):
+            self._metrics.error(
+                ErrorKind.DISCLOSURE_MISMATCH
+                if prepared.code == "disclosure_mismatch"
+                else ErrorKind.INVALID_BODY
+            )
+            self._answer(request, prepared)
             await self._outbox.flush()
+            return StreamOutcome.REFUSED
+        return await relay(
+            self._outbox,
+            self._ctx.upstream,
+            self._metrics,
+            request,
+            prepared.body,
+            usage_injected=prepared.usage_injected,
+        )
+
+    def _failed(self, what: str, exc: BaseException | None = None) -> None:
+        if exc is None:
+            _log.error("%s", what)
+        else:
+            log_unexpected(_log, what, exc)
+        self._metrics.error(ErrorKind.INTERNAL)
+
+    async def _settle(self, sid: int) -> None:
+        """The client learns that the stream is over, whatever ended its task.
+
+        A stream still owed its END or RESET gets RESET (whatever it had sent: the client
+        learns at once that this response is over, and the stream's slot is freed). When not
+        even RESET can be sealed (the connection reached a per-direction limit, or is failing),
+        the connection is ended, so the client sees it end instead of waiting. Then everything
+        sealed is sent: nothing is left queued in the core without a flush to send it.
+        """
+        try:
+            conn = self._outbox.conn
+            if conn.owes_end(sid):
+                try:
+                    conn.reset_stream(sid, RESET_INTERNAL_ERROR, "bridge internal error")
+                except ChannelError as exc:
+                    _log.warning("stream %d: cannot even RESET (%s): closing", sid, exc.check)
+                    self._outbox.abandon(exc)
+                    return
+            await self._outbox.flush()
+        except WebSocketClosed:
+            pass  # the connection ended: the client sees that
+
+
+def _cancelled_on_purpose() -> bool:
+    """True when the running task was cancelled (``Task.cancel``), not merely handed a
+    CancelledError by something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -419,6 +419,12 @@ class Session:
             self._send_timed_out()
             raise WebSocketClosed(None, None) from None
 
+    def abandon(self, error: ChannelError) -> None:
+        """Nothing more can be sealed on this connection (``bridge.streaming.Outbox``): close
+        the WebSocket with the error's code, which ends the session and its streams; the
+        client sees the connection end (its streams fail) instead of waiting for answers."""
+        self._spawn(self._close_websocket(error.ws_close_code, error.check[:120]))
+
     async def _close_websocket(self, code: int, reason: str) -> None:
         """Close the WebSocket; past ``send_timeout`` abort the TCP connection instead."""
         try:

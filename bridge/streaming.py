@@ -30,6 +30,7 @@ from bridge.usage_meter import UsageMeter
 from shroud_sdk.channel.connection import BridgeConnection
 from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
 from shroud_sdk.channel.events import RequestReceived
+from shroud_sdk.errors import ChannelError
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ class Outbox(Protocol):
 
     async def flush(self) -> None:
         """Send every record the core sealed, in order (raises when the connection ended)."""
+        ...
+
+    def abandon(self, error: ChannelError) -> None:
+        """The core cannot send on this connection any more (``error``): end the connection,
+        so that the client sees it end instead of waiting for answers."""
         ...
 
 

@@ -85,7 +85,7 @@ from shroud_sdk.channel.keyschedule import (
     finished_mac,
 )
 from shroud_sdk.channel.records import Limits, Record, RecordOpener, RecordSealer, padded_length
-from shroud_sdk.channel.streams import Stream, StreamTable, next_state
+from shroud_sdk.channel.streams import HalfState, Stream, StreamTable, next_state
 from shroud_sdk.channel.usage import SignedUsage, Usage, sign_usage, verify_usage
 from shroud_sdk.errors import (
     ChannelError,
@@ -237,6 +237,14 @@ class _Connection:
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` has anything, so a shell can skip an empty flush."""
         return bool(self._outgoing)
+
+    def owes_end(self, stream_id: int) -> bool:
+        """True while this side has sent neither END nor RESET on a stream still in use.
+
+        False once the stream is finished or reset by either side, and for an id never seen.
+        """
+        stream = self._streams.streams.get(stream_id)
+        return stream is not None and stream.local is not HalfState.ENDED
 
     def close_expected(self) -> bool:
         """True when the shell should close the WebSocket after flushing ``data_to_send``."""

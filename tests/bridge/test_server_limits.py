@@ -1,12 +1,15 @@
 """Each in-channel bound met by a real client against the bridge server in-process: the
 unfinished-streams cap, the buffered-bytes budget per session, per source and global, the
-request-body timeout, and everything freed (without waiting for the garbage collector) when a
-session ends. The subprocess attacks with memory measurements are in tests/stress."""
+request-body timeout, everything freed (without waiting for the garbage collector) when a
+session ends, and a stream's task that fails (unexpectedly, by a stray cancellation, or past
+what the connection can seal) still telling the client so. The subprocess attacks with memory
+measurements are in tests/stress."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -17,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from attestation.simulated import SimulatedTdx
 from bridge.config import parse_args
@@ -24,6 +28,8 @@ from bridge.providers.simulated import SimulatedQuoteProvider
 from bridge.server import BridgeServer
 from bridge.upstream import UpstreamRequest
 from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
+from shroud_sdk.channel.records import Limits
+from shroud_sdk.errors import RekeyRequiredError
 from tests.e2e.client import ChannelClient, Response, chat_body
 
 AUDIENCE = "limits.test.local"
@@ -230,16 +236,20 @@ async def test_a_forged_record_ends_the_session_and_frees_it_without_the_collect
 
 
 class _FailingOnce:
-    """An upstream ``send`` that fails unexpectedly the first time, then defers to the real."""
+    """An upstream ``send`` that raises ``error`` the first time, then defers to the real."""
 
-    def __init__(self, real: Callable[[UpstreamRequest], AbstractAsyncContextManager[Any]]):
+    def __init__(
+        self,
+        real: Callable[[UpstreamRequest], AbstractAsyncContextManager[Any]],
+        error: BaseException,
+    ):
         self.real = real
-        self.failed = False
+        self.error: BaseException | None = error
 
     def __call__(self, request: UpstreamRequest) -> AbstractAsyncContextManager[Any]:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("secret-prompt-in-an-exception")
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
         return self.real(request)
 
 
@@ -249,7 +259,9 @@ async def test_an_unexpected_failure_resets_the_stream_and_logs_no_content(
     server = await _server()
     try:
         assert server._upstream is not None
-        server._upstream.send = _FailingOnce(server._upstream.send)  # type: ignore[method-assign,assignment]
+        server._upstream.send = _FailingOnce(  # type: ignore[method-assign,assignment]
+            server._upstream.send, RuntimeError("secret-prompt-in-an-exception")
+        )
         client = await _client(server)
         try:
             with caplog.at_level(logging.INFO):
@@ -265,6 +277,57 @@ async def test_an_unexpected_failure_resets_the_stream_and_logs_no_content(
         await server.shutdown(grace=1)
     assert "stream 1 failed unexpectedly: RuntimeError" in caplog.text
     assert "secret-prompt" not in caplog.text
+
+
+async def test_a_stray_cancellation_resets_the_stream() -> None:
+    # A CancelledError the stream's task was handed (a future cancelled inside a library), not
+    # a cancellation of the task: the stream used to end in silence, as if the client had
+    # reset it, and the client waited for an answer that never came.
+    server = await _server()
+    try:
+        assert server._upstream is not None
+        server._upstream.send = _FailingOnce(  # type: ignore[method-assign,assignment]
+            server._upstream.send, asyncio.CancelledError()
+        )
+        client = await _client(server)
+        try:
+            failed = await client.request(
+                "POST", "/v1/chat/completions", body=chat_body(), seconds=10
+            )
+            assert failed.reset is not None
+            assert failed.reset.code == RESET_INTERNAL_ERROR
+            after = await client.request("POST", "/v1/chat/completions", body=chat_body())
+            assert after.status == 200  # the session goes on
+        finally:
+            await client.close()
+    finally:
+        await server.shutdown(grace=1)
+
+
+async def test_a_connection_that_cannot_seal_any_more_is_closed_not_left_waiting() -> None:
+    # Two records per direction (protocol.md §8): the request's HEADERS and END fit, and so do
+    # the answer's HEADERS and first DATA, but not its END, nor a RESET or CLOSE. The stream
+    # used to end in silence on an open connection; now the connection ends, and the client
+    # learns of it at once.
+    server = await _server()
+    try:
+        context = server._context
+        assert context is not None
+        context.channel = dataclasses.replace(context.channel, limits=Limits(max_records=2))
+        client = await _client(server)
+        try:
+            response = await client.request("GET", "/v1/models", seconds=10)
+            await asyncio.wait_for(client.connection_done.wait(), 10)
+            assert not response.ended  # neither END nor RESET could be sealed
+            assert response.reset is None
+            assert isinstance(client.failure, ConnectionClosed)
+            assert client.failure.rcvd is not None
+            assert client.failure.rcvd.code == RekeyRequiredError.ws_close_code
+            assert await _until(lambda: _sample(server, "shroud_bridge_sessions_active") == 0)
+        finally:
+            await client.close()
+    finally:
+        await server.shutdown(grace=1)
 
 
 async def test_an_oversized_upgrade_request_is_dropped(small_budget: BridgeServer) -> None:
