@@ -19,6 +19,9 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 ``python -m tests.e2e.fake_upstream PORT`` serves it in a process of its own (to be killed).
 
 ``GET /v1/models`` lists the models. It speaks just enough HTTP/1.1 for the bridge's client.
+
+``capacity`` models a model server sized for so many requests at once: a request beyond it
+gets 503 at once (as from a gateway in front of a full vLLM).
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 class FakeUpstream:
     """``with FakeUpstream() as up: up.base_url``; see the module docstring."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, capacity: int | None = None) -> None:
         self._port = port
+        self._capacity = capacity
+        self.in_flight = 0
+        self.refused_full = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -105,6 +111,25 @@ class FakeUpstream:
                 headers[name.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests += 1
+        if self._capacity is not None and self.in_flight >= self._capacity:
+            self.refused_full += 1
+            await _json(writer, 503, {"error": {"message": "at capacity", "type": "x"}})
+            return True
+        self.in_flight += 1
+        try:
+            return await self._answer(method, path, headers, body, reader, writer)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
         if method == "GET" and path == "/v1/models":
             models = [
                 "echo",
