@@ -253,19 +253,31 @@ class _FailingOnce:
         return self.real(request)
 
 
-async def test_an_unexpected_failure_resets_the_stream_and_logs_no_content(
-    caplog: pytest.LogCaptureFixture,
+# A CancelledError the stream's task is handed (a future cancelled inside a library), not a
+# cancellation of the task, used to end the stream in silence, as if the client had reset it.
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (RuntimeError("secret-prompt-in-an-exception"), "failed unexpectedly: RuntimeError"),
+        (asyncio.CancelledError("secret-prompt-in-a-cancel"), "ended by a stray cancellation"),
+    ],
+    ids=["unexpected-failure", "stray-cancellation"],
+)
+async def test_a_failed_stream_is_reset_and_logs_no_content(
+    caplog: pytest.LogCaptureFixture, error: BaseException, logged: str
 ) -> None:
     server = await _server()
     try:
         assert server._upstream is not None
         server._upstream.send = _FailingOnce(  # type: ignore[method-assign,assignment]
-            server._upstream.send, RuntimeError("secret-prompt-in-an-exception")
+            server._upstream.send, error
         )
         client = await _client(server)
         try:
             with caplog.at_level(logging.INFO):
-                failed = await client.request("POST", "/v1/chat/completions", body=chat_body())
+                failed = await client.request(
+                    "POST", "/v1/chat/completions", body=chat_body(), seconds=10
+                )
             assert failed.reset is not None  # answered at once, never left hanging
             assert failed.reset.code == RESET_INTERNAL_ERROR
             assert _sample(server, "shroud_bridge_streams_active") == 0
@@ -275,33 +287,8 @@ async def test_an_unexpected_failure_resets_the_stream_and_logs_no_content(
             await client.close()
     finally:
         await server.shutdown(grace=1)
-    assert "stream 1 failed unexpectedly: RuntimeError" in caplog.text
+    assert f"stream 1 {logged}" in caplog.text
     assert "secret-prompt" not in caplog.text
-
-
-async def test_a_stray_cancellation_resets_the_stream() -> None:
-    # A CancelledError the stream's task was handed (a future cancelled inside a library), not
-    # a cancellation of the task: the stream used to end in silence, as if the client had
-    # reset it, and the client waited for an answer that never came.
-    server = await _server()
-    try:
-        assert server._upstream is not None
-        server._upstream.send = _FailingOnce(  # type: ignore[method-assign,assignment]
-            server._upstream.send, asyncio.CancelledError()
-        )
-        client = await _client(server)
-        try:
-            failed = await client.request(
-                "POST", "/v1/chat/completions", body=chat_body(), seconds=10
-            )
-            assert failed.reset is not None
-            assert failed.reset.code == RESET_INTERNAL_ERROR
-            after = await client.request("POST", "/v1/chat/completions", body=chat_body())
-            assert after.status == 200  # the session goes on
-        finally:
-            await client.close()
-    finally:
-        await server.shutdown(grace=1)
 
 
 async def test_a_connection_that_cannot_seal_any_more_is_closed_not_left_waiting() -> None:
