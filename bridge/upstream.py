@@ -196,15 +196,14 @@ def _fail_body_with_its_connection(response: aiohttp.ClientResponse) -> Callable
     protocol = connection.protocol if connection is not None else None
     if protocol is None:
         return _nothing
-    body: aiohttp.StreamReader | None = response.content
+    body = response.content
 
     def check(closed: asyncio.Future[None] | None = None) -> None:
-        if closed is not None and not closed.cancelled():
-            closed.exception()  # retrieved: a lost connection is reported through the body
+        if closed is not None:
+            _retrieve(closed)
         error = protocol.exception()
         if (
-            body is not None
-            and isinstance(error, HttpProcessingError)
+            isinstance(error, HttpProcessingError)
             and not body.is_eof()
             and body.exception() is None
         ):
@@ -219,10 +218,20 @@ def _fail_body_with_its_connection(response: aiohttp.ClientResponse) -> Callable
     closed.add_done_callback(check)
 
     def unwatch() -> None:
-        nonlocal body
-        body = None  # the pooled connection outlives the response; forget the response
+        # The pooled connection outlives the response: forget the response, and leave one
+        # callback that retrieves how the connection ended (never one per response).
+        closed.remove_done_callback(check)
+        closed.remove_done_callback(_retrieve)
+        closed.add_done_callback(_retrieve)
 
     return unwatch
+
+
+def _retrieve(closed: asyncio.Future[None]) -> None:
+    """Mark how a connection ended as seen: a connection lost with an error is reported
+    through its response, never as an unretrieved future's exception in the log."""
+    if not closed.cancelled():
+        closed.exception()
 
 
 def _nothing() -> None:
