@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from shroud_sdk.channel.constants import PROTOCOL_VERSION
+from shroud_sdk.channel.constants import PROTOCOL_VERSION, SIMULATED_SUITES
 
 ENV_PREFIX: Final = "SHROUD_BRIDGE_"
 ENV_CONFIG_FILE: Final = ENV_PREFIX + "CONFIG"
@@ -498,14 +498,23 @@ ANY_KEY_WARNING: Final = (
 
 
 def startup_warnings(config: BridgeConfig) -> list[str]:
-    """The warnings the server must log at start, loudest first (empty when none apply)."""
+    """The warnings a bridge logs once at start (``bridge.server.prepare_bridge``), loudest
+    first (empty when none apply)."""
     warnings = []
     if config.quote_provider is QuoteProviderKind.SIMULATED:
         warnings.append(
-            "SIMULATED quote provider: evidence from this bridge proves nothing; development only."
+            "SIMULATED quote provider: evidence from this bridge proves nothing (development "
+            f"only); it announces only the simulated suites {sorted(map(int, SIMULATED_SUITES))}, "
+            "which production clients refuse"
         )
     if config.accepts_any_key:
         warnings.append(ANY_KEY_WARNING)
+    if config.evidence_lifetime > DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME:
+        warnings.append(
+            f"evidence_lifetime is {config.evidence_lifetime} s: clients with the default policy "
+            f"refuse attested keys valid longer than {DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME} s "
+            "(max_evidence_lifetime_seconds)"
+        )
     if config.audience is None and _is_wildcard(config.listen.host):
         warnings.append(
             f"audience defaults to {config.effective_audience!r}, a wildcard address no client "

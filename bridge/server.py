@@ -49,7 +49,7 @@ from bridge.admission import Admission, AdmissionTicket, HandshakeSlots
 from bridge.attested_key import AttestedKeyHolder
 from bridge.buffer_budget import BufferBudget
 from bridge.client_address import ClientAddresses
-from bridge.config import DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME, BridgeConfig, HostPort
+from bridge.config import BridgeConfig, HostPort, startup_warnings
 from bridge.demo_upstream import DemoUpstream
 from bridge.dispatch import api_key_digests
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
@@ -86,10 +86,6 @@ CLOSE_TIMEOUT: Final = 5.0
 # Messages websockets may queue per connection before it stops reading the socket: bounds the
 # memory a connection holds while its session is busy (each message is at most one record).
 MAX_QUEUED_MESSAGES: Final = 4
-ANY_KEY_WARNING: Final = (
-    "NO API KEY CONFIGURED: this bridge accepts ANY client API key. Configure --api-key (or "
-    "SHROUD_BRIDGE_API_KEYS) before exposing it."
-)
 
 
 class ListenError(OSError):
@@ -151,14 +147,8 @@ def prepare_bridge(config: BridgeConfig, provider: QuoteProvider | None = None) 
         if state is not None:
             state.close()
         raise
-    if provider.simulated:
-        _log.warning(
-            "SIMULATED TEE: announcing only the simulated suites %s; production clients "
-            "refuse them",
-            sorted(map(int, SIMULATED_SUITES)),
-        )
-    if config.accepts_any_key:
-        _log.warning(ANY_KEY_WARNING)
+    for warning in startup_warnings(config):
+        _log.warning("%s", warning)
     return PreparedBridge(provider, measured, state, dev_policy)
 
 
@@ -253,13 +243,6 @@ class BridgeServer:
         # From here on only `evidence` holds the provider (the "no oracle" rule).
         del provider, prepared
         self._injected_provider = None
-        if config.evidence_lifetime > DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME:
-            _log.warning(
-                "evidence_lifetime is %d s: clients with the default policy refuse attested "
-                "keys valid longer than %d s (max_evidence_lifetime_seconds)",
-                config.evidence_lifetime,
-                DEFAULT_CLIENT_MAX_EVIDENCE_LIFETIME,
-            )
         attested_key = AttestedKeyHolder(
             evidence, config.evidence_lifetime, on_rotation=metrics.rotation
         )

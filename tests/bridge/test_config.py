@@ -303,7 +303,7 @@ def test_start_warnings_say_loudly_that_any_key_is_accepted() -> None:
     assert ANY_KEY_WARNING not in startup_warnings(_sim("--api-key", KEY_A))
 
 
-def test_start_warnings_cover_simulated_wildcard_audience_metrics_and_plain_upstream() -> None:
+def test_start_warnings_cover_simulated_wildcard_metrics_plain_upstream_long_evidence() -> None:
     warnings = " | ".join(
         startup_warnings(
             _sim(
@@ -313,10 +313,13 @@ def test_start_warnings_cover_simulated_wildcard_audience_metrics_and_plain_upst
                 "0.0.0.0:9464",
                 "--upstream",
                 "http://10.0.0.5:8000/v1",
+                "--evidence-lifetime",
+                "7200",
             )
         )
     )
     assert "SIMULATED" in warnings
+    assert "evidence_lifetime is 7200 s" in warnings
     assert "wildcard" in warnings
     assert "/metrics" in warnings
     assert "unencrypted" in warnings

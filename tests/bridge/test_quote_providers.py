@@ -20,7 +20,13 @@ from attestation.image_hash import image_digests
 from attestation.policy import Policy, PolicyResult
 from attestation.quote_parser import parse_quote
 from attestation.verify import verify_quote
-from bridge.config import BridgeConfig, QuoteProviderKind, parse_args
+from bridge.config import (
+    ANY_KEY_WARNING,
+    BridgeConfig,
+    QuoteProviderKind,
+    parse_args,
+    startup_warnings,
+)
 from bridge.providers import (
     ConcurrentReportError,
     ProviderUnavailableError,
@@ -46,6 +52,7 @@ from bridge.providers.tdx_guest import (
     build_get_quote_request,
     parse_get_quote_response,
 )
+from bridge.server import prepare_bridge
 from tests.bridge.fakes import FakeConfigfs, FakeRtmrSysfs, FakeTdxDevice
 from tests.vectors import TDX_CASES, ccel_sample, tdx_case
 
@@ -353,6 +360,18 @@ def test_simulated_provider_warns_loudly(tmp_path: Path, caplog: pytest.LogCaptu
     assert provider.simulated
     assert provider.kind is QuoteProviderKind.SIMULATED
     assert SIMULATED_WARNING in caplog.text
+
+
+def test_bridge_start_logs_every_configuration_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _sim_config(tmp_path, "--evidence-lifetime", "7200")
+    with caplog.at_level(logging.WARNING, logger="bridge.server"):
+        prepare_bridge(config)
+    logged = [r.getMessage() for r in caplog.records if r.name == "bridge.server"]
+    assert logged == startup_warnings(config)
+    assert ANY_KEY_WARNING in logged
+    assert any("evidence_lifetime is 7200 s" in line for line in logged)
 
 
 def test_simulated_quote_is_over_report_data_and_current_rtmr3(tmp_path: Path) -> None:
