@@ -56,15 +56,3 @@ class EventLogError(AttestationError):
 
 class PolicyError(AttestationError):
     """A policy file or object is invalid (unknown key, wrong type, bad value)."""
-
-
-class VerificationFailedError(AttestationError):
-    """Verification ran and rejected the evidence; ``report`` says which check failed and why.
-
-    The report is typed loosely here to keep this module free of imports; it is an
-    ``attestation.report.VerificationReport``.
-    """
-
-    def __init__(self, message: str, report: object) -> None:
-        super().__init__(message)
-        self.report = report

@@ -72,10 +72,6 @@ def _toml(key: str, value: Any) -> str:
     return tomli_w.dumps({key: value}).rstrip("\n")
 
 
-def _comment(text: str) -> list[str]:
-    return [f"# {line}".rstrip() for line in text.splitlines()]
-
-
 def draft_policy(
     report: VerificationReport,
     replay: ReplayResult | None,

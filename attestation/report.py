@@ -36,10 +36,6 @@ class TcbStatus(StrEnum):
         """Rank used to combine statuses: the worst (highest) wins, as in Intel's QVL."""
         return _SEVERITY[self]
 
-    @classmethod
-    def worst(cls, *statuses: TcbStatus) -> TcbStatus:
-        return max(statuses, key=lambda s: s.severity)
-
 
 # Intel QVL's convergence rules order the statuses this way (UpToDate best, Revoked worst).
 _SEVERITY = {

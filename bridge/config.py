@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import hmac
 import ipaddress
 import json
 import os
@@ -419,21 +418,6 @@ class BridgeConfig(BaseModel):
     def accepts_any_key(self) -> bool:
         """True when no API key is configured, so the bridge admits every client key."""
         return not self.api_keys
-
-    def api_key_matches(self, candidate: str) -> bool:
-        """Whether ``candidate`` is one of the configured keys (True for any key if none are).
-
-        Constant time in the candidate and in which key matches: every configured key is
-        compared, through SHA-256 so that ``hmac.compare_digest`` sees equal lengths.
-        """
-        if self.accepts_any_key:
-            return True
-        wanted = hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).digest()
-        found = False
-        for key in self.api_keys:
-            expected = hashlib.sha256(key.get_secret_value().encode("utf-8")).digest()
-            found |= hmac.compare_digest(wanted, expected)
-        return found
 
     @property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

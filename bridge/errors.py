@@ -135,16 +135,6 @@ def invalid_body(reason: str) -> ErrorResponse:
     return bad_request(f"The request body was refused: {reason}.", "invalid_request_body")
 
 
-def internal_error() -> ErrorResponse:
-    """500: an unexpected failure inside the bridge (details only in the bridge's log)."""
-    return openai_error(
-        500,
-        "The bridge failed to process the request.",
-        error_type="server_error",
-        code="bridge_internal_error",
-    )
-
-
 def overloaded(overload: Overload) -> ErrorResponse:
     """429 or 503 with Retry-After and ``x-shroud-overload``: a bound refused the request.
 

@@ -56,7 +56,6 @@ class HandshakeFailure(StrEnum):
     UNSUPPORTED_SUITE = "unsupported_suite"
     WRONG_AUDIENCE = "wrong_audience"
     DISCLOSURE_REFUSED = "disclosure_refused"
-    UNAUTHORIZED = "unauthorized"
     OVERLOADED = "overloaded"
     QUOTE_FAILED = "quote_failed"
     EVIDENCE_UNAVAILABLE = "evidence_unavailable"  # no valid attested key (rotation failing)
@@ -80,7 +79,6 @@ class ErrorKind(StrEnum):
     INVALID_BODY = "invalid_body"  # a JSON body too deep or with duplicate keys: 400
     UPSTREAM_CONNECT = "upstream_connect"
     UPSTREAM_TIMEOUT = "upstream_timeout"
-    UPSTREAM_PROTOCOL = "upstream_protocol"
     INTERNAL = "internal"
 
 

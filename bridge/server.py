@@ -190,7 +190,6 @@ class BridgeServer:
         self._gate: Gate | None = None
         self._closing = False
         self.metrics: BridgeMetrics | None = None
-        self.usage_public_key: ec.EllipticCurvePublicKey | None = None
 
     def __repr__(self) -> str:
         return f"BridgeServer(listen={self.config.listen}, sessions={len(self._sessions)})"
@@ -250,7 +249,6 @@ class BridgeServer:
         self._attested_key = attested_key
         usage_key = self._usage_key or ec.generate_private_key(ec.SECP256R1())
         self._usage_key = None
-        self.usage_public_key = usage_key.public_key()
         channel = ChannelConfig(
             audience=config.effective_audience,
             evidence_provider=evidence,

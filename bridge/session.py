@@ -190,11 +190,6 @@ class Session:
         return self._shutting_down
 
     @property
-    def active_streams(self) -> int:
-        """Requests being proxied right now."""
-        return self._dispatcher.active
-
-    @property
     def conn(self) -> BridgeConnection:
         """The session's channel core (``bridge.streaming.Outbox``)."""
         return self._conn

@@ -57,10 +57,3 @@ def write_policy_file(path: str | Path, text: str) -> Path:
     temporary.write_text(text, encoding="ascii")
     os.replace(temporary, target)
     return target
-
-
-def write_dev_policy(
-    path: str | Path, provider: SimulatedQuoteProvider, measured: MeasuredConfiguration
-) -> Path:
-    """Write :func:`dev_policy_text` to ``path`` (atomically); return the path."""
-    return write_policy_file(path, dev_policy_text(provider, measured))

@@ -39,7 +39,7 @@ from bridge.providers import (
 from bridge.providers import linux_abi as abi
 from bridge.providers.base import quote_report_data, read_firmware_event_log
 from bridge.providers.configfs_tsm import ConfigfsTsmProvider
-from bridge.providers.dev_policy import DEV_POLICY_BANNER, write_dev_policy
+from bridge.providers.dev_policy import DEV_POLICY_BANNER, dev_policy_text, write_policy_file
 from bridge.providers.measure import (
     CONFIG_HASH_EVENT,
     IMAGE_DIGEST_EVENT,
@@ -509,7 +509,7 @@ def test_dev_policy_accepts_this_bridge(tmp_path: Path) -> None:
     config = _sim_config(tmp_path, "--image-digest", DIGEST)
     provider = SimulatedQuoteProvider.from_config(config)
     measured = measure_bridge(provider, config)
-    path = write_dev_policy(tmp_path / "dev-policy.toml", provider, measured)
+    path = write_policy_file(tmp_path / "dev-policy.toml", dev_policy_text(provider, measured))
     assert path.read_text().startswith(DEV_POLICY_BANNER)
     assert Policy.load(path).allow_simulated_tee
     result = _evaluate_with(path, provider, measured.runtime_log)
@@ -519,7 +519,9 @@ def test_dev_policy_accepts_this_bridge(tmp_path: Path) -> None:
 def test_dev_policy_rejects_a_bridge_sending_data_elsewhere(tmp_path: Path) -> None:
     config = _sim_config(tmp_path, "--image-digest", DIGEST)
     provider = SimulatedQuoteProvider.from_config(config)
-    path = write_dev_policy(tmp_path / "p.toml", provider, measure_bridge(provider, config))
+    path = write_policy_file(
+        tmp_path / "p.toml", dev_policy_text(provider, measure_bridge(provider, config))
+    )
     # Same platform (same root, same MRTD), restarted with another upstream.
     other_config = _sim_config(
         tmp_path, "--image-digest", DIGEST, "--upstream", "https://evil.example"
@@ -533,7 +535,9 @@ def test_dev_policy_rejects_a_bridge_sending_data_elsewhere(tmp_path: Path) -> N
 def test_dev_policy_rejects_another_simulated_platform(tmp_path: Path) -> None:
     config = _sim_config(tmp_path, "--image-digest", DIGEST)
     provider = SimulatedQuoteProvider.from_config(config)
-    path = write_dev_policy(tmp_path / "p.toml", provider, measure_bridge(provider, config))
+    path = write_policy_file(
+        tmp_path / "p.toml", dev_policy_text(provider, measure_bridge(provider, config))
+    )
     stranger_config = parse_args(
         ["--quote-provider", "simulated", "--image-digest", DIGEST], environ={}
     )

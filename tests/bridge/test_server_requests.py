@@ -48,6 +48,10 @@ def test_request_without_a_key_is_unauthorized() -> None:
 def test_request_with_an_unknown_or_truncated_key_is_unauthorized() -> None:
     assert not authorized((("authorization", "Bearer sk-test-nope"),), KEYS)
     assert not authorized((("authorization", "Bearer sk-test-0123456789abcde"),), KEYS)
+    assert not authorized((("authorization", "Bearer sk-test-0123456789abcdefx"),), KEYS)
+    assert not authorized((("authorization", "Bearer "),), KEYS)
+    # a lone surrogate from a broken header: refused, no crash
+    assert not authorized((("authorization", "Bearer \udcff"),), KEYS)
 
 
 def test_key_under_another_scheme_is_unauthorized() -> None:

@@ -44,7 +44,6 @@ class FakeUpstream:
         self._port = port
         self._capacity = capacity
         self.in_flight = 0
-        self.refused_full = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -112,7 +111,6 @@ class FakeUpstream:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests += 1
         if self._capacity is not None and self.in_flight >= self._capacity:
-            self.refused_full += 1
             await _json(writer, 503, {"error": {"message": "at capacity", "type": "x"}})
             return True
         self.in_flight += 1
