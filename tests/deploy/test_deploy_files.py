@@ -196,6 +196,8 @@ def test_compose_pulls_the_bridge_by_the_digest_it_measures() -> None:
     assert config.quote_provider is QuoteProviderKind.CONFIGFS_TSM
     assert config.effective_audience == env["SHROUD_AUDIENCE"]
     assert config.upstream == "http://vllm:8000/v1"
+    # nginx sits in front: without trusting it, every client would be one source.
+    assert config.trusted_proxies == (f"{env['SHROUD_TRUSTED_PROXIES']}/32",)
     # One variable feeds both: the pulled and the measured digest cannot drift apart.
     assert raw["services"]["bridge"]["image"].endswith(
         "@${SHROUD_BRIDGE_DIGEST:?set SHROUD_BRIDGE_DIGEST}"
@@ -223,7 +225,7 @@ def test_kubernetes_manifests_match_the_api_schemas() -> None:
     for document in _manifests():
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         kinds.append(document["kind"])
-    assert kinds == ["Namespace", "DaemonSet", "Service", "Ingress"]
+    assert kinds == ["Namespace", "DaemonSet", "Service", "NetworkPolicy", "Ingress"]
 
 
 def test_kubernetes_schema_check_catches_a_misspelt_field() -> None:
@@ -256,6 +258,25 @@ def test_kubernetes_bridge_pulls_by_the_measured_digest_and_answers_to_the_ingre
     assert float(timeout) > config.ping_interval
 
 
+def test_kubernetes_bridge_trusts_the_ingress_and_only_the_ingress_reaches_it() -> None:
+    documents = {d["kind"]: d for d in _manifests()}
+    pod = documents["DaemonSet"]["spec"]["template"]
+    bridge = next(c for c in pod["spec"]["containers"] if c["name"] == "bridge")
+    config = _bridge_config({e["name"]: e["value"] for e in bridge["env"] if "value" in e})
+    # ingress-nginx names the client in X-Forwarded-For; the bridge believes it from the pods.
+    assert config.trusted_proxies
+    # ...and no pod but ingress-nginx's can reach the bridge to name a client of its own.
+    policy = documents["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    port = next(p["containerPort"] for p in bridge["ports"] if p["name"] == "ws")
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+
+
 # --- systemd, nginx -------------------------------------------------------------------------
 
 
@@ -275,6 +296,7 @@ def test_systemd_unit_is_a_bridge_command_line_the_bridge_accepts() -> None:
     assert config.image_digest is not None
     assert _DIGEST.fullmatch(config.image_digest)
     assert config.effective_audience == "llm.example.com:443"
+    assert config.trusted_proxies  # nginx in front names the clients
     assert "RuntimeDirectoryPreserve=yes" in SYSTEMD.read_text()
 
 
