@@ -5,8 +5,10 @@ request path or query string, no body, no key, at any level (DEBUG included), un
 operator asks for an access log with ``--log-request-paths`` (paths and queries only; bodies
 never). Two things would otherwise break that:
 
-- the HTTP client libraries: ``httpx2`` logs ``HTTP Request: POST http://upstream/v1/...?...``
-  at INFO and ``httpcore`` traces requests at DEBUG. :func:`configure` caps them at WARNING
+- the HTTP client libraries that see decrypted request URLs: the upstream client (``aiohttp``,
+  which logs no request lines today) and the ``httpx`` family that the SDK and the collateral
+  fetcher bring into the process (``httpx2`` logs ``HTTP Request: POST http://.../v1/...?...``
+  at INFO, ``httpcore`` traces requests at DEBUG). :func:`configure` caps them all at WARNING
   unless ``log_request_paths`` is set;
 - exception messages, which may quote what failed to parse (a ``KeyError`` names the key, a
   decode error quotes bytes). :func:`log_unexpected` logs the exception's type and where it
@@ -23,7 +25,7 @@ import traceback
 from typing import Final
 
 # Loggers of libraries that see decrypted request URLs.
-HTTP_CLIENT_LOGGERS: Final = ("httpx2", "httpx", "httpcore", "httpcore2", "hpack")
+HTTP_CLIENT_LOGGERS: Final = ("aiohttp.client", "httpx2", "httpx", "httpcore", "httpcore2", "hpack")
 
 
 # websockets logs "connection open/rejected/closed" at INFO for every connection: under a

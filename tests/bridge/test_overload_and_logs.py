@@ -77,6 +77,7 @@ def test_http_client_request_lines_are_capped_unless_asked_for() -> None:
     try:
         logs.configure(log_request_paths=False)
         assert not logging.getLogger("httpx2").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("aiohttp.client").isEnabledFor(logging.INFO)
         assert not logging.getLogger("httpcore").isEnabledFor(logging.DEBUG)
         assert not logging.getLogger("websockets.server").isEnabledFor(logging.INFO)
         logs.configure(log_request_paths=True)
