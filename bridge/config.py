@@ -690,8 +690,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-concurrent-handshakes",
         type=int,
-        help="handshakes (quotes) in progress at once, at most half of them for one client "
-        "address; more are refused with close 1013 until one ends (default "
+        help="fresh-mode handshakes (each waits for a quote) in progress at once, at most half "
+        "of them for one client address; more are refused with close 1013 until one ends; "
+        "attested-key handshakes need no quote and no slot (default "
         f"{_default('max_concurrent_handshakes')})",
     )
     p.add_argument(
