@@ -136,8 +136,9 @@ def test_simulated_evidence_needs_its_root_named(tmp_path: Path, sim: SimulatedT
     assert "--simulated needs --trust-root" in err
 
 
-def test_real_quote_draft_trusts_intel_and_warns_about_what_it_cannot_pin() -> None:
-    case = tdx_case("v4-uptodate")
+def _init_from_vector(name: str) -> tuple[str, str]:
+    """``policy init --quote`` on a real vector, at its time; the draft and the warnings."""
+    case = tdx_case(name)
     code, out, err = run(
         "policy",
         "init",
@@ -149,6 +150,11 @@ def test_real_quote_draft_trusts_intel_and_warns_about_what_it_cannot_pin() -> N
         str(case.now),
     )
     assert code == 0, err
+    return out, err
+
+
+def test_real_quote_draft_trusts_intel_and_warns_about_what_it_cannot_pin() -> None:
+    out, err = _init_from_vector("v4-uptodate")
     policy = Policy.from_toml(out)
     assert policy.trusted_roots is None  # Intel's root
     assert not policy.allow_simulated_tee
@@ -158,17 +164,6 @@ def test_real_quote_draft_trusts_intel_and_warns_about_what_it_cannot_pin() -> N
 
 
 def test_out_of_date_platform_is_reported_and_left_to_the_operator() -> None:
-    case = tdx_case("neg-outofdate")
-    code, out, err = run(
-        "policy",
-        "init",
-        "--quote",
-        str(case.directory / "quote.bin"),
-        "--collateral",
-        str(case.directory / "collateral.json"),
-        "--at",
-        str(case.now),
-    )
-    assert code == 0, err
+    out, err = _init_from_vector("neg-outofdate")
     assert "TCB status is OutOfDate" in err
     assert Policy.from_toml(out).allowed_tcb_statuses == {"UpToDate"}

@@ -47,7 +47,6 @@ class FakeUpstream:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
-        self.endless_started = threading.Event()
         self.endless_disconnected = threading.Event()
         self.stall_disconnected = threading.Event()
         self.bad_chunk_release = threading.Event()
@@ -198,7 +197,6 @@ class FakeUpstream:
                         self.stall_disconnected.set()
             return False
         if model == "endless":
-            self.endless_started.set()
             try:
                 while True:
                     await _chunk(writer, _event({"choices": [{"delta": {"content": "x"}}]}))

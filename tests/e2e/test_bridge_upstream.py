@@ -265,37 +265,26 @@ async def test_streamed_sse_bytes_pass_through_unchanged(bridge: BridgeProcess) 
     assert response.usage.usage.total_tokens == USAGE["total_tokens"]
 
 
+# "endless" streams until the bridge lets go; "stall" sends nothing after its first event, so
+# only an explicit cancellation (not a failed write) ends it, and well before the 2 s upstream
+# read timeout.
+@pytest.mark.parametrize(("model", "within"), [("endless", 10.0), ("stall", 1.5)])
 async def test_client_reset_cancels_the_upstream_request(
-    bridge: BridgeProcess, upstream: FakeUpstream
+    bridge: BridgeProcess, upstream: FakeUpstream, model: str, within: float
 ) -> None:
-    upstream.endless_started.clear()
-    upstream.endless_disconnected.clear()
+    disconnected = {
+        "endless": upstream.endless_disconnected,
+        "stall": upstream.stall_disconnected,
+    }[model]
+    disconnected.clear()
     client = await _client(bridge)
     try:
         sid = await client.start(
-            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="endless")
+            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model=model)
         )
         await client.first_chunk(sid)
         await client.reset(sid)
-        assert await asyncio.to_thread(upstream.endless_disconnected.wait, 10)
-    finally:
-        await client.close()
-
-
-async def test_client_reset_cancels_a_silent_upstream_request(
-    bridge: BridgeProcess, upstream: FakeUpstream
-) -> None:
-    # The upstream sends nothing after its first event: only an explicit cancellation (not a
-    # failed write) ends the upstream request, and well before the 2 s upstream read timeout.
-    upstream.stall_disconnected.clear()
-    client = await _client(bridge)
-    try:
-        sid = await client.start(
-            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model="stall")
-        )
-        await client.first_chunk(sid)
-        await client.reset(sid)
-        assert await asyncio.to_thread(upstream.stall_disconnected.wait, 1.5)
+        assert await asyncio.to_thread(disconnected.wait, within)
     finally:
         await client.close()
 
