@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
 from tests.bridgeproc import BridgeProcess, running_bridge
-from tests.e2e.client import ChannelClient, chat_body, sse_data
+from tests.e2e.client import ChannelClient, Response, chat_body, sse_data
 from tests.e2e.fake_upstream import USAGE, FakeUpstream
 
 pytestmark = pytest.mark.slow
@@ -73,6 +73,17 @@ def _error_code(body: bytes) -> str:
     return code
 
 
+async def _request_once(
+    bridge: BridgeProcess, method: str, path: str, *, headers: list[tuple[str, str]], body: bytes
+) -> Response:
+    """One request on a connection of its own, closed afterwards; the response."""
+    client = await _client(bridge)
+    try:
+        return await client.request(method, path, headers=headers, body=body)
+    finally:
+        await client.close()
+
+
 async def test_missing_or_wrong_api_key_gets_401(bridge: BridgeProcess) -> None:
     client = await _client(bridge)
     try:
@@ -106,22 +117,19 @@ async def test_missing_or_wrong_api_key_gets_401(bridge: BridgeProcess) -> None:
 async def test_client_key_and_hop_by_hop_headers_are_not_forwarded(
     bridge: BridgeProcess,
 ) -> None:
-    client = await _client(bridge)
-    try:
-        response = await client.request(
-            "POST",
-            "/v1/chat/completions",
-            headers=[
-                *AUTH,
-                ("connection", "keep-alive, x-secret"),
-                ("proxy-authorization", "Basic c2VjcmV0"),
-                ("accept-encoding", "gzip"),
-                ("x-request-tag", "kept"),
-            ],
-            body=chat_body(model="echo"),
-        )
-    finally:
-        await client.close()
+    response = await _request_once(
+        bridge,
+        "POST",
+        "/v1/chat/completions",
+        headers=[
+            *AUTH,
+            ("connection", "keep-alive, x-secret"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("accept-encoding", "gzip"),
+            ("x-request-tag", "kept"),
+        ],
+        body=chat_body(model="echo"),
+    )
     document = response.json()
     assert isinstance(document, dict)
     received = document["received_headers"]
@@ -185,28 +193,21 @@ async def test_oversized_body_gets_413(bridge: BridgeProcess) -> None:
 async def test_an_upstream_failing_before_its_headers_gets_the_bridge_answer(
     bridge: BridgeProcess, model: str, status: int, code: str
 ) -> None:
-    client = await _client(bridge)
-    try:
-        response = await client.request(
-            "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model=model)
-        )
-    finally:
-        await client.close()
+    response = await _request_once(
+        bridge, "POST", "/v1/chat/completions", headers=AUTH, body=chat_body(model=model)
+    )
     assert response.status == status
     assert _error_code(response.body) == code
 
 
 async def test_upstream_failing_midstream_resets_the_stream(bridge: BridgeProcess) -> None:
-    client = await _client(bridge)
-    try:
-        response = await client.request(
-            "POST",
-            "/v1/chat/completions",
-            headers=AUTH,
-            body=chat_body(model="fail-midstream", stream=True),
-        )
-    finally:
-        await client.close()
+    response = await _request_once(
+        bridge,
+        "POST",
+        "/v1/chat/completions",
+        headers=AUTH,
+        body=chat_body(model="fail-midstream", stream=True),
+    )
     assert response.status == 200
     assert b"partial" in response.body
     # Not a silent truncation: the stream ends with RESET, never END.
@@ -245,16 +246,13 @@ async def test_a_malformed_chunk_after_the_headers_resets_the_stream(
 
 
 async def test_streamed_sse_bytes_pass_through_unchanged(bridge: BridgeProcess) -> None:
-    client = await _client(bridge)
-    try:
-        response = await client.request(
-            "POST",
-            "/v1/chat/completions",
-            headers=AUTH,
-            body=chat_body(model="stream", stream=True),
-        )
-    finally:
-        await client.close()
+    response = await _request_once(
+        bridge,
+        "POST",
+        "/v1/chat/completions",
+        headers=AUTH,
+        body=chat_body(model="stream", stream=True),
+    )
     expected = b"".join(
         b"data: " + json.dumps({"choices": [{"delta": {"content": w}}]}).encode() + b"\n\n"
         for w in ("one", " two", " three")
