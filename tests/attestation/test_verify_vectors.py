@@ -8,8 +8,6 @@ the only one trusted by default.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from typing import Any
 
 import dcap_qvl
@@ -186,19 +184,6 @@ def test_warm_path_still_checks_time(v4_case: TdxCase, v4_collateral: Collateral
     late = verify_quote(v4_case.quote, verified, now=v4_collateral.next_update + 1)
     assert not late.ok
     assert late.check("tcb_info_validity").status is CheckStatus.FAIL
-
-
-def test_warm_verification_is_fast(v4_case: TdxCase, v4_collateral: Collateral) -> None:
-    verified = VerifiedCollateral.prepare(v4_collateral)
-    quote = v4_case.quote
-    verify_quote(quote, verified, now=v4_case.now)
-    timings = []
-    for _ in range(50):
-        start = time.perf_counter()
-        verify_quote(quote, verified, now=v4_case.now)
-        timings.append(time.perf_counter() - start)
-    # The target is well under a millisecond; the bound leaves room for a loaded CI machine.
-    assert statistics.median(timings) < 0.005
 
 
 def test_warm_collateral_refuses_other_roots(
