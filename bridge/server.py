@@ -12,7 +12,8 @@
    then this process's attested key (``bridge.attested_key``): the first key and its quote are
    made before listening (a failure fails the start), later ones by a background rotation;
 4. a fresh per-process usage-signing key (ECDSA P-256, never written anywhere; its public key
-   is bound into every quote's REPORTDATA through the handshake);
+   is in every BridgeHello, so the attested key's signature, or a fresh quote's REPORTDATA,
+   vouches for it: docs/protocol.md section 7.3);
 5. the upstream client (or the built-in demo model) and the WebSocket listener:
    permessage-deflate off (compression before encryption leaks lengths), ``max_size`` one
    maximal shroud/1 record (checked by ``websockets`` before anything is decoded), keepalive
