@@ -124,7 +124,6 @@ class AttestedKeyHolder:
         self._max_sleep = max_sleep
         self._current: KeyEvidence | None = None
         self._task: asyncio.Task[None] | None = None
-        self.rotations = 0  # successful ones, the first included
         self.failures = 0
 
     def __repr__(self) -> str:
@@ -229,7 +228,6 @@ class AttestedKeyHolder:
 
     def _install(self, key_evidence: KeyEvidence) -> None:
         self._current = key_evidence  # one reference swap: a handshake sees old or new, whole
-        self.rotations += 1
         self._report(RotationResult.OK, self._not_after(key_evidence))
 
     async def _collateral_changed(self, current: KeyEvidence) -> bool:
