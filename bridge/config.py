@@ -486,10 +486,10 @@ def startup_warnings(config: BridgeConfig) -> list[str]:
     first (empty when none apply)."""
     warnings = []
     if config.quote_provider is QuoteProviderKind.SIMULATED:
+        # The provider itself says that its quotes prove nothing; this is what clients see.
         warnings.append(
-            "SIMULATED quote provider: evidence from this bridge proves nothing (development "
-            f"only); it announces only the simulated suites {sorted(map(int, SIMULATED_SUITES))}, "
-            "which production clients refuse"
+            "SIMULATED TEE: announcing only the simulated suites "
+            f"{sorted(map(int, SIMULATED_SUITES))}; production clients refuse them"
         )
     if config.accepts_any_key:
         warnings.append(ANY_KEY_WARNING)
