@@ -16,8 +16,9 @@ httpx2 (the client before), aiohttp and a small h11 reader; aiohttp used a third
 CPU per event and merged what each read brought, httpx2 handed over every chunked-encoding
 chunk separately (one record each) under a cancel scope per read.
 
-Headers: hop-by-hop headers and the client's ``Authorization`` are never forwarded (the client's
-key is for the bridge; the upstream's key, if any, is the bridge's own configuration), and
+Headers: hop-by-hop headers, the client's ``Authorization`` and ``Cookie`` are never forwarded
+(the client's key is for the bridge; the upstream's key, if any, is the bridge's own
+configuration; a cookie is the client's state with some other service), and
 ``Accept-Encoding: identity`` is forced, because compressing secrets before encrypting them would
 leak their content through record lengths (the CRIME/BREACH family). Nothing is added that the
 client did not send but ``Host``, ``Content-Length`` and those two (no ``User-Agent``,
@@ -37,7 +38,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
@@ -94,9 +95,11 @@ class UpstreamRequest:
     """What the bridge forwards: method, OpenAI path (with query), client headers, body."""
 
     method: str
-    path: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
+    # Decrypted: the path and query, the client's headers and the prompt's body must never show
+    # up in a repr (tracebacks, debuggers, logs), as the log policy keeps them out of logs.
+    path: str = field(repr=False)
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes = field(repr=False)
 
 
 class UpstreamResponse:

@@ -98,3 +98,16 @@ async def test_a_status_outside_100_to_599_is_a_broken_upstream(status: bytes) -
         with pytest.raises(UpstreamConnectError) as failure:
             await _read_all(upstream)
         assert not failure.value.after_headers  # the bridge answers 502 itself
+
+
+def test_a_forwarded_request_keeps_its_path_headers_and_body_out_of_its_repr() -> None:
+    request = UpstreamRequest(
+        "POST",
+        "/v1/chat/completions?user=secret-path",
+        (("x-secret-header", "secret-header-value"),),
+        b'{"messages": [{"content": "secret-prompt"}]}',
+    )
+    shown = repr(request)
+    assert "POST" in shown
+    for secret in ("secret-path", "secret-header-value", "secret-prompt"):
+        assert secret not in shown
