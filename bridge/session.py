@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
+from websockets.protocol import State
 
 from bridge.admission import HandshakeSlots
 from bridge.buffer_budget import BufferBudget
@@ -143,6 +144,23 @@ def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...
             break
         shown.append(name)
     return close_reason(reason + ",".join(shown))
+
+
+# RFC 6455 section 5.2: a server's frame header is at most 10 bytes (no mask); 14 with one.
+_MAX_FRAME_HEADER: Final = 14
+
+
+def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
+    """Whether ``size`` more bytes can be framed and handed to the socket now, with no wait.
+
+    websockets' ``send_context`` waits only when the connection is not open (for its closing)
+    or when the write fills the transport's buffer past its high-water mark (for it to drain).
+    When neither can happen, its only work is the write itself.
+    """
+    if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+        return False
+    _, high = ws.transport.get_write_buffer_limits()
+    return ws.transport.get_write_buffer_size() + size <= high
 
 
 def _forget_frames(error: BaseException) -> None:
@@ -401,18 +419,26 @@ class Session:
         messages = self._conn.data_to_send()
         if not messages:
             return
-        self._metrics.record(
-            Direction.BRIDGE_TO_CLIENT, sum(map(len, messages)), count=len(messages)
-        )
         ws = self._ws
-        try:
-            async with asyncio.timeout(self._config.send_timeout):
-                async with ws.send_context():
-                    for message in messages:  # one WebSocket message per record (§3.1)
-                        ws.protocol.send_binary(message)
-        except TimeoutError:
-            self._send_timed_out()
-            raise WebSocketClosed(None, None) from None
+        size = sum(map(len, messages))
+        if _writes_without_waiting(ws, size + _MAX_FRAME_HEADER * len(messages)):
+            # The common case, a token or a few: framed and handed to the socket at once.
+            # Nothing here can wait, so there is no deadline to arm and no context to enter
+            # (what ``send_context`` adds is for a connection that is closing or full).
+            for message in messages:  # one WebSocket message per record (§3.1)
+                ws.protocol.send_binary(message)
+            ws.send_data()
+        else:
+            try:
+                async with asyncio.timeout(self._config.send_timeout):
+                    async with ws.send_context():
+                        for message in messages:
+                            ws.protocol.send_binary(message)
+            except TimeoutError:
+                self._send_timed_out()
+                raise WebSocketClosed(None, None) from None
+        # Counted once the records are on their way: the count is not on the token's path.
+        self._metrics.record(Direction.BRIDGE_TO_CLIENT, size, count=len(messages))
 
     def abandon(self, error: ChannelError) -> None:
         """Nothing more can be sealed on this connection (``bridge.streaming.Outbox``): close
