@@ -3,20 +3,24 @@
 An ``AsyncSession`` owns at most one live WebSocket to the bridge at a time. The first request
 opens it: the ClientHello goes out, the BridgeHello's evidence is verified (in a worker thread,
 since collateral may be fetched) and only then may request records be sealed; the channel core
-itself refuses to seal earlier. One connection carries many concurrent streams; a reader task
-dispatches the core's events to per-stream inboxes. A connection that closed or failed is
-replaced by a new handshake and a new verification on the next request.
+itself refuses to seal earlier. One connection carries many concurrent streams; each record is
+opened as soon as websockets' protocol callback has parsed its message (``_BridgeSocket``), and
+its events go to per-stream inboxes there and then, with no reader task in between. A
+connection that closed or failed is replaced by a new handshake and a new verification on the
+next request.
 
 Flow control: each stream's inbox holds at most ``STREAM_BUFFER_RECORDS`` records the
 application has not read (queued, or handed over in a batch it has not finished); past that
-the reader stops reading the socket, so a response the application does not consume stays in
-the network (and the bridge, after its send timeout, drops the connection) rather than in this
-process's memory. Streams share one connection, so one stream left unread also stalls the
+the connection stops reading the socket (the events already read wait, in order, until the
+application makes room), so a response the application does not consume stays in the network
+(and the bridge, after its send timeout, drops the connection) rather than in this process's
+memory. Streams share one connection, so one stream left unread also stalls the
 others: close what you do not read.
 
 Data path: the application takes every record that has arrived for its stream in one batch
-(all that one WebSocket read brought, at least), waiting with a deadline per read rather than
-a task; the reader flushes only when the core has something to send (a CLOSE reply).
+(all that one WebSocket read brought, at least), waiting on one future with a deadline timer
+rather than a task, so a record wakes one task: the application's. A reply is sent only when
+the core has something to send (a CLOSE reply).
 
 Retry rule: ``open_stream`` retries on a fresh connection only when the request provably never
 left this process (the connection was found dead before the request HEADERS were sealed).
@@ -25,9 +29,9 @@ Once a request record has been sealed it is never re-sent here.
 ``SyncSession`` runs an ``AsyncSession`` on a private event loop in a background thread (one
 per session), so synchronous callers need no event loop of their own and it works inside a
 running one (Jupyter). A sync caller reads a response body on its own thread
-(``AsyncStream.receive_body_blocking``): the loop's reader queues records and the caller takes
-them in batches, with no hand-off to the loop per chunk. ``close()`` stops and joins that
-thread.
+(``AsyncStream.receive_body_blocking``): the loop queues records as they are read and the
+caller takes them in batches, with no hand-off to the loop per chunk. ``close()`` stops and
+joins that thread.
 
 Redirects: the WebSocket opening never follows one (DESIGN.md §6). A 3xx answer to the upgrade
 is a ``SessionConnectError`` naming it; nothing of the request was sent.
@@ -50,14 +54,16 @@ import threading
 from collections.abc import Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import Event as WebSocketEvent
 from websockets.protocol import State
 
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection, ConnectionState
@@ -347,13 +353,14 @@ class _RecordingVerifier:
 class _StreamInbox:
     """A stream's received events waiting for the application: at most ``limit`` of them.
 
-    The connection's reader (on the session's loop) puts; the application takes everything
-    queued at once (:meth:`take` on the loop, :meth:`take_blocking` on a caller's thread), so
-    every record one WebSocket read brought reaches it in one hand-off. A batch counts as
-    unread until the application asks for more: queued and handed-out-but-unread events
-    together never exceed ``limit``. Past that, ``put`` waits, so the reader stops reading the
-    socket and the bridge's sends wait too (TCP flow control) instead of this process
-    buffering the whole response. Errors never wait (:meth:`fail`), and a stream the
+    The connection (on the session's loop) queues events with :meth:`offer` as records are
+    read, or with :meth:`put` once it had to wait; the application takes everything queued at
+    once (:meth:`take` on the loop, :meth:`take_blocking` on a caller's thread), so every
+    record one WebSocket read brought reaches it in one hand-off. A batch counts as unread
+    until the application asks for more: queued and handed-out-but-unread events together
+    never exceed ``limit``. Past that, ``offer`` refuses and ``put`` waits, and the connection
+    stops reading the socket, so the bridge's sends wait too (TCP flow control) instead of
+    this process buffering the whole response. Errors never wait (:meth:`fail`), and a stream the
     application abandoned (:meth:`discard`) takes nothing more.
 
     Thread-safe between the loop that owns it and one consuming thread: the sync client reads
@@ -368,7 +375,7 @@ class _StreamInbox:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # a consuming thread waits on it
         self._loop = asyncio.get_running_loop()
-        self._readable = asyncio.Event()  # a consuming coroutine waits on it
+        self._readable: asyncio.Future[None] | None = None  # a consuming coroutine waits on it
         self._room: asyncio.Future[None] | None = None  # the reader waits on it when full
 
     def __len__(self) -> int:
@@ -388,25 +395,46 @@ class _StreamInbox:
                     break
                 room = self._room = self._loop.create_future()
             await room
-        self._readable.set()
+        _wake(self._readable)
+
+    def offer(self, event: Event, *, force: bool = False) -> bool:
+        """Queue ``event`` if the application has fewer than ``limit`` events unread (or
+        ``force``); return whether it was queued (or dropped: the stream was discarded)."""
+        with self._lock:
+            if self._discarded:
+                return True
+            if not force and len(self._items) + self._handed_out >= self._limit:
+                return False
+            self._items.append(event)
+            self._arrived.notify()
+        _wake(self._readable)
+        return True
 
     def fail(self, error: BaseException) -> None:
         """Queue ``error`` after what is already queued, whatever the limit (loop thread)."""
         with self._lock:
             self._items.append(error)
             self._arrived.notify()
-        self._readable.set()
+        _wake(self._readable)
 
     async def take(self, read_timeout: float | None) -> list[Event | BaseException]:
         """Everything queued, waiting up to ``read_timeout`` s for something (on the loop)."""
         _wake(self._release())
         if not self._items:  # only this loop's reader appends: no race with it here
-            self._readable.clear()
+            # A bare future and a timer (only when there is a deadline): the cheapest wait,
+            # as this one happens for every record the application waits for.
+            readable = self._readable = self._loop.create_future()
+            timer = None
+            if read_timeout is not None:
+                timer = self._loop.call_later(read_timeout, _wake, readable)
             try:
-                async with asyncio.timeout(read_timeout):
-                    await self._readable.wait()
-            except TimeoutError:
-                raise SessionTimeoutError("read", "timed out waiting for the bridge") from None
+                await readable
+            finally:
+                self._readable = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._items:  # woken by the timer
+                raise SessionTimeoutError("read", "timed out waiting for the bridge")
         with self._lock:
             return self._drain()
 
@@ -446,12 +474,90 @@ def _wake(room: asyncio.Future[None] | None) -> None:
         room.set_result(None)
 
 
+class _BridgeSocket(WebSocket):
+    """websockets' client connection, handing each message over from its protocol callback.
+
+    A data message is passed to the attached receiver as soon as the frames that make it are
+    parsed, inside ``data_received``: no task stands between the socket and the channel core
+    (websockets' own ``recv`` would add one, the reader task another). Before a receiver is
+    attached (the opening handshake), messages wait for :meth:`next_held`. Fragmented messages
+    are joined here; websockets' protocol layer has already checked their sequence and size.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._arrived: asyncio.Future[None] | None = None
+        self._receiver: _Receiver | None = None
+        self._fragments: list[bytes] = []
+        self._text = False
+
+    def process_event(self, event: WebSocketEvent) -> None:
+        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
+            super().process_event(event)
+            return
+        if event.opcode is not Opcode.CONT:
+            self._text = event.opcode is Opcode.TEXT
+            self._fragments.clear()
+        if not event.fin:
+            self._fragments.append(bytes(event.data))
+            return
+        message = bytes(event.data)
+        if self._fragments:
+            self._fragments.append(message)
+            message = b"".join(self._fragments)
+            self._fragments.clear()
+        if self._receiver is not None:
+            self._receiver.receive(message, self._text)
+        else:
+            self._held.append((message, self._text))
+            _wake(self._arrived)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._receiver is not None:
+            self._receiver.ended()
+        _wake(self._arrived)
+
+    async def next_held(self) -> tuple[bytes, bool]:
+        """The next message (bytes, is text) while no receiver is attached; raises
+        ``ConnectionClosed`` once the connection is gone."""
+        while not self._held:
+            if self.connection_lost_waiter.done():
+                raise self.close_exc
+            self._arrived = self.loop.create_future()
+            await self._arrived
+        return self._held.popleft()
+
+    def attach(self, receiver: _Receiver) -> None:
+        """From now on every message goes to ``receiver`` on arrival, the held ones first, and
+        ``receiver.ended()`` is called when the connection is lost."""
+        self._receiver = receiver
+        while self._held:
+            receiver.receive(*self._held.popleft())
+        if self.connection_lost_waiter.done():
+            receiver.ended()
+
+
+class _Receiver(Protocol):
+    def receive(self, message: bytes, text: bool) -> None: ...
+
+    def ended(self) -> None: ...
+
+
 class _Link:
-    """One WebSocket and its ``ClientConnection``: the unit replaced on failure."""
+    """One WebSocket and its ``ClientConnection``: the unit replaced on failure.
+
+    Receiving (:meth:`receive`, called from the WebSocket's protocol callback): each record is
+    opened and its events are queued in their streams' inboxes at once, so the application's
+    waiting read is the only task woken per record. An inbox that is full (the application is
+    not reading that stream) stops the socket's reading: the events after it wait here, in
+    order, and are handed over as the application makes room; then reading resumes.
+    """
 
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: _BridgeSocket,
         connection: ClientConnection,
         report: object,
         disclose: tuple[str, ...],
@@ -463,7 +569,13 @@ class _Link:
         self.streams: dict[int, _StreamInbox] = {}
         self.error: BaseException | None = None
         self.send_lock = asyncio.Lock()
-        self.reader: asyncio.Task[None] | None = None
+        # Events read while an inbox was full, in arrival order, and the task handing them over.
+        self._waiting: collections.deque[tuple[_StreamInbox, Event | BaseException]] = (
+            collections.deque()
+        )
+        self._handing_over: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     @property
     def usable(self) -> bool:
@@ -480,33 +592,58 @@ class _Link:
     def fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
+        self._hand_over_now()
         for inbox in self.streams.values():
             inbox.fail(error)
         self.streams.clear()
 
-    async def read_loop(self) -> None:
+    def stop(self) -> None:
+        """The link is abandoned: take no more messages (its streams were failed already)."""
+        self._stopped = True
+        self._hand_over_now()
+
+    def receive(self, message: bytes, text: bool) -> None:
+        """One WebSocket message (from the protocol callback): open it, queue its events."""
+        if self._stopped:
+            return
         try:
-            async for message in self.websocket:
-                if isinstance(message, str):
-                    raise HandshakeError("frame", "bridge sent a text frame")  # protocol: binary
-                self.connection.receive_data(message)
-                await self._dispatch(self.connection.events_received())
-                if self.connection.has_data_to_send():  # e.g. the reply to a CLOSE
-                    async with self.send_lock:
-                        await self.flush()
-        except WebSocketClosed:
-            self.fail(self._eof_error())
+            if text:
+                raise HandshakeError("frame", "bridge sent a text frame")  # protocol: binary
+            self.connection.receive_data(message)
+            self._dispatch(self.connection.events_received())
         except ChannelError as exc:
-            self.fail(exc)
-            with contextlib.suppress(Exception):
-                await self.websocket.close(code=exc.ws_close_code, reason=exc.check[:100])
+            self._stop_with(exc, exc.ws_close_code, exc.check[:100])
             return
         except Exception as exc:  # fail closed on anything unforeseen
-            self.fail(exc)
-        else:
+            self._stop_with(exc, 1000, "")
+            return
+        if self.connection.has_data_to_send():  # e.g. the reply to a CLOSE
+            self._spawn(self._send_reply())
+
+    def ended(self) -> None:
+        """The WebSocket connection is gone (protocol callback)."""
+        if not self._stopped:
+            self._stopped = True
             self.fail(self._eof_error())
+
+    def _stop_with(self, error: BaseException, code: int, reason: str) -> None:
+        self.fail(error)
+        self.stop()
+        self._spawn(self._close(code, reason))
+
+    async def _send_reply(self) -> None:
+        with contextlib.suppress(Exception):  # a lost connection is reported by ended()
+            async with self.send_lock:
+                await self.flush()
+
+    async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await self.websocket.close()
+            await self.websocket.close(code=code, reason=reason)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _eof_error(self) -> BaseException:
         state = self.connection.state
@@ -520,7 +657,7 @@ class _Link:
             return exc
         return SessionConnectError("the connection ended")  # pragma: no cover
 
-    async def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, ConnectionClosed):
                 error = SessionConnectError(f"the bridge closed the connection: {event.reason}")
@@ -528,8 +665,9 @@ class _Link:
                 for sid in event.unfinished_streams:
                     inbox = self.streams.pop(sid, None)
                     if inbox is not None:
-                        inbox.fail(
-                            StreamAbortedError(event.code, f"connection closed: {event.reason}")
+                        self._queue(
+                            inbox,
+                            StreamAbortedError(event.code, f"connection closed: {event.reason}"),
                         )
                 continue
             if isinstance(event, HandshakeComplete):  # pragma: no cover - handled in connect
@@ -539,7 +677,44 @@ class _Link:
                 continue  # a stream we abandoned; the core already accounted for it
             if isinstance(event, StreamEnded | StreamReset):
                 self.streams.pop(event.stream_id, None)
-            await inbox.put(event)  # waits while the application is not reading this stream
+            self._queue(inbox, event)
+
+    def _queue(self, inbox: _StreamInbox, item: Event | BaseException) -> None:
+        if not self._waiting:
+            if isinstance(item, BaseException):
+                inbox.fail(item)
+                return
+            if inbox.offer(item):
+                return
+            # The application is not reading this stream: stop reading the socket (the
+            # bridge's sends then wait too) until it makes room.
+            self.websocket.transport.pause_reading()
+            self._handing_over = asyncio.get_running_loop().create_task(self._hand_over())
+        self._waiting.append((inbox, item))
+
+    async def _hand_over(self) -> None:
+        """Queue the waiting events as their inboxes make room, then resume reading."""
+        while self._waiting:
+            inbox, item = self._waiting[0]
+            if isinstance(item, BaseException):
+                inbox.fail(item)
+            else:
+                await inbox.put(item)  # waits while the application is not reading this stream
+            self._waiting.popleft()
+        self._handing_over = None
+        self.websocket.transport.resume_reading()
+
+    def _hand_over_now(self) -> None:
+        """The connection is over: queue every waiting event, whatever the bounds."""
+        if self._handing_over is not None:
+            self._handing_over.cancel()
+            self._handing_over = None
+        while self._waiting:
+            inbox, item = self._waiting.popleft()
+            if isinstance(item, BaseException):
+                inbox.fail(item)
+            else:
+                inbox.offer(item, force=True)
 
 
 def _failure(item: Event | BaseException, where: str) -> BaseException:
@@ -749,8 +924,9 @@ class AsyncSession:
         connection = ClientConnection(self.config.client_config(recorder))
         host = urlsplit(self.config.url).hostname or ""
         try:
-            websocket = await _DirectConnect(
+            opened = await _DirectConnect(
                 self.config.url,
+                create_connection=_BridgeSocket,
                 compression=None,  # DESIGN.md §3: no permessage-deflate
                 max_size=_MAX_MESSAGE,
                 open_timeout=None,  # the caller's connect timeout covers the whole handshake
@@ -769,12 +945,13 @@ class AsyncSession:
             raise SessionConnectError(f"cannot connect to the bridge: {exc}") from None
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             raise SessionConnectError(f"cannot connect to the bridge: {exc}") from None
+        websocket = cast(_BridgeSocket, opened)
         self.handshakes += 1
         try:
             for message in connection.data_to_send():
                 await websocket.send(message)
-            reply = await websocket.recv()
-            if isinstance(reply, str):
+            reply, text = await websocket.next_held()
+            if text:
                 raise HandshakeError("frame", "bridge sent a text frame")
             # Verification may fetch collateral and parse large logs: keep the loop free.
             await asyncio.to_thread(connection.receive_data, reply)
@@ -847,13 +1024,12 @@ class AsyncSession:
         complete = next(e for e in events if isinstance(e, HandshakeComplete))
         link = _Link(websocket, connection, complete.report, complete.disclose)
         self.attestation = complete.report
-        link.reader = asyncio.get_running_loop().create_task(link.read_loop())
+        websocket.attach(link)
         return link
 
     def _drop(self, link: _Link) -> None:
         link.fail(SessionConnectError("connection replaced"))
-        if link.reader is not None and not link.reader.done():
-            link.reader.cancel()
+        link.stop()
         if self._link is link:
             self._link = None
         with contextlib.suppress(Exception):
@@ -875,10 +1051,7 @@ class AsyncSession:
         link.fail(SessionConnectError("session closed"))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(link.websocket.close(), 2)
-        if link.reader is not None:
-            link.reader.cancel()
-            with contextlib.suppress(BaseException):
-                await link.reader
+        link.stop()
 
 
 class SyncSession:
