@@ -262,7 +262,10 @@ class _Connection:
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Send body bytes, split into records of at most ``MAX_CONTENT_LEN`` bytes."""
         stream = self._stream_for_send(stream_id)
-        chunks = [data[i : i + MAX_CONTENT_LEN] for i in range(0, len(data), MAX_CONTENT_LEN)]
+        if len(data) <= MAX_CONTENT_LEN:  # the common case (a token or a few): one record
+            chunks = [data] if data else []
+        else:
+            chunks = [data[i : i + MAX_CONTENT_LEN] for i in range(0, len(data), MAX_CONTENT_LEN)]
         next_state(stream.local, RecordType.DATA, LocalProtocolError, stream_id)
         self._require_room(chunks)
         for chunk in chunks:

@@ -8,6 +8,7 @@ failure either: it raises, and the connection fails closed.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -59,11 +60,10 @@ class Record:
 
 def padded_length(content_len: int) -> int:
     """The inner-plaintext size for ``content_len`` bytes: the smallest bucket that fits."""
-    needed = CONTENT_LENGTH.size + content_len
-    for bucket in PADDING_BUCKETS:
-        if needed <= bucket:
-            return bucket
-    raise LocalProtocolError("record-size", f"content of {content_len} bytes exceeds a record")
+    index = bisect_left(PADDING_BUCKETS, CONTENT_LENGTH.size + content_len)
+    if index == len(PADDING_BUCKETS):
+        raise LocalProtocolError("record-size", f"content of {content_len} bytes exceeds a record")
+    return PADDING_BUCKETS[index]
 
 
 def nonce_for(iv: bytes, seq: int) -> bytes:

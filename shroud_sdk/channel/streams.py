@@ -24,6 +24,11 @@ class HalfState(enum.Enum):
     OPEN = "open"  # HEADERS sent, DATA may follow
     ENDED = "ended"  # END sent; nothing more in this direction
 
+    # Members are singletons compared by identity, so identity hashing is equivalent to
+    # Enum's (a Python-level hash of the name) and keeps the transition lookup, done for
+    # every record sent and received, in C.
+    __hash__ = object.__hash__
+
 
 # The whole per-half state machine. RESET is handled per stream (it ends both halves).
 _TRANSITIONS: dict[tuple[HalfState, RecordType], HalfState] = {
