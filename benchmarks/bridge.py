@@ -14,17 +14,7 @@ subprocess with the simulated provider, pinned to one CPU when the machine has t
   adds (decrypt request, forward, re-frame, encrypt, send), and the time-to-first-token
   difference is shown too. Medians over rounds.
 
-- active streams (:func:`active_streams`): ``N`` streams at ``R`` tokens/s from the paced
-  upstream (``benchmarks.paced_upstream``, each event stamped with its send time), read
-  directly (:func:`active_streams_direct`, aiohttp) and through one bridge process
-  (:func:`active_streams_bridged`, 25 streams per attested session). Reported: the delivered
-  share of the offered event rate, and the one-way latency p50/p99 of every event (arrival
-  minus stamp); "added" is bridged minus direct.
-
-This module measures; it asserts no speed targets. Functions for the ``make bench`` table:
-``paced_upstream()`` (context manager yielding a base URL), ``active_streams_direct(url, n,
-rate, tokens)`` and ``active_streams_bridged(bridge, n, rate, tokens)`` (coroutines returning
-:class:`ActiveStreams`), ``bridge_cpu_seconds(bridge)`` (the bridge's process tree).
+This module measures; it asserts no speed targets.
 """
 
 from __future__ import annotations
@@ -34,21 +24,16 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import httpx2
 
 from bridge.demo_upstream import DemoUpstream
-from shroud_sdk.channel.events import DataReceived, Event
-from tests.bridgeproc import REPO_ROOT, BridgeProcess, running_bridge
+from tests.bridgeproc import BridgeProcess, running_bridge
 from tests.e2e.client import ChannelClient, chat_body
 
 
@@ -160,173 +145,6 @@ async def _run(
     print(f"    records per wall second    {records / wall:9.0f}")
     if cpu > 0:
         print(f"    records per bridge CPU s   {records / cpu:9.0f}  (bridge CPU {cpu:.2f} s)")
-
-
-@contextlib.contextmanager
-def paced_upstream() -> Iterator[str]:
-    """``benchmarks.paced_upstream`` in a subprocess; yields its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.paced_upstream"],
-        stdout=subprocess.PIPE,
-        cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().decode().strip()
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@dataclass(frozen=True)
-class ActiveStreams:
-    """One round of ``streams`` paced streams: delivered share and per-event latency."""
-
-    streams: int
-    rate: float  # offered tokens (events) per second per stream
-    delivered: float  # events/s actually delivered, as a share of the offered rate
-    p50_ms: float
-    p99_ms: float
-    events: int
-
-
-def _paced_body(tokens: int, rate: float) -> bytes:
-    return chat_body("paced", stream=True, max_tokens=tokens, rate=rate)
-
-
-def _stamps(chunk: bytes, arrived: float, latencies: list[float]) -> None:
-    for part in chunk.split(b'"id":"t=')[1:]:
-        latencies.append(arrived - float(part[: part.index(b'"')]))
-
-
-def _summary(
-    streams: int, rate: float, started: float, last: float, latencies: list[float]
-) -> ActiveStreams:
-    # Delivered: every event over the time from sending the first request to the last event,
-    # against what all streams together offer. A stream queued somewhere lengthens the round.
-    latencies.sort()
-    return ActiveStreams(
-        streams=streams,
-        rate=rate,
-        delivered=len(latencies) / max(last - started, 1e-9) / (streams * rate),
-        p50_ms=latencies[len(latencies) // 2] * 1e3,
-        p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
-        events=len(latencies),
-    )
-
-
-async def active_streams_direct(
-    base_url: str, streams: int, rate: float, tokens: int
-) -> ActiveStreams:
-    """``streams`` paced streams read straight from the upstream (aiohttp, one connection
-    each)."""
-    latencies: list[float] = []
-    body = _paced_body(tokens, rate)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-
-        async def one() -> float:
-            last = 0.0
-            async with http.post(f"{base_url}/chat/completions", data=body) as response:
-                async for chunk in response.content.iter_any():
-                    last = time.time()
-                    _stamps(chunk, last, latencies)
-            return last
-
-        started = time.time()
-        ends = await asyncio.gather(*(one() for _ in range(streams)))
-    return _summary(streams, rate, started, max(ends), latencies)
-
-
-async def active_streams_bridged(
-    bridge: BridgeProcess, streams: int, rate: float, tokens: int, per_session: int = 25
-) -> ActiveStreams:
-    """``streams`` paced streams through ``bridge`` (its upstream must be the paced one),
-    ``per_session`` streams on each attested session."""
-    latencies: list[float] = []
-    body = _paced_body(tokens, rate)
-    clients = [
-        await ChannelClient.connect(bridge.url, audience=bridge.audience, root_pem=bridge.root_pem)
-        for _ in range((streams + per_session - 1) // per_session)
-    ]
-
-    ends: dict[int, float] = {}
-
-    def hook(client: ChannelClient) -> None:
-        # Stamps are read as each record is decrypted, in the client's reader: no task
-        # hand-off per chunk, so the load generator adds as little as it can to the figure.
-        dispatch = client._dispatch
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, DataReceived):
-                now = time.time()
-                _stamps(event.data, now, latencies)
-                ends[id(client)] = now
-            dispatch(event)
-
-        client._dispatch = on_event  # type: ignore[method-assign]
-
-    for client in clients:
-        hook(client)
-
-    async def one(client: ChannelClient) -> float:
-        sid = await client.start("POST", "/v1/chat/completions", body=body)
-        await client._streams[sid].done.wait()
-        return ends.get(id(client), 0.0)
-
-    try:
-        started = time.time()
-        last = await asyncio.gather(*(one(clients[i // per_session]) for i in range(streams)))
-    finally:
-        for client in clients:
-            await client.close()
-    return _summary(streams, rate, started, max(last), latencies)
-
-
-def bridge_cpu_seconds(bridge: BridgeProcess) -> float:
-    """CPU seconds used so far by the bridge process and its workers (``/proc``)."""
-    pids = [bridge.process.pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{bridge.process.pid}/task/{bridge.process.pid}/children")
-        pids += [int(pid) for pid in children.read_text().split()]
-    return sum(_cpu_seconds(pid) for pid in pids)
-
-
-def active_streams(
-    counts: Sequence[int] = (100, 250, 500),
-    rate: float = 20.0,
-    bridge_args: Sequence[str] = ("--workers", "1"),
-) -> None:
-    """Print delivered share and latency for each count, direct and through one bridge
-    worker pinned to one CPU (the paced upstream and the client on the other)."""
-    tokens = int(rate * 10)  # ten seconds per stream
-    original = os.sched_getaffinity(0)
-    with (
-        tempfile.TemporaryDirectory() as workdir,
-        paced_upstream() as base_url,
-        running_bridge(
-            Path(workdir),
-            upstream=base_url,
-            args=[*bridge_args, "--max-streams-per-session", "32"],
-            env={"SHROUD_BRIDGE_LOG_LEVEL": "WARNING"},
-        ) as bridge,
-    ):
-        try:
-            print(f"  active streams at {rate:.0f} tokens/s ({_pin(bridge)})")
-            for count in counts:
-                direct = asyncio.run(active_streams_direct(base_url, count, rate, tokens))
-                cpu = bridge_cpu_seconds(bridge)
-                through = asyncio.run(active_streams_bridged(bridge, count, rate, tokens))
-                cpu = bridge_cpu_seconds(bridge) - cpu
-                print(
-                    f"    {count:4d} streams  delivered direct {direct.delivered:6.1%} "
-                    f"bridge {through.delivered:6.1%}  p50 {direct.p50_ms:5.1f}/"
-                    f"{through.p50_ms:5.1f} ms  p99 {direct.p99_ms:6.1f}/{through.p99_ms:6.1f} ms"
-                    f"  added p99 {through.p99_ms - direct.p99_ms:6.1f} ms"
-                    f"  bridge CPU {cpu / max(through.events, 1) * 1e6:5.0f} us/event"
-                )
-        finally:
-            os.sched_setaffinity(0, original)
 
 
 def main(argv: list[str] | None = None) -> None:
