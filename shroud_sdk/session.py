@@ -101,6 +101,9 @@ _T = TypeVar("_T")
 
 # A BridgeHello carries a quote, event logs and collateral; records are far smaller.
 _MAX_MESSAGE: Final = MAX_BRIDGE_HELLO_LEN
+# Messages held before the link takes them (the handshake expects one): websockets' default
+# ``max_queue``, the bound its own receive queue kept before the SDK read in its callback.
+_MAX_HELD: Final = 16
 # RFC 6455 section 7.4.1: the bridge closes a handshake whose disclosure set it refuses with
 # 1008 and a reason "disclosure refused: required=a,b allowed=c,d" (docs/deployment.md).
 _WS_POLICY_VIOLATION: Final = 1008
@@ -480,8 +483,11 @@ class _BridgeSocket(WebSocket):
     A data message is passed to the attached receiver as soon as the frames that make it are
     parsed, inside ``data_received``: no task stands between the socket and the channel core
     (websockets' own ``recv`` would add one, the reader task another). Before a receiver is
-    attached (the opening handshake), messages wait for :meth:`next_held`. Fragmented messages
-    are joined here; websockets' protocol layer has already checked their sequence and size.
+    attached (the opening handshake), messages wait for :meth:`next_held`; past
+    ``_MAX_HELD`` of them the socket's reading stops until they are taken, the bound
+    websockets' own receive queue keeps (``max_queue``), so a peer cannot fill this process's
+    memory while the client verifies the BridgeHello. Fragmented messages are joined here;
+    websockets' protocol layer has already checked their sequence and size.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -491,6 +497,7 @@ class _BridgeSocket(WebSocket):
         self._receiver: _Receiver | None = None
         self._fragments: list[bytes] = []
         self._text = False
+        self._held_stopped_reading = False
 
     def process_event(self, event: WebSocketEvent) -> None:
         if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
@@ -511,6 +518,9 @@ class _BridgeSocket(WebSocket):
             self._receiver.receive(message, self._text)
         else:
             self._held.append((message, self._text))
+            if len(self._held) >= _MAX_HELD and not self._held_stopped_reading:
+                self._held_stopped_reading = True
+                self.transport.pause_reading()
             _wake(self._arrived)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -527,12 +537,23 @@ class _BridgeSocket(WebSocket):
                 raise self.close_exc
             self._arrived = self.loop.create_future()
             await self._arrived
-        return self._held.popleft()
+        message = self._held.popleft()
+        if len(self._held) < _MAX_HELD:
+            self._resume_held_reading()
+        return message
+
+    def _resume_held_reading(self) -> None:
+        if self._held_stopped_reading:
+            self._held_stopped_reading = False
+            self.transport.resume_reading()
 
     def attach(self, receiver: _Receiver) -> None:
         """From now on every message goes to ``receiver`` on arrival, the held ones first, and
         ``receiver.ended()`` is called when the connection is lost."""
         self._receiver = receiver
+        # Resumed first: the hand-over below is synchronous, so if the receiver stops the
+        # reading again (a full inbox), that stands.
+        self._resume_held_reading()
         while self._held:
             receiver.receive(*self._held.popleft())
         if self.connection_lost_waiter.done():

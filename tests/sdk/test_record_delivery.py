@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
@@ -20,7 +22,7 @@ from websockets.uri import parse_uri
 from shroud_sdk.channel.connection import BridgeConnection
 from shroud_sdk.channel.events import DataReceived, ResponseReceived, StreamEnded
 from shroud_sdk.errors import HandshakeError, IntegrityError
-from shroud_sdk.session import _BridgeSocket, _Link, _StreamInbox
+from shroud_sdk.session import _MAX_HELD, _BridgeSocket, _Link, _StreamInbox
 from tests.channel.doubles import connected_pair, deliver
 
 
@@ -60,6 +62,41 @@ async def test_messages_are_held_until_attached_then_passed_on_whole_and_in_orde
     socket.process_event(Frame(Opcode.CONT, b"ef"))
     socket.process_event(Frame(Opcode.TEXT, b"text"))
     assert log.messages == [(b"held too", False), (b"abcdef", False), (b"text", True)]
+
+
+async def test_a_peer_flooding_messages_before_the_handshake_ends_is_held_to_a_bound() -> None:
+    # A peer (the bridge, or anyone on the path) sends message after message while the client
+    # is still verifying the BridgeHello. Past _MAX_HELD the socket's reading stops, so what
+    # waits in this process stays bounded; taking the held messages lets the rest in, in order.
+    flood, size = 200, 16 * 1024  # 3.2 MB: loopback delivers all of it at once if let
+
+    async def flooding(peer: ServerConnection) -> None:
+        for i in range(flood):
+            await peer.send(i.to_bytes(4, "big") + bytes(size))
+        await peer.wait_closed()
+
+    # No compression, as between the SDK and a bridge (DESIGN.md §3): a flood of zeros would
+    # otherwise arrive in one read.
+    async with serve(flooding, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(
+            f"ws://127.0.0.1:{port}/",
+            create_connection=_BridgeSocket,
+            compression=None,
+            max_size=None,
+        ) as opened:
+            socket = cast(_BridgeSocket, opened)
+            for _ in range(500):  # until the bound is reached (at most 5 s)
+                if len(socket._held) >= _MAX_HELD:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # time for the rest of the flood, were reading not stopped
+            held = len(socket._held)
+            # One read (at most 256 KiB: 16 such messages) may land after the reading stops.
+            assert _MAX_HELD <= held <= 2 * _MAX_HELD
+            for i in range(flood):
+                message, text = await socket.next_held()
+                assert (message[:4], text) == (i.to_bytes(4, "big"), False)
 
 
 class _Transport:
