@@ -14,8 +14,9 @@ is the cheap part done on every verification.
 
 Parsing is cached process-wide by content, never by name: a certificate or CRL is the same
 object for identical bytes (``split_pem_chain`` keys by the PEM bytes, ``load_der_crl`` by
-the DER), and what is derived from one parsed certificate alone (decodability, window,
-fingerprint, PCK extension) is kept with it. Signatures, issuers, revocation and time are
+the DER), and what is derived from one parsed certificate or CRL alone (decodability,
+window, fingerprint, PCK extension; a CRL's issuer name, entry serials and signed bytes) is
+kept with that object (``attestation._memo``). Signatures, issuers, revocation and time are
 never cached here; a ``VerifiedCollateral`` keeps those per collateral set.
 ``clear_parse_caches`` empties every such cache (benchmarks measure a first sight with it).
 
@@ -32,7 +33,10 @@ from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation._memo import IdentityMemo, identity_memo
 from attestation.errors import CertificateError
 from attestation.pck import clear_pck_caches, split_pem_chain
 from attestation.trust import certificate_sha256
@@ -98,7 +102,7 @@ def first_invalid(windows: Sequence[Window], now: int) -> str | None:
     return None
 
 
-@lru_cache(maxsize=256)
+@identity_memo(maxsize=256)
 def describe(cert: x509.Certificate) -> str:
     """A short human name for a certificate in error details (its subject CN, else subject)."""
     cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
@@ -108,7 +112,7 @@ def describe(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()
 
 
-@lru_cache(maxsize=256)
+@identity_memo(maxsize=256)
 def certificate_window(cert: x509.Certificate) -> Window:
     return Window(
         f"certificate '{describe(cert)}'",
@@ -142,7 +146,7 @@ def check_decodable(cert: x509.Certificate, what: str) -> None:
         raise CertificateError(f"{what}: a certificate is malformed: {problem}")
 
 
-@lru_cache(maxsize=256)
+@identity_memo(maxsize=256)
 def _decoding_problem(cert: x509.Certificate) -> str | None:
     # Decoding is a property of the bytes alone: the answer for identical DER never changes.
     try:
@@ -181,6 +185,87 @@ class _MalformedCrlError(Exception):
     """Internal: the message completes "<what> ..." in the CertificateError."""
 
 
+class _CrlFacts(NamedTuple):
+    """What the checks read from one parsed CRL, decoded once per CRL object."""
+
+    issuer: x509.Name  # ``crl.issuer`` builds a new Name on every access
+    serials: frozenset[int]  # the serial numbers of its entries
+    # (tbsCertList, signature) when the CRL has the DCAP shape: ecdsa-with-SHA256 as both the
+    # signed and the outer algorithm, and a tbsCertList identical to the one cryptography
+    # re-encodes for ``is_signature_valid``. None sends the check through the library call.
+    signed: tuple[bytes, bytes] | None
+
+
+def _crl_facts_of(crl: x509.CertificateRevocationList) -> _CrlFacts:
+    # CRL objects that did not come through load_der_crl (its DER is not at hand).
+    return _CrlFacts(crl.issuer, frozenset(entry.serial_number for entry in crl), None)
+
+
+# Larger than the parse cache, so a CRL it holds keeps its facts.
+_crl_facts = IdentityMemo(_crl_facts_of, maxsize=64)
+
+# [RFC 5758] 3.2: AlgorithmIdentifier { ecdsa-with-SHA256 (1.2.840.10045.4.3.2) }, parameters
+# absent, in DER; Intel signs every DCAP CRL and certificate with it.
+_ECDSA_SHA256_ALGORITHM = bytes.fromhex("300a06082a8648ce3d040302")
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_DER_SEQUENCE, _DER_INTEGER, _DER_BIT_STRING = 0x30, 0x02, 0x03
+
+
+def _der_children(data: bytes) -> list[tuple[int, int, bytes]] | None:
+    """(tag, header length, whole TLV) of the elements that exactly fill ``data``; None if not.
+
+    Deliberately lax (no minimal-length rule): its one caller compares what it finds with
+    what cryptography's strict parser re-encodes, and takes no fast path on any difference.
+    """
+    out: list[tuple[int, int, bytes]] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + 2 > end:
+            return None
+        first = data[pos + 1]
+        if first < 0x80:
+            length, head = first, 2
+        else:
+            count = first & 0x7F
+            if not 0 < count <= 4 or pos + 2 + count > end:
+                return None
+            length, head = int.from_bytes(data[pos + 2 : pos + 2 + count], "big"), 2 + count
+        stop = pos + head + length
+        if stop > end:
+            return None
+        out.append((data[pos], head, data[pos:stop]))
+        pos = stop
+    return out
+
+
+def _crl_signed_part(crl: x509.CertificateRevocationList, der: bytes) -> tuple[bytes, bytes] | None:
+    """The bytes ``crl.is_signature_valid`` verifies, cut from ``der``; None if not the DCAP shape.
+
+    CertificateList ::= SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue } and
+    tbsCertList ::= SEQUENCE { version INTEGER OPTIONAL, signature AlgorithmIdentifier, ... }
+    (RFC 5280 5.1). The library refuses a CRL whose two algorithms differ; so does this.
+    """
+    top = _der_children(der)
+    if top is None or len(top) != 1 or top[0][0] != _DER_SEQUENCE:
+        return None
+    parts = _der_children(top[0][2][top[0][1] :])
+    if parts is None or [tag for tag, _, _ in parts] != [
+        _DER_SEQUENCE,
+        _DER_SEQUENCE,
+        _DER_BIT_STRING,
+    ]:
+        return None
+    tbs, outer_algorithm = parts[0][2], parts[1][2]
+    fields = _der_children(tbs[parts[0][1] :])
+    if fields and fields[0][0] == _DER_INTEGER:
+        fields = fields[1:]
+    if not fields or fields[0][2] != _ECDSA_SHA256_ALGORITHM:
+        return None
+    if outer_algorithm != _ECDSA_SHA256_ALGORITHM or tbs != crl.tbs_certlist_bytes:
+        return None
+    return tbs, crl.signature
+
+
 # Keyed by the DER itself: a collateral refresh that keeps a CRL reuses its parse. Failures
 # raise, and lru_cache never stores them.
 @lru_cache(maxsize=32)
@@ -190,11 +275,13 @@ def _load_der_crl(der: bytes) -> x509.CertificateRevocationList:
     except X509_DECODE_ERRORS as exc:
         raise _MalformedCrlError(f"is not a valid DER CRL: {exc}") from None
     try:
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc)
-        for entry in crl:
-            _ = entry.serial_number
+        issuer = crl.issuer
+        _ = (crl.last_update_utc, crl.next_update_utc)
+        serials = frozenset(entry.serial_number for entry in crl)
+        signed = _crl_signed_part(crl, der)
     except _DECODE_OR_TYPE_ERRORS as exc:
         raise _MalformedCrlError(f"is malformed: {exc}") from None
+    _crl_facts.remember(crl, _CrlFacts(issuer, serials, signed))
     return crl
 
 
@@ -203,6 +290,7 @@ def clear_parse_caches() -> None:
     clear_pck_caches()
     for cached in (
         _load_der_crl,
+        _crl_facts,
         _decoding_problem,
         certificate_window,
         certificate_sha256,
@@ -324,12 +412,27 @@ def verify_crl_signature(
     crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str
 ) -> Window:
     """The CRL names ``issuer`` and carries its valid signature; returns the CRL's window."""
-    if crl.issuer != issuer.subject:
+    try:
+        facts = _crl_facts(crl)
+    except _DECODE_OR_TYPE_ERRORS as exc:
+        raise CertificateError(f"{what} is malformed: {exc}") from None
+    if facts.issuer != issuer.subject:
         raise CertificateError(
-            f"{what} is issued by '{crl.issuer.rfc4514_string()}', not by '{describe(issuer)}'"
+            f"{what} is issued by '{facts.issuer.rfc4514_string()}', not by '{describe(issuer)}'"
         )
     try:
-        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        key = issuer.public_key()
+        if facts.signed is not None and isinstance(key, ec.EllipticCurvePublicKey):
+            # The same check as is_signature_valid on the same bytes, without re-encoding the
+            # whole CRL on every call (tests/attestation/test_certs.py compares the two).
+            tbs, signature = facts.signed
+            try:
+                key.verify(signature, tbs, _ECDSA_SHA256)
+                valid = True
+            except InvalidSignature:
+                valid = False
+        else:
+            valid = crl.is_signature_valid(key)  # type: ignore[arg-type]
     except _DECODE_OR_TYPE_ERRORS as exc:
         raise CertificateError(f"{what}: unsupported issuer key: {exc}") from None
     if not valid:
@@ -347,12 +450,12 @@ def revoked_by(
     """
     issuer = cert.issuer
     for crl, what in crls:
-        if crl.issuer == issuer:
-            try:
-                entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            except X509_DECODE_ERRORS as exc:
-                raise CertificateError(f"{what} has malformed entries: {exc}") from None
-            if entry is not None:
+        try:
+            facts = _crl_facts(crl)
+        except _DECODE_OR_TYPE_ERRORS as exc:
+            raise CertificateError(f"{what} has malformed entries: {exc}") from None
+        if facts.issuer == issuer:
+            if cert.serial_number in facts.serials:
                 return f"'{describe(cert)}' (serial {cert.serial_number:x}) is revoked by {what}"
             return None
     raise CertificateError(f"no CRL covers '{describe(cert)}' (issuer {issuer.rfc4514_string()})")

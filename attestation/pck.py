@@ -23,6 +23,7 @@ from typing import NamedTuple
 from cryptography import x509
 
 from attestation import _spec
+from attestation._memo import identity_memo
 from attestation.errors import CertificateError
 
 # ASN.1 universal tags used by the extension (X.690 section 8; DER rules in section 10).
@@ -309,10 +310,9 @@ def decode_sgx_extension(value: bytes) -> PckExtensions:
     )
 
 
-# A platform's PCK leaf is the same certificate in every quote it makes; certificates compare
-# and hash by their DER, so the decoded extension of identical bytes is decoded once. Errors
-# are not cached (lru_cache never stores a raised exception).
-@lru_cache(maxsize=64)
+# A platform's PCK leaf is the same certificate object in every quote it makes (the parsed
+# chain is cached by its PEM bytes), so its extension is decoded once. Errors are not cached.
+@identity_memo(maxsize=64)
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """The SGX extension of a PCK leaf certificate, decoded.
 

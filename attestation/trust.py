@@ -18,6 +18,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from attestation._memo import identity_memo
+
 # SHA-256 of the DER of "Intel SGX Root CA" (Intel SGX PCK Certificate and CRL Profile,
 # section 2.1; the same fingerprint Intel publishes with the certificate).
 INTEL_SGX_ROOT_CA_SHA256 = bytes.fromhex(
@@ -28,8 +30,8 @@ INTEL_SGX_ROOT_CA_SHA256 = bytes.fromhex(
 _INTEL_ROOT_FILE = Path(__file__).parent / "data" / "intel_sgx_root_ca.pem"
 
 
-# Certificates compare and hash by their DER, so equal certificates share one entry.
-@lru_cache(maxsize=256)
+# Keyed by the object: parsed certificates come from content-keyed caches (attestation._memo).
+@identity_memo(maxsize=256)
 def certificate_sha256(cert: x509.Certificate) -> bytes:
     """SHA-256 over the certificate's DER: the fingerprint reports and policies use."""
     # fingerprint() hashes the DER; it spares importing the serialization module at start-up.
