@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from attestation.collateral import COLLATERAL_JSON_KEYS, Collateral, QeIdentity, TcbInfo
+from attestation.collateral import COLLATERAL_JSON_KEYS, Collateral, QeIdentity, TcbInfo, _Reader
 from attestation.errors import CollateralError
 from attestation.report import TcbStatus
 from tests.vectors import TDX_CASES, tdx_case
@@ -178,3 +178,52 @@ def test_qe_identity_of_another_version_is_rejected(version: int) -> None:
     # Other versions lay out (or mean) the fields differently; reading one as v2 is a guess.
     with pytest.raises(CollateralError, match=f"qe_identity.version is {version}"):
         QeIdentity.parse(_qe_identity_with(version=version))
+
+
+@pytest.mark.parametrize("name", TDX_CASES)
+def test_svn_fast_path_reads_what_the_checked_path_reads(name: str) -> None:
+    body = json.loads(tdx_case(name).collateral_json["tcb_info"])
+    for i, level in enumerate(body["tcbLevels"]):
+        reader = _Reader(level["tcb"], f"tcb_info.tcbLevels[{i}].tcb")
+        for key in ("sgxtcbcomponents", "tdxtcbcomponents"):
+            assert reader.svn_components(key) == reader._svn_components_checked(key)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ({"svn": True}, r"\[3\]\.svn must be a non-negative integer"),
+        ({"svn": -1}, r"\[3\]\.svn must be a non-negative integer"),
+        ({"svn": 1.0}, r"\[3\]\.svn must be a non-negative integer"),
+        ({"svn": "2"}, r"\[3\]\.svn must be a non-negative integer"),
+        ({"svn": None}, r"\[3\]\.svn must be a non-negative integer"),
+        ({"svn": 256}, "has an SVN above 255"),
+        ({"category": "BIOS"}, r"\[3\]\.svn is missing"),
+        ([2], r"\[3\] must be an object"),
+        (2, r"\[3\] must be an object"),
+    ],
+)
+def test_malformed_svn_components_are_refused_with_the_checked_paths_error(
+    entry: object, error: str
+) -> None:
+    body = json.loads(tdx_case("v4-uptodate").collateral_json["tcb_info"])
+    body["tcbLevels"][0]["tcb"]["tdxtcbcomponents"][3] = entry
+    tcb = body["tcbLevels"][0]["tcb"]
+    reader = _Reader(tcb, "tcb_info.tcbLevels[0].tcb")
+    for read in (reader.svn_components, reader._svn_components_checked):
+        with pytest.raises(CollateralError, match=error):
+            read("tdxtcbcomponents")
+    with pytest.raises(CollateralError, match=error):
+        TcbInfo.parse(json.dumps(body))
+
+
+def test_component_lists_of_the_wrong_size_or_type_are_refused() -> None:
+    body = json.loads(tdx_case("v4-uptodate").collateral_json["tcb_info"])
+    tcb = body["tcbLevels"][0]["tcb"]
+    tcb["sgxtcbcomponents"].append({"svn": 0})
+    tcb["tdxtcbcomponents"] = {"svn": 0}
+    reader = _Reader(tcb, "tcb")
+    with pytest.raises(CollateralError, match="sgxtcbcomponents has 17 entries"):
+        reader.svn_components("sgxtcbcomponents")
+    with pytest.raises(CollateralError, match="tdxtcbcomponents must be a list"):
+        reader.svn_components("tdxtcbcomponents")
