@@ -29,6 +29,9 @@ _SSE_SEPARATOR: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 # null (upstreams that were asked for usage send "usage": null in every chunk but the last).
 # A key spelled with JSON escapes is not recognised, so such an upstream's usage is not read.
 _MAY_CARRY_USAGE: Final = re.compile(rb'"usage"(?!\s*:\s*null\b)')
+# No event of a chunk without this key can carry usage (``_MAY_CARRY_USAGE`` needs it).
+_USAGE_KEY: Final = b'"usage"'
+_LF: Final = 0x0A
 
 
 def usage_from(value: object) -> Usage | None:
@@ -82,21 +85,22 @@ class UsageMeter:
             self._buffer.clear()
         else:
             data = chunk
-        pieces: list[bytes] = []
-        kept_from = cut = 0
-        for match in _SSE_SEPARATOR.finditer(data):
-            end = match.end()
-            if _MAY_CARRY_USAGE.search(data, cut, end) and not self._event(data[cut:end]):
-                pieces.append(data[kept_from:cut])  # the event is dropped
-                kept_from = end
-            cut = end
-        pieces.append(data[kept_from:cut])
+        last = data.rfind(b"\n\n")
+        if _USAGE_KEY in data or b"\r" in data or (last > 0 and data[last - 1] == _LF):
+            out, cut = self._split(data)
+        else:
+            # Faster, same result: no event here can carry usage (no "usage" key), so none is
+            # parsed or dropped, and only where the last event ends matters. With no CR, the
+            # separators are "\n\n" pairs, and the last pair ends the last event unless a
+            # longer run of newlines pairs them differently (handled above).
+            cut = last + 2 if last >= 0 else 0
+            out = data[:cut]
         if cut < len(data):
             self._buffer += data[cut:]
             if len(self._buffer) > _MAX_SSE_EVENT:
-                pieces.append(bytes(self._buffer))
+                out += bytes(self._buffer)
                 self._buffer.clear()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return out
 
     def finish(self) -> bytes:
         """The upstream body ended; return what is left to forward."""
@@ -111,6 +115,20 @@ class UsageMeter:
         rest = bytes(self._buffer)
         self._buffer.clear()
         return self._event(rest) if rest.strip() else rest
+
+    def _split(self, data: bytes) -> tuple[bytes, int]:
+        """The bytes of ``data``'s whole events to forward (usage read, the injected usage
+        chunk dropped), and where its last whole event ends."""
+        pieces: list[bytes] = []
+        kept_from = cut = 0
+        for match in _SSE_SEPARATOR.finditer(data):
+            end = match.end()
+            if _MAY_CARRY_USAGE.search(data, cut, end) and not self._event(data[cut:end]):
+                pieces.append(data[kept_from:cut])  # the event is dropped
+                kept_from = end
+            cut = end
+        pieces.append(data[kept_from:cut])
+        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), cut
 
     def _event(self, event: bytes) -> bytes:
         data = b"\n".join(

@@ -200,6 +200,24 @@ def test_later_usage_null_does_not_erase_reported_usage() -> None:
     assert meter.usage == Usage(4, 2, 6)
 
 
+def test_events_end_where_the_first_of_two_newlines_pairs_up() -> None:
+    # "\n\n\n" is one separator and a newline that begins the next event: the odd newline
+    # waits with that event, whether or not the chunk can carry usage.
+    for tail in (b"", b'data: {"usage": null}'):
+        meter = UsageMeter(sse=True, strip_usage_chunk=True)
+        assert meter.feed(b"data: a\n\n\n" + tail) == b"data: a\n\n"
+        assert meter.feed(b"\n\n") + meter.finish() == b"\n" + tail + b"\n\n"
+
+
+def test_a_chunk_of_whole_events_without_usage_is_forwarded_as_is() -> None:
+    meter = UsageMeter(sse=True, strip_usage_chunk=True)
+    chunk = _sse({"choices": [{"delta": {"content": "a"}}]}) * 3
+    assert meter.feed(chunk) is chunk
+    assert meter.feed(b"data: [DO") == b""
+    assert meter.feed(b"NE]\n\n") == b"data: [DONE]\n\n"
+    assert meter.finish() == b""
+
+
 def test_oversized_sse_event_is_forwarded_unparsed() -> None:
     meter = UsageMeter(sse=True, strip_usage_chunk=True)
     huge = b'data: {"choices": [], "usage": {}, "pad": "' + b"x" * (1024 * 1024) + b'"}'
