@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -106,6 +106,15 @@ class ConnectionState(enum.Enum):
     CLOSING = "closing"  # we sent CLOSE; still receiving until the peer's CLOSE
     CLOSED = "closed"  # peer's CLOSE received (and ours sent)
     FAILED = "failed"  # a fatal error happened; keys dropped
+
+
+# Enum members read on every record sent: an Enum class attribute lookup runs Python code
+# (the member descriptor), a module global does not.
+_OPEN: Final = ConnectionState.OPEN
+_HALF_OPEN: Final = HalfState.OPEN
+_DATA: Final = RecordType.DATA
+_RESET: Final = RecordType.RESET
+_CLOSE: Final = RecordType.CLOSE
 
 
 @dataclass(frozen=True)
@@ -261,15 +270,29 @@ class _Connection:
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Send body bytes, split into records of at most ``MAX_CONTENT_LEN`` bytes."""
+        stream = self._streams.streams.get(stream_id)
+        if (
+            stream is not None
+            and stream.local is _HALF_OPEN
+            and self._state is _OPEN
+            and 0 < len(data) <= MAX_CONTENT_LEN
+        ):
+            # The common case (a token or a few): one record on a stream open for sending.
+            # The checks below, in line: a failed connection is not OPEN, a reset stream is
+            # no longer in the table, DATA keeps the stream OPEN (nothing to update or
+            # retire), and the sealer checks the limits before sealing anything.
+            assert self._sealer is not None
+            self._outgoing.append(self._sealer.seal(_DATA, stream_id, data))
+            return
         stream = self._stream_for_send(stream_id)
-        if len(data) <= MAX_CONTENT_LEN:  # the common case (a token or a few): one record
+        if len(data) <= MAX_CONTENT_LEN:
             chunks = [data] if data else []
         else:
             chunks = [data[i : i + MAX_CONTENT_LEN] for i in range(0, len(data), MAX_CONTENT_LEN)]
-        next_state(stream.local, RecordType.DATA, LocalProtocolError, stream_id)
+        next_state(stream.local, _DATA, LocalProtocolError, stream_id)
         self._require_room(chunks)
         for chunk in chunks:
-            self._seal(RecordType.DATA, stream_id, chunk)
+            self._seal(_DATA, stream_id, chunk)
 
     def end_stream(self, stream_id: int) -> None:
         """Send END: this side's half of the stream is complete."""
@@ -314,7 +337,7 @@ class _Connection:
     def _check_can_send(self) -> None:
         self._check_not_failed()
         # Sending CLOSE leaves OPEN (for CLOSING or CLOSED), so this also stops sends after it.
-        if self._state is not ConnectionState.OPEN:
+        if self._state is not _OPEN:
             raise LocalProtocolError(
                 "not-open", f"cannot send in state {self._state.value} (handshake or close)"
             )
@@ -331,7 +354,7 @@ class _Connection:
         self, record_type: RecordType, stream_id: int, content: bytes, metadata: bytes = b""
     ) -> None:
         assert self._sealer is not None
-        if record_type is not RecordType.CLOSE and record_type is not RecordType.RESET:
+        if record_type is not _CLOSE and record_type is not _RESET:
             stream = self._streams.streams[stream_id]
             new_local = next_state(stream.local, record_type, LocalProtocolError, stream_id)
             self._outgoing.append(self._sealer.seal(record_type, stream_id, content, metadata))

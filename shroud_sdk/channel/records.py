@@ -58,6 +58,11 @@ class Record:
     content: bytes = field(repr=False)
 
 
+_LENGTH_PREFIX = CONTENT_LENGTH.size
+_pack_header = RECORD_HEADER.pack
+_pack_length = CONTENT_LENGTH.pack
+
+
 def padded_length(content_len: int) -> int:
     """The inner-plaintext size for ``content_len`` bytes: the smallest bucket that fits."""
     index = bisect_left(PADDING_BUCKETS, CONTENT_LENGTH.size + content_len)
@@ -79,6 +84,9 @@ class _Direction:
         self._iv_int = int.from_bytes(iv, "big")
         self._label = label
         self._limits = limits
+        # Read on every record: plain attributes (``limits`` is frozen).
+        self._max_records = limits.max_records
+        self._max_bytes = limits.max_bytes
         self.seq = 0
         self.bytes = 0
 
@@ -100,20 +108,24 @@ class RecordSealer(_Direction):
         self, record_type: int, stream_id: int, content: bytes, metadata: bytes = b""
     ) -> bytes:
         """Return one wire record; raise ``RekeyRequiredError`` (nothing sealed) at a limit."""
-        if len(metadata) > MAX_METADATA_LEN:
+        meta_len, content_len = len(metadata), len(content)
+        if meta_len > MAX_METADATA_LEN:
             raise LocalProtocolError("metadata-size", f"metadata exceeds {MAX_METADATA_LEN}")
-        if len(content) > MAX_CONTENT_LEN:
+        if content_len > MAX_CONTENT_LEN:
             raise LocalProtocolError("record-size", f"content exceeds {MAX_CONTENT_LEN} bytes")
-        size = padded_length(len(content))
-        if self.seq >= self._limits.max_records or self.bytes + size > self._limits.max_bytes:
+        # padded_length, inline (one record per token): content this short always fits.
+        size = PADDING_BUCKETS[bisect_left(PADDING_BUCKETS, _LENGTH_PREFIX + content_len)]
+        seq = self.seq
+        if seq >= self._max_records or self.bytes + size > self._max_bytes:
             raise RekeyRequiredError(
                 "send-limit", "per-direction limit reached; new handshake needed"
             )
-        header = RECORD_HEADER.pack(PROTOCOL_VERSION, record_type, len(metadata), stream_id)
-        inner = CONTENT_LENGTH.pack(len(content)) + content
-        inner += bytes(size - len(inner))
-        sealed = self._aead.encrypt(self._nonce(), inner, self._label + header + metadata)
-        self.seq += 1
+        header = _pack_header(PROTOCOL_VERSION, record_type, meta_len, stream_id)
+        padding = bytes(size - _LENGTH_PREFIX - content_len)
+        inner = b"".join((_pack_length(content_len), content, padding))
+        nonce = (self._iv_int ^ seq).to_bytes(AEAD_IV_LEN, "big")
+        sealed = self._aead.encrypt(nonce, inner, self._label + header + metadata)
+        self.seq = seq + 1
         self.bytes += size
         return header + metadata + sealed
 

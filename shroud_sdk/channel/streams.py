@@ -30,6 +30,9 @@ class HalfState(enum.Enum):
     __hash__ = object.__hash__
 
 
+# Read on every record (``Stream.done``): a module global, not an Enum class lookup.
+_ENDED = HalfState.ENDED
+
 # The whole per-half state machine. RESET is handled per stream (it ends both halves).
 _TRANSITIONS: dict[tuple[HalfState, RecordType], HalfState] = {
     (HalfState.IDLE, RecordType.HEADERS): HalfState.OPEN,
@@ -65,7 +68,7 @@ class Stream:
     @property
     def done(self) -> bool:
         """True once reset, or once both halves have ended."""
-        return self.reset or (self.local is HalfState.ENDED and self.remote is HalfState.ENDED)
+        return self.reset or (self.local is _ENDED and self.remote is _ENDED)
 
 
 class StreamTable:
