@@ -308,9 +308,16 @@ class BridgeMetrics:
 
     def record(self, direction: Direction, size: int, count: int = 1) -> None:
         """``count`` encrypted records of ``size`` bytes in all, sent or received."""
-        records, record_bytes = self._record_counters[Direction(direction)]
-        records.inc(max(0, int(count)))
-        record_bytes.inc(max(0, int(size)))
+        # Once per flush of the streaming path: no Enum conversion (a Direction is its own
+        # key; anything else is refused as every label here is), and no increment by zero.
+        counters = self._record_counters.get(direction)
+        if counters is None:
+            counters = self._record_counters[Direction(direction)]
+        records, record_bytes = counters
+        if count > 0:
+            records.inc(count)
+        if size > 0:
+            record_bytes.inc(size)
 
     # -- exposition --------------------------------------------------------------------------
 

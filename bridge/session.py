@@ -148,6 +148,9 @@ def disclosure_refusal_reason(required: tuple[str, ...], allowed: tuple[str, ...
 
 # RFC 6455 section 5.2: a server's frame header is at most 10 bytes (no mask); 14 with one.
 _MAX_FRAME_HEADER: Final = 14
+# Enum members read on every flush: module globals (an Enum class lookup runs Python code).
+_WS_OPEN: Final = State.OPEN
+_SENT: Final = Direction.BRIDGE_TO_CLIENT
 
 
 def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
@@ -157,7 +160,7 @@ def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
     or when the write fills the transport's buffer past its high-water mark (for it to drain).
     When neither can happen, its only work is the write itself.
     """
-    if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+    if ws.protocol.state is not _WS_OPEN or ws.paused or ws.transport.is_closing():
         return False
     _, high = ws.transport.get_write_buffer_limits()
     return ws.transport.get_write_buffer_size() + size <= high
@@ -438,7 +441,7 @@ class Session:
                 self._send_timed_out()
                 raise WebSocketClosed(None, None) from None
         # Counted once the records are on their way: the count is not on the token's path.
-        self._metrics.record(Direction.BRIDGE_TO_CLIENT, size, count=len(messages))
+        self._metrics.record(_SENT, size, count=len(messages))
 
     def abandon(self, error: ChannelError) -> None:
         """Nothing more can be sealed on this connection (``bridge.streaming.Outbox``): close
