@@ -115,19 +115,37 @@ class UpstreamResponse:
             )
         )
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
         """The body bytes, one chunk per read; ``UpstreamError(after_headers=True)`` on failure.
 
         A body cut short (the connection closed inside a chunked or sized body) is an error,
         never a normal end: the client must see RESET, not a truncated answer.
         """
+        return _BodyChunks(self._response.content)
+
+
+class _BodyChunks:
+    """``content.iter_any()`` with upstream errors, as one iterator (one per token resumed):
+    neither aiohttp's iterator nor an async generator around it in between."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _BodyChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            chunk = await self._content.readany()
         except TimeoutError as exc:
             raise UpstreamTimeoutError(_describe(exc), after_headers=True) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(_describe(exc), after_headers=True) from exc
+        if not chunk:  # the end of the body (readany returns b"" only there)
+            raise StopAsyncIteration
+        return chunk
 
 
 def upstream_url(base_url: str, path: str) -> str:
