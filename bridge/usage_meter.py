@@ -86,7 +86,13 @@ class UsageMeter:
         else:
             data = chunk
         last = data.rfind(b"\n\n")
-        if _USAGE_KEY in data or b"\r" in data or (last > 0 and data[last - 1] == _LF):
+        # find, not ``in``: ``bytes in bytes`` first tries the operand as an int and formats
+        # the TypeError it clears, which costs more than the search.
+        if (
+            data.find(_USAGE_KEY) >= 0
+            or data.find(b"\r") >= 0
+            or (last > 0 and data[last - 1] == _LF)
+        ):
             out, cut = self._split(data)
         else:
             # Faster, same result: no event here can carry usage (no "usage" key), so none is
