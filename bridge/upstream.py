@@ -5,11 +5,11 @@ read timeouts. Its connection pool is sized to the bridge's own stream caps
 (``pool_size``: sessions x streams per session), so an admitted stream never queues for an
 upstream connection; the caps, not the pool, bound the load. A request is sent with its
 (already size-checked, already decrypted) body; the response body is handed over as it
-arrives, **one chunk per socket read** (``content.iter_any()``: everything aiohttp's C parser
-has buffered, chunked framing removed), so the SSE events one read brought become one record
-and nothing waits for more data. Closing the response context (because the client reset the
-stream or went away) closes the upstream connection, which is how vLLM learns to stop
-generating.
+arrives, **one chunk per socket read** (``content.readany()``, as ``iter_any()`` yields it:
+everything aiohttp's C parser has buffered, chunked framing removed), so the SSE events one
+read brought become one record and nothing waits for more data. Closing the response context
+(because the client reset the stream or went away) closes the upstream connection, which is how
+vLLM learns to stop generating.
 
 Why aiohttp (issue 11): ``benchmarks/upstream_clients.py`` reads the same SSE streams with
 httpx2 (the client before), aiohttp and a small h11 reader; aiohttp used a third of httpx2's
