@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -164,6 +165,21 @@ def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
         return False
     _, high = ws.transport.get_write_buffer_limits()
     return ws.transport.get_write_buffer_size() + size <= high
+
+
+_FINAL_BINARY: Final = 0x82  # FIN set, opcode 0x2 (RFC 6455 section 5.2)
+_LENGTH_16: Final = struct.Struct("!BBH")
+_LENGTH_64: Final = struct.Struct("!BBQ")
+
+
+def binary_frame_header(length: int) -> bytes:
+    """The header of an unmasked, final binary frame (a server's) of ``length`` payload
+    bytes, as websockets serializes it (RFC 6455 section 5.2); no extension applies."""
+    if length < 126:
+        return bytes((_FINAL_BINARY, length))
+    if length < 65536:
+        return _LENGTH_16.pack(_FINAL_BINARY, 126, length)
+    return _LENGTH_64.pack(_FINAL_BINARY, 127, length)
 
 
 def _forget_frames(error: BaseException) -> None:
@@ -428,9 +444,20 @@ class Session:
             # The common case, a token or a few: framed and handed to the socket at once.
             # Nothing here can wait, so there is no deadline to arm and no context to enter
             # (what ``send_context`` adds is for a connection that is closing or full).
-            for message in messages:  # one WebSocket message per record (§3.1)
-                ws.protocol.send_binary(message)
-            ws.send_data()
+            protocol = ws.protocol
+            if protocol.extensions or protocol.debug or protocol.expect_continuation_frame:
+                for message in messages:  # one WebSocket message per record (§3.1)
+                    protocol.send_binary(message)
+                ws.send_data()
+            else:
+                # The same bytes, framed here: websockets builds and checks a Frame object per
+                # message, which costs more than sealing the record. Anything websockets
+                # queued comes first (nothing, normally: it writes what it queues at once).
+                parts = protocol.data_to_send()
+                for message in messages:  # one WebSocket message per record (§3.1)
+                    parts.append(binary_frame_header(len(message)))
+                    parts.append(message)
+                ws.transport.write(b"".join(parts))
         else:
             try:
                 async with asyncio.timeout(self._config.send_timeout):

@@ -8,9 +8,11 @@ import json
 
 import aiohttp
 import pytest
+from websockets.frames import Frame, Opcode
 
 from bridge import errors
 from bridge.dispatch import PreparedBody, api_key_digests, authorized, prepare_body
+from bridge.session import binary_frame_header
 from bridge.upstream import (
     _describe,
     forward_request_headers,
@@ -334,3 +336,13 @@ def test_upstream_failures_are_described_without_their_message() -> None:
     wrapped = aiohttp.ServerDisconnectedError("could not reach http://up/v1/x?q=secret")
     wrapped.__cause__ = ConnectionRefusedError(111, "Connection refused")
     assert _describe(wrapped) == "ServerDisconnectedError (Connection refused)"
+
+
+# -- framing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_records_are_framed_as_websockets_frames_them(length: int) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    expected = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+    assert binary_frame_header(length) + payload == expected
