@@ -26,12 +26,15 @@ Retry rule: ``open_stream`` retries on a fresh connection only when the request 
 left this process (the connection was found dead before the request HEADERS were sealed).
 Once a request record has been sealed it is never re-sent here.
 
-``SyncSession`` runs an ``AsyncSession`` on a private event loop in a background thread (one
+``SyncSession`` runs an ``AsyncSession`` on a private event loop with a thread of its own (one
 per session), so synchronous callers need no event loop of their own and it works inside a
-running one (Jupyter). A sync caller reads a response body on its own thread
-(``AsyncStream.receive_body_blocking``): the loop queues records as they are read and the
-caller takes them in batches, with no hand-off to the loop per chunk. ``close()`` stops and
-joins that thread.
+running one (Jupyter). A sync caller reading a response body runs that loop itself while it
+waits (``SyncSession.receive_body``): the socket is read and the record opened on the
+caller's thread, with no hand-off between threads per chunk. The loop thread runs the loop
+whenever no reader does (a request from another thread, a second reader, a reader busy
+elsewhere for more than a moment); a reader that cannot take the loop waits for its records
+as they are queued (``AsyncStream.receive_body_blocking``). ``close()`` stops and joins that
+thread.
 
 Redirects: the WebSocket opening never follows one (DESIGN.md §6). A 3xx answer to the upgrade
 is a ``SessionConnectError`` naming it; nothing of the request was sent.
@@ -51,7 +54,8 @@ import ipaddress
 import re
 import ssl
 import threading
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Coroutine, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, cast
@@ -121,6 +125,10 @@ _REDIRECT_STATUSES: Final = frozenset({300, 301, 302, 303, 307, 308})
 # Records of one response held for an application that is not reading it (each at most
 # 16 KiB of content): past this the connection's reader stops reading the socket.
 STREAM_BUFFER_RECORDS: Final = 64
+# SyncSession: the loop's driver when its own thread runs it, and how long (s) the loop may
+# stay idle between a reader's reads before that thread takes it back.
+_LOOP_THREAD: Final = 0
+_IDLE_GRACE: Final = 0.05
 
 
 class SessionConnectError(ShroudError):
@@ -779,9 +787,9 @@ class BodyPart:
 class AsyncStream:
     """One request/response exchange on an attested connection.
 
-    Its body is read a batch at a time: on the session's loop (:meth:`receive_body`) or, for
-    the sync client, on the caller's own thread (:meth:`receive_body_blocking`), which needs no
-    hand-off to the loop per chunk.
+    Its body is read a batch at a time on the session's loop (:meth:`receive_body`), which the
+    sync client's reader may be running on its own thread, or from another thread while the
+    loop runs elsewhere (:meth:`receive_body_blocking`).
     """
 
     def __init__(self, link: _Link, stream_id: int, inbox: _StreamInbox):
@@ -1075,15 +1083,38 @@ class AsyncSession:
         link.stop()
 
 
+def _runs_a_loop() -> bool:
+    """Whether this thread is running an event loop now."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class SyncSession:
-    """An ``AsyncSession`` driven from synchronous code through a private loop thread."""
+    """An ``AsyncSession`` driven from synchronous code through a private event loop.
+
+    The loop has one driver at a time: its own thread (``shroud-session``), or a caller's
+    thread reading a response body (:meth:`receive_body`). A reader takes the loop when nobody
+    else needs it, runs it while it waits for its records (so the socket is read, the record
+    opened and the chunk returned on the reader's own thread, with no hand-off between
+    threads), and leaves it idle between reads. The loop thread takes it back when anyone
+    else needs it (a request or close from another thread, a reader that found the loop
+    taken) and after ``_IDLE_GRACE`` s idle, so pings are answered and late work is done while
+    the application is busy elsewhere.
+    """
 
     def __init__(self, config: SessionConfig) -> None:
         self._async = AsyncSession(config)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="shroud-session", daemon=True
-        )
+        self._baton = threading.Condition(threading.Lock())
+        self._driver: int | None = _LOOP_THREAD  # who runs the loop (a thread id), or None
+        self._dependents = 0  # threads waiting for work on the loop without running it
+        self._borrowing = False  # a reader is stopping the loop thread to take over
+        self._idle_since = 0.0
+        self._quit = False
+        self._thread = threading.Thread(target=self._serve, name="shroud-session", daemon=True)
         self._thread.start()
         self._closed = False
         self._lock = threading.Lock()
@@ -1112,12 +1143,93 @@ class SyncSession:
         if self._closed:
             coroutine.close()
             raise SessionConnectError("the session is closed")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        with self._depending():
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            try:
+                return future.result(timeout)
+            except FutureTimeoutError:
+                future.cancel()
+                raise SessionTimeoutError("read", "timed out") from None
+
+    def receive_body(self, stream: AsyncStream, read_timeout: float | None) -> BodyPart:
+        """``stream``'s next body part, read on this thread (see the class docstring)."""
+        if not self._take_loop():
+            with self._depending():
+                return stream.receive_body_blocking(read_timeout)
+        task = self._loop.create_task(stream.receive_body(read_timeout))
         try:
-            return future.result(timeout)
-        except FutureTimeoutError:
-            future.cancel()
-            raise SessionTimeoutError("read", "timed out") from None
+            return self._loop.run_until_complete(task)
+        except BaseException:
+            task.cancel()  # the loop thread finishes it
+            raise
+        finally:
+            self._leave_loop()
+
+    def _take_loop(self) -> bool:
+        """Become the loop's driver if nobody else needs it; False if someone does."""
+        me = threading.get_ident()
+        with self._baton:
+            if self._closed or self._dependents or self._borrowing:
+                return False
+            if _runs_a_loop():
+                return False  # e.g. Jupyter's: this thread cannot run a second one
+            if self._driver == _LOOP_THREAD:
+                self._borrowing = True
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                # Until its run ends (or someone comes to depend on the loop meanwhile).
+                self._baton.wait_for(lambda: self._driver is None or self._dependents > 0)
+                self._borrowing = False
+            depended_on = self._dependents > 0  # may have changed while it waited
+            if self._driver is None and not depended_on:
+                self._driver = me
+                return True
+            if self._driver is None:  # stopped, but someone came to depend on it: it goes on
+                self._driver = _LOOP_THREAD
+                self._baton.notify_all()
+            return False
+
+    def _leave_loop(self) -> None:
+        with self._baton:
+            if self._dependents or self._closed:
+                self._driver = _LOOP_THREAD
+                self._baton.notify_all()
+            else:
+                self._driver = None
+                self._idle_since = time.monotonic()
+
+    @contextlib.contextmanager
+    def _depending(self) -> Iterator[None]:
+        """While this runs, the loop is never left idle (the loop thread runs it)."""
+        with self._baton:
+            self._dependents += 1
+            if self._driver is None:
+                self._driver = _LOOP_THREAD
+                self._baton.notify_all()
+        try:
+            yield
+        finally:
+            with self._baton:
+                self._dependents -= 1
+
+    def _serve(self) -> None:
+        """The loop thread: run the loop whenever no reader does."""
+        while True:
+            with self._baton:
+                while not self._quit:
+                    if self._driver == _LOOP_THREAD:
+                        break
+                    idle = time.monotonic() - self._idle_since
+                    if self._driver is None and not self._borrowing and idle >= _IDLE_GRACE:
+                        self._driver = _LOOP_THREAD
+                        break
+                    self._baton.wait(_IDLE_GRACE)
+                else:
+                    return
+            self._loop.run_forever()
+            with self._baton:
+                self._driver = None
+                self._idle_since = time.monotonic()
+                self._baton.notify_all()
 
     def close(self) -> None:
         """Close the connection, stop the loop and join its thread (idempotent)."""
@@ -1125,13 +1237,20 @@ class SyncSession:
             if self._closed:
                 return
             self._closed = True
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), self._depending():
             asyncio.run_coroutine_threadsafe(self._async.aclose(), self._loop).result(5)
-        with contextlib.suppress(Exception):  # the worker threads verification ran in
+        with contextlib.suppress(Exception), self._depending():  # verification's workers
             asyncio.run_coroutine_threadsafe(
                 self._loop.shutdown_default_executor(), self._loop
             ).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        with self._baton:
+            # A reader still running the loop returns it when its read ends (the close
+            # above failed its stream).
+            self._baton.wait_for(lambda: self._driver in (None, _LOOP_THREAD), 5)
+            self._quit = True
+            if self._driver == _LOOP_THREAD:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._baton.notify_all()
         self._thread.join(5)
-        if not self._thread.is_alive():
+        if not self._thread.is_alive() and not self._loop.is_running():
             self._loop.close()

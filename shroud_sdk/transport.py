@@ -432,12 +432,12 @@ class _ResponseBody:
             raise self.map_error(exc) from exc
         return self._deliver(part)
 
-    def next_chunks_blocking(self) -> list[bytes] | None:
-        """:meth:`next_chunks` on the sync caller's own thread (no hand-off to the loop)."""
+    def next_chunks_blocking(self, session: SyncSession) -> list[bytes] | None:
+        """:meth:`next_chunks` on the sync caller's own thread (``SyncSession.receive_body``)."""
         if self._ended:
             return None
         try:
-            part = self.stream.receive_body_blocking(self._read_timeout)
+            part = session.receive_body(self.stream, self._read_timeout)
         except (ShroudError, OSError) as exc:
             raise self.map_error(exc) from exc
         return self._deliver(part)
@@ -467,9 +467,9 @@ class _SyncBody(httpx2.SyncByteStream, httpx.SyncByteStream):
         self._session = session
 
     def __iter__(self) -> Iterator[bytes]:
-        # Read on this (the caller's) thread: the session's loop hands records over in
-        # batches and is woken only when its reader waits for room.
-        while (chunks := self._body.next_chunks_blocking()) is not None:
+        # Read on this (the caller's) thread: it runs the session's loop while it waits, so
+        # no other thread hands the records over (``SyncSession.receive_body``).
+        while (chunks := self._body.next_chunks_blocking(self._session)) is not None:
             yield from chunks
 
     def close(self) -> None:

@@ -1,0 +1,172 @@
+"""The sync client reads a response body on the caller's own thread (``SyncSession``).
+
+While it waits for its records, the reader runs the session's loop itself: the socket is read
+and the record opened on its thread, with no hand-off from the loop thread. Between reads the
+loop is idle; the loop thread takes it back as soon as anyone else needs it (a request from
+another thread) and after a short grace while the application is away, so the connection is
+still served. A real bridge in front of a scripted upstream, on loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+import shroud_sdk
+from shroud_sdk import session as session_module
+from tests.bridgeproc import BridgeProcess, running_bridge
+from tests.e2e.fake_upstream import FakeUpstream
+
+_ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bridge(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[BridgeProcess]:
+    with running_bridge(
+        tmp_path_factory.mktemp("sync-reader"), upstream=upstream.base_url
+    ) as process:
+        yield process
+
+
+def _client(bridge: BridgeProcess, **options: Any) -> shroud_sdk.OpenAI:
+    return shroud_sdk.OpenAI(
+        bridge_url=bridge.url, api_key="k", policy=bridge.policy_path, max_retries=0, **options
+    )
+
+
+class _ReceivingThreads:
+    """Which thread opened each WebSocket message (``_Link.receive``), in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[int] = []
+        receive = session_module._Link.receive
+
+        def recording(link: Any, message: bytes, text: bool) -> None:
+            self.threads.append(threading.get_ident())
+            receive(link, message, text)
+
+        monkeypatch.setattr(session_module._Link, "receive", recording)
+
+
+def _wait_until(condition: Any, what: str) -> None:
+    for _ in range(1000):  # a liveness bound (10 s), not a speed requirement
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_lone_stream_is_read_on_the_callers_thread(
+    bridge: BridgeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received = _ReceivingThreads(monkeypatch)
+    with _client(bridge) as client:
+        stream = client.chat.completions.create(model="slow-stream", messages=_ASK, stream=True)
+        body_from = len(received.threads)  # the head came in while the request was sent
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text  # the whole answer, read to its authenticated END
+    body = received.threads[body_from:]
+    # Ten events 100 ms apart: the reader waited for each, running the loop on its thread.
+    assert body.count(threading.get_ident()) >= len(body) // 2 > 0
+
+
+def test_a_request_from_another_thread_runs_while_the_reader_is_away(
+    bridge: BridgeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader leaves the loop idle between reads; with the grace out of reach, only the
+    # other request's own claim can get the loop running for it.
+    monkeypatch.setattr(session_module, "_IDLE_GRACE", 3600.0)
+    with _client(bridge) as client:
+        stream = client.chat.completions.create(model="endless", messages=_ASK, stream=True)
+        chunks = iter(stream)
+        next(chunks)  # the reader ran the loop for this one, and is now away
+        listed: list[object] = []
+        other = threading.Thread(target=lambda: listed.append(client.models.list()))
+        other.start()
+        other.join(10)
+        assert listed, "a request from another thread waited for the idle reader"
+        next(chunks)  # the reader takes the loop back and goes on
+        stream.close()
+        assert client.models.list().data  # the session is still usable
+
+
+def test_the_connection_is_served_while_the_reader_is_away(
+    bridge: BridgeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received = _ReceivingThreads(monkeypatch)
+    with _client(bridge) as client:
+        stream = client.chat.completions.create(model="endless", messages=_ASK, stream=True)
+        next(iter(stream))
+        seen = len(received.threads)
+        # Events keep coming every 50 ms: after the grace, the loop thread reads them (into
+        # the stream's bounded inbox) though the application reads nothing.
+        _wait_until(lambda: len(received.threads) > seen + 2, "records read while away")
+        assert threading.get_ident() not in received.threads[seen + 2 :]
+        stream.close()
+
+
+def test_a_body_read_on_the_callers_thread_meets_its_deadline(bridge: BridgeProcess) -> None:
+    with _client(bridge, timeout=httpx2.Timeout(10.0, read=0.5)) as client:
+        stream = client.chat.completions.create(model="stall", messages=_ASK, stream=True)
+        chunks = iter(stream)
+        next(chunks)
+        with pytest.raises((httpx2.ReadTimeout, openai.APITimeoutError)):
+            next(chunks)
+        stream.close()
+        assert client.models.list().data
+
+
+def test_streams_read_on_two_threads_at_once_both_end(bridge: BridgeProcess) -> None:
+    with _client(bridge) as client:
+        texts: dict[int, str] = {}
+
+        def read(n: int) -> None:
+            stream = client.chat.completions.create(model="slow-stream", messages=_ASK, stream=True)
+            texts[n] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+        readers = [threading.Thread(target=read, args=(n,)) for n in range(2)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(30)
+        assert len(texts) == 2
+        assert texts[0] == texts[1] != ""
+
+
+def test_closing_the_session_fails_a_read_in_progress_and_stops_its_thread(
+    bridge: BridgeProcess, no_leaked_threads: None
+) -> None:
+    client = _client(bridge)
+    stream = client.chat.completions.create(model="stall", messages=_ASK, stream=True)
+    chunks = iter(stream)
+    next(chunks)
+    failures: list[BaseException] = []
+
+    def read_on() -> None:
+        try:
+            next(chunks)
+        except Exception as exc:  # what the reader sees when the session closes under it
+            failures.append(exc)
+
+    reader = threading.Thread(target=read_on)
+    reader.start()
+    time.sleep(0.2)  # let the reader take the loop and wait in it (either order is correct)
+    client.close()
+    reader.join(10)
+    assert not reader.is_alive()
+    assert failures
