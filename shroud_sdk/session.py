@@ -55,7 +55,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, cast
@@ -459,6 +459,34 @@ class _StreamInbox:
                 raise SessionTimeoutError("read", "timed out waiting for the bridge")
             return self._drain()
 
+    def take_driving(self, read_timeout: float | None) -> list[Event | BaseException]:
+        """:meth:`take` for the thread that holds the loop while it is not running: run the
+        loop on this thread until something is queued or ``read_timeout`` s pass.
+
+        No task: the wait is one future whose completion stops the loop, so the loop goes
+        round once after a record arrives, not once to wake a task and again to stop.
+        """
+        _wake(self._release())
+        if not self._items:
+            readable = self._readable = self._loop.create_future()
+            readable.add_done_callback(_stop_loop)
+            timer = None
+            if read_timeout is not None:
+                timer = self._loop.call_later(read_timeout, _wake, readable)
+            try:
+                self._loop.run_forever()
+            finally:
+                self._readable = None
+                if timer is not None:
+                    timer.cancel()
+                if not readable.done():  # interrupted (e.g. KeyboardInterrupt)
+                    readable.remove_done_callback(_stop_loop)
+                    readable.cancel()
+            if not self._items:  # woken by the timer
+                raise SessionTimeoutError("read", "timed out waiting for the bridge")
+        with self._lock:
+            return self._drain()
+
     def discard(self) -> None:
         """The application gave up on the stream: drop what is queued, take nothing more."""
         with self._lock:
@@ -483,6 +511,10 @@ class _StreamInbox:
 def _wake(room: asyncio.Future[None] | None) -> None:
     if room is not None and not room.done():
         room.set_result(None)
+
+
+def _stop_loop(future: asyncio.Future[None]) -> None:
+    future.get_loop().stop()
 
 
 class _BridgeSocket(WebSocket):
@@ -823,13 +855,26 @@ class AsyncStream:
         return self._body_part(await self._take(read_timeout))
 
     def receive_body_blocking(self, read_timeout: float | None) -> BodyPart:
-        """:meth:`receive_body` on a thread other than the session loop's."""
+        """:meth:`receive_body` on a thread other than the session loop's, while another
+        thread runs the loop."""
+        return self._receive_body_now(self._inbox.take_blocking, read_timeout)
+
+    def receive_body_driving(self, read_timeout: float | None) -> BodyPart:
+        """:meth:`receive_body` on the thread that holds the session's loop while it is not
+        running: it runs the loop until the records come (``_StreamInbox.take_driving``)."""
+        return self._receive_body_now(self._inbox.take_driving, read_timeout)
+
+    def _receive_body_now(
+        self,
+        take: Callable[[float | None], list[Event | BaseException]],
+        read_timeout: float | None,
+    ) -> BodyPart:
         if self.finished:
             return BodyPart([], True)
         if self._backlog:
             items, self._backlog = self._backlog, []
         else:
-            items = self._inbox.take_blocking(read_timeout)
+            items = take(read_timeout)
         return self._body_part(items)
 
     def _body_part(self, items: list[Event | BaseException]) -> BodyPart:
@@ -1156,12 +1201,8 @@ class SyncSession:
         if not self._take_loop():
             with self._depending():
                 return stream.receive_body_blocking(read_timeout)
-        task = self._loop.create_task(stream.receive_body(read_timeout))
         try:
-            return self._loop.run_until_complete(task)
-        except BaseException:
-            task.cancel()  # the loop thread finishes it
-            raise
+            return stream.receive_body_driving(read_timeout)
         finally:
             self._leave_loop()
 
