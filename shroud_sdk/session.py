@@ -100,6 +100,7 @@ from shroud_sdk.errors import (
 )
 from shroud_sdk.hello_refusal import bridge_refusal
 from shroud_sdk.refusals import Overload
+from shroud_sdk.ws_frames import parser_between_frames, whole_binary_frames
 
 _T = TypeVar("_T")
 
@@ -538,6 +539,19 @@ class _BridgeSocket(WebSocket):
         self._fragments: list[bytes] = []
         self._text = False
         self._held_stopped_reading = False
+
+    def data_received(self, data: bytes) -> None:
+        receiver = self._receiver
+        protocol = self.protocol
+        if receiver is not None and parser_between_frames(protocol):
+            # The common case: records, each one binary frame (see shroud_sdk.ws_frames).
+            messages, taken = whole_binary_frames(data, protocol.max_message_size)
+            for message in messages:
+                receiver.receive(message, False)
+            if taken == len(data):
+                return
+            data = data[taken:]
+        super().data_received(data)
 
     def process_event(self, event: WebSocketEvent) -> None:
         if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
