@@ -386,6 +386,9 @@ class _StreamInbox:
         self._discarded = False
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # a consuming thread waits on it
+        # Whether a thread waits on ``_arrived``: notifying a Condition runs Python code even
+        # with nobody waiting, and on the loop's side that is every record of an async reader.
+        self._thread_waits = False
         self._loop = asyncio.get_running_loop()
         self._readable: asyncio.Future[None] | None = None  # a consuming coroutine waits on it
         self._room: asyncio.Future[None] | None = None  # the reader waits on it when full
@@ -403,7 +406,8 @@ class _StreamInbox:
                     return
                 if len(self._items) + self._handed_out < self._limit:
                     self._items.append(event)
-                    self._arrived.notify()
+                    if self._thread_waits:
+                        self._arrived.notify()
                     break
                 room = self._room = self._loop.create_future()
             await room
@@ -418,7 +422,8 @@ class _StreamInbox:
             if not force and len(self._items) + self._handed_out >= self._limit:
                 return False
             self._items.append(event)
-            self._arrived.notify()
+            if self._thread_waits:
+                self._arrived.notify()
         _wake(self._readable)
         return True
 
@@ -426,7 +431,8 @@ class _StreamInbox:
         """Queue ``error`` after what is already queued, whatever the limit (loop thread)."""
         with self._lock:
             self._items.append(error)
-            self._arrived.notify()
+            if self._thread_waits:
+                self._arrived.notify()
         _wake(self._readable)
 
     async def take(self, read_timeout: float | None) -> list[Event | BaseException]:
@@ -456,7 +462,12 @@ class _StreamInbox:
         if room is not None:
             self._loop.call_soon_threadsafe(_wake, room)
         with self._lock:
-            if not self._arrived.wait_for(lambda: self._items, read_timeout):
+            self._thread_waits = True
+            try:
+                arrived = self._arrived.wait_for(lambda: self._items, read_timeout)
+            finally:
+                self._thread_waits = False
+            if not arrived:
                 raise SessionTimeoutError("read", "timed out waiting for the bridge")
             return self._drain()
 
