@@ -115,6 +115,8 @@ _HALF_OPEN: Final = HalfState.OPEN
 _DATA: Final = RecordType.DATA
 _RESET: Final = RecordType.RESET
 _CLOSE: Final = RecordType.CLOSE
+# Record types by their wire value: a dict lookup, not the Enum call (Python code per record).
+_RECORD_TYPES: Final = {member.value: member for member in RecordType}
 
 
 @dataclass(frozen=True)
@@ -394,10 +396,9 @@ class _Connection:
     def _receive_record(self, message: bytes) -> None:
         assert self._opener is not None
         record = self._opener.open(message)
-        try:
-            record_type = RecordType(record.type)
-        except ValueError:
-            raise ProtocolError("record-type", f"unknown record type {record.type}") from None
+        record_type = _RECORD_TYPES.get(record.type)
+        if record_type is None:
+            raise ProtocolError("record-type", f"unknown record type {record.type}")
         if record_type is RecordType.CLOSE:
             self._receive_close(record)
             return

@@ -9,7 +9,8 @@ failure either: it raises, and the connection fails closed.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,15 +48,25 @@ class Limits:
             raise ValueError("max_bytes must be in 1..2^34")
 
 
-@dataclass(frozen=True)
-class Record:
-    """One opened record: header fields, cleartext metadata and the unpadded content."""
+class Record(NamedTuple):
+    """One opened record: header fields, cleartext metadata and the unpadded content.
+
+    A named tuple, not a frozen dataclass: one is built per received record, and a frozen
+    dataclass's ``__init__`` costs more than the rest of the bookkeeping around the AEAD.
+    """
 
     version: int
     type: int
     stream_id: int
     metadata: bytes
-    content: bytes = field(repr=False)
+    content: bytes
+
+    def __repr__(self) -> str:
+        # The content is decrypted application data: never in a repr (logs, tracebacks).
+        return (
+            f"Record(version={self.version}, type={self.type}, stream_id={self.stream_id}, "
+            f"metadata=<{len(self.metadata)} bytes>, content=<{len(self.content)} bytes>)"
+        )
 
 
 _LENGTH_PREFIX = CONTENT_LENGTH.size
@@ -146,19 +157,22 @@ class RecordOpener(_Direction):
         inner_len = len(message) - body_start - AEAD_TAG_LEN
         if inner_len not in PADDING_BUCKETS:
             raise ProtocolError("record-padding", f"inner length {inner_len} is not a bucket")
-        if self.seq >= self._limits.max_records or self.bytes + inner_len > self._limits.max_bytes:
+        seq = self.seq
+        if seq >= self._max_records or self.bytes + inner_len > self._max_bytes:
             raise ProtocolError("receive-limit", "peer exceeded the per-direction limit")
         try:
             inner = self._aead.decrypt(
-                self._nonce(), message[body_start:], self._label + message[:body_start]
+                (self._iv_int ^ seq).to_bytes(AEAD_IV_LEN, "big"),
+                message[body_start:],
+                self._label + message[:body_start],
             )
         except InvalidTag:
             raise IntegrityError(
                 "record-auth",
-                f"record {self.seq} failed authentication (tampered, reordered, dropped, "
+                f"record {seq} failed authentication (tampered, reordered, dropped, "
                 "replayed, reflected or spliced)",
             ) from None
-        self.seq += 1
+        self.seq = seq + 1
         self.bytes += inner_len
         (content_len,) = CONTENT_LENGTH.unpack_from(inner)
         end = CONTENT_LENGTH.size + content_len

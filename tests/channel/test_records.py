@@ -504,3 +504,14 @@ def test_sealer_refuses_oversized_metadata_and_seals_nothing() -> None:
     # 1024 bytes is the limit, not past it; it opens on the other side.
     wire = sealer.seal(RecordType.HEADERS, 1, b"x", b"m" * 1024)
     assert RecordOpener(KEY, IV, DIRECTION_C2B, Limits()).open(wire).metadata == b"m" * 1024
+
+
+def test_an_opened_records_repr_shows_no_content() -> None:
+    # Records hold decrypted application data: a log line or a traceback that prints one
+    # must not show it (the metadata is cleartext on the wire, its length is enough too).
+    sealer = RecordSealer(KEY, IV, DIRECTION_C2B, Limits())
+    opener = RecordOpener(KEY, IV, DIRECTION_C2B, Limits())
+    record = opener.open(sealer.seal(RecordType.DATA, 1, b"the patient's diagnosis"))
+    assert record.content == b"the patient's diagnosis"
+    assert "diagnosis" not in repr(record)
+    assert "23 bytes" in repr(record)
