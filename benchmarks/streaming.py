@@ -14,7 +14,8 @@ per-round ratios compare runs made moments apart:
   request to the last token. Ratio bridge / direct.
 - added one-way latency: per token, receive time minus the upstream's send time (one clock);
   a path's added latency is its p50 (p99) minus the direct path's in the same round. Ratio
-  bridge-added / relay-added. Paced: a 500-token stream at 1 ms per token. Unpaced (the
+  bridge-added / relay-added. Paced: 1,000 tokens at 1 ms per token per path and round, as
+  five 200-token streams per path interleaved across the paths. Unpaced (the
   throughput stream), where latency is queueing behind the burst: the whole one-way latency,
   bridge path against relay path.
 - bridge CPU per token: the bridge process's own CPU time (``/proc``) over a run, per token.
@@ -49,8 +50,13 @@ from shroud_sdk.verifier import AttestationVerifier
 from tests.bridgeproc import BridgeProcess
 
 THROUGHPUT_TOKENS: Final = 2000
-PACED_TOKENS: Final = 500
+PACED_TOKENS: Final = 1000
 PACE_US: Final = 1000
+# The paced runs of a round are this many streams per path, interleaved across the paths
+# (PACED_TOKENS in all per path): the machine's background load comes and goes within
+# seconds, and interleaving lets each path sample the same moments, as one stream per path
+# in a row would not.
+PACED_SEGMENTS: Final = 5
 KINDS: Final = ("async", "sync")
 PATHS: Final = ("direct", "relay", "bridge")
 _MESSAGES: Final = [{"role": "user", "content": "benchmark"}]
@@ -177,13 +183,22 @@ def _measure_paths(setup: _Setup, rounds: int) -> _Rounds:
             for path in PATHS:
                 one(kind, path, 200, 0)
                 one(kind, path, 50, PACE_US)
+        segment = PACED_TOKENS // PACED_SEGMENTS
         for number in range(rounds):
             shift = number % len(PATHS)
             order = PATHS[shift:] + PATHS[:shift]
             for kind in KINDS:
                 for path in order:
                     results.add(kind, path, False, one(kind, path, THROUGHPUT_TOKENS, 0))
-                    results.add(kind, path, True, one(kind, path, PACED_TOKENS, PACE_US))
+                paced = {path: _Run(0.0, []) for path in PATHS}
+                for part in range(PACED_SEGMENTS):
+                    for path in order[part % len(order) :] + order[: part % len(order)]:
+                        run = one(kind, path, segment, PACE_US)
+                        paced[path].seconds += run.seconds
+                        paced[path].latencies_ns.extend(run.latencies_ns)
+                        paced[path].cpu += run.cpu
+                for path in PATHS:
+                    results.add(kind, path, True, paced[path])
     finally:
         for client in clients_sync.values():
             client.close()
