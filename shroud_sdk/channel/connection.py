@@ -397,6 +397,14 @@ class _Connection:
         assert self._opener is not None
         record = self._opener.open(message)
         record_type = _RECORD_TYPES.get(record.type)
+        if record_type is _DATA and record.content and not record.metadata:
+            # The common case (a token or a few): DATA on a stream open for receiving. The
+            # checks below, in line: no side may put metadata on DATA, DATA keeps the stream
+            # OPEN (nothing to update or retire), and anything else takes the general path.
+            open_stream = self._streams.streams.get(record.stream_id)
+            if open_stream is not None and open_stream.remote is _HALF_OPEN:
+                self._events.append(DataReceived(record.stream_id, record.content))
+                return
         if record_type is None:
             raise ProtocolError("record-type", f"unknown record type {record.type}")
         if record_type is RecordType.CLOSE:
