@@ -34,8 +34,9 @@ from websockets.streams import StreamReader
 _FIN_BINARY: Final = 0x82  # FIN, no RSV bits, opcode 0x2 (RFC 6455 section 5.2)
 _LENGTH_16: Final = 126
 _LENGTH_64: Final = 127
-_AT_EOF: Final = StreamReader.at_eof.__code__
-_FRAME_LOOP: Final = Protocol.parse.__code__
+# None if a websockets release has no such plain function: then no generator matches.
+_AT_EOF: Final = getattr(getattr(StreamReader, "at_eof", None), "__code__", None)
+_FRAME_LOOP: Final = getattr(getattr(Protocol, "parse", None), "__code__", None)
 
 
 def parser_between_frames(protocol: Protocol) -> bool:
@@ -46,15 +47,27 @@ def parser_between_frames(protocol: Protocol) -> bool:
     websockets must see). Not between frames: after a CLOSE or a failure (the parser is
     ``discard``), or inside a frame whose header was read. While this side's own CLOSE waits
     for the answer, websockets still delivers data frames, and so does this path.
+
+    Also False unless a frame's only limit is ``max_message_size`` (no separate fragment
+    limit) and no extension is negotiated (one could transform frames without RSV bits), and
+    False, never an error, when ``protocol`` lacks an attribute read here (websockets 15 and
+    earlier name them differently; a later release may too).
     """
-    if protocol.current_size is not None:
+    try:
+        if (
+            protocol.current_size is not None
+            or protocol.max_fragment_size is not None
+            or protocol.extensions
+        ):
+            return False
+        # Typed Any: typeshed gives ``gi_yieldfrom`` as a plain iterator.
+        outer: Any = protocol.parser
+        inner: Any = outer.gi_yieldfrom
+        while inner is not None and inner.gi_yieldfrom is not None:
+            outer, inner = inner, inner.gi_yieldfrom
+        return inner is not None and inner.gi_code is _AT_EOF and outer.gi_code is _FRAME_LOOP
+    except AttributeError:
         return False
-    # Typed Any: typeshed gives ``gi_yieldfrom`` as a plain iterator.
-    outer: Any = protocol.parser
-    inner: Any = outer.gi_yieldfrom
-    while inner is not None and inner.gi_yieldfrom is not None:
-        outer, inner = inner, inner.gi_yieldfrom
-    return inner is not None and inner.gi_code is _AT_EOF and outer.gi_code is _FRAME_LOOP
 
 
 def whole_binary_frames(data: bytes, limit: int | None) -> tuple[list[bytes], int]:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import CloseCode
 from websockets.protocol import CLIENT, Protocol, State
+from websockets.streams import StreamReader
 
 from shroud_sdk.session import _BridgeSocket
 from shroud_sdk.ws_frames import parser_between_frames, whole_binary_frames
@@ -60,6 +62,52 @@ def test_parser_between_frames_only_where_a_new_frame_starts() -> None:
     assert not parser_between_frames(protocol)
 
 
+class _OtherReader(StreamReader):
+    def at_eof(self) -> Generator[None, None, bool]:
+        # websockets' behaviour in another function: a parser shaped unlike 17.x.
+        while not self.buffer and not self.eof:
+            yield
+        return not self.buffer
+
+
+def _reshaped(protocol: Protocol) -> Protocol:
+    protocol.reader = _OtherReader()
+    protocol.parser = protocol.parse()
+    next(protocol.parser)
+    return protocol
+
+
+def _renamed(protocol: Protocol) -> Protocol:
+    del protocol.current_size  # websockets 15 and earlier call it ``cur_size``
+    return protocol
+
+
+def _not_a_generator(protocol: Protocol) -> Protocol:
+    setattr(protocol, "parser", iter(()))  # noqa: B010 - not the declared type, on purpose
+    return protocol
+
+
+def _with_extension(protocol: Protocol) -> Protocol:
+    protocol.extensions = [PerMessageDeflate(False, False, 15, 15)]
+    return protocol
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: _reshaped(Protocol(CLIENT, state=State.OPEN)), "at_eof is not websockets'"),
+        (lambda: _renamed(Protocol(CLIENT, state=State.OPEN)), "no current_size attribute"),
+        (lambda: _not_a_generator(Protocol(CLIENT, state=State.OPEN)), "parser not a generator"),
+        (lambda: Protocol(CLIENT, state=State.OPEN, max_size=(1000, 100)), "a fragment limit"),
+        (lambda: _with_extension(Protocol(CLIENT, state=State.OPEN)), "an extension"),
+    ],
+)
+def test_parser_between_frames_is_false_for_a_parser_it_cannot_vouch_for(
+    make: Callable[[], Protocol], why: str
+) -> None:
+    assert not parser_between_frames(make()), why
+
+
 @pytest.mark.parametrize(
     ("stopper", "why"),
     [
@@ -80,8 +128,9 @@ def test_whole_binary_frames_stop_at_anything_but_a_simple_whole_binary_frame(
     stopper: bytes, why: str
 ) -> None:
     before = _frame(b"one") + _frame(b"two" * 60)
-    # A frame cut by the end of the read is the last thing in it.
-    after = b"" if "end of the read" in why else _frame(b"after")
+    # A frame cut by the end of the read is the last thing in it. Otherwise enough follows
+    # that a masked length byte (128 + n) misread as a length would find its whole "payload".
+    after = b"" if "end of the read" in why else _frame(b"after" * 40)
     messages, taken = whole_binary_frames(before + stopper + after, 200)
     assert messages == [b"one", b"two" * 60], why
     assert taken == len(before), why
