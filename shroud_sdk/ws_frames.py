@@ -79,18 +79,17 @@ def whole_binary_frames(data: bytes, limit: int | None) -> tuple[list[bytes], in
     while end - taken >= 2 and data[taken] == _FIN_BINARY:
         length = data[taken + 1]  # the mask bit is its top bit: masked means >= 128
         start = taken + 2
+        # An extended length cut by the end of the read reads short, and puts ``start`` past
+        # the end, as does any length past the read (a 64-bit one with its top bit set
+        # included): all of them end at ``stop > end``.
         if length == _LENGTH_16:
-            if end - start < 2:
-                break
             length = int.from_bytes(data[start : start + 2], "big")
             if length < _LENGTH_16:
                 break
             start += 2
         elif length == _LENGTH_64:
-            if end - start < 8:
-                break
             length = int.from_bytes(data[start : start + 8], "big")
-            if length <= 0xFFFF or length >> 63:
+            if length <= 0xFFFF:
                 break
             start += 8
         elif length > _LENGTH_64:

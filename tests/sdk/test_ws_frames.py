@@ -122,6 +122,8 @@ def test_parser_between_frames_is_false_for_a_parser_it_cannot_vouch_for(
         (_frame(b"c" * 50)[:-1], "cut by the end of the read"),
         (_frame(b"c" * 150)[:3], "its length cut by the end of the read"),
         (b"\x82", "its header cut by the end of the read"),
+        (_frame(b"d" * 70_000)[:6], "its 64-bit length cut by the end of the read"),
+        (b"\x82\x7f" + (1 << 63 | 5).to_bytes(8, "big") + b"x" * 5, "a 64-bit length's top bit"),
     ],
 )
 def test_whole_binary_frames_stop_at_anything_but_a_simple_whole_binary_frame(
