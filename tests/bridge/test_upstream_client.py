@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bridge.upstream import Upstream, UpstreamConnectError, UpstreamRequest
+from bridge.upstream import (
+    UPSTREAM_READ_SIZE,
+    Upstream,
+    UpstreamConnectError,
+    UpstreamRequest,
+    limit_read_size,
+)
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SSE_HEAD = (
@@ -111,3 +117,20 @@ def test_a_forwarded_request_keeps_its_path_headers_and_body_out_of_its_repr() -
     assert "POST" in shown
     for secret in ("secret-path", "secret-header-value", "secret-prompt"):
         assert secret not in shown
+
+
+async def test_upstream_reads_ask_for_at_most_64_kib_and_never_more_than_before() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    try:
+        assert transport.max_size > UPSTREAM_READ_SIZE  # type: ignore[attr-defined]
+        limit_read_size(transport)
+        assert transport.max_size == UPSTREAM_READ_SIZE  # type: ignore[attr-defined]
+        limit_read_size(transport, 1 << 20)  # a larger size is not taken
+        assert transport.max_size == UPSTREAM_READ_SIZE  # type: ignore[attr-defined]
+        limit_read_size(object())  # a transport without the attribute keeps its default
+    finally:
+        transport.close()
+        server.close()
