@@ -182,6 +182,12 @@ class _Detached:
     async def flush(self) -> None:
         raise WebSocketClosed(None, None)
 
+    def send_now(self) -> bool:
+        raise WebSocketClosed(None, None)
+
+    async def drain(self) -> None:
+        raise WebSocketClosed(None, None)
+
     def abandon(self, error: ChannelError) -> None:
         return None
 

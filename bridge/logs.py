@@ -5,8 +5,9 @@ request path or query string, no body, no key, at any level (DEBUG included), un
 operator asks for an access log with ``--log-request-paths`` (paths and queries only; bodies
 never). Two things would otherwise break that:
 
-- the HTTP client libraries that see decrypted request URLs: the upstream client (``aiohttp``,
-  which logs no request lines today) and the ``httpx`` family that the SDK and the collateral
+- the HTTP client libraries that see decrypted request URLs: ``aiohttp`` (the upstream client
+  before ``bridge.upstream``'s own, which logs nothing; still capped, should a library bring
+  it in) and the ``httpx`` family that the SDK and the collateral
   fetcher bring into the process (``httpx2`` logs ``HTTP Request: POST http://.../v1/...?...``
   at INFO, ``httpcore`` traces requests at DEBUG). :func:`configure` caps them all at WARNING
   unless ``log_request_paths`` is set;

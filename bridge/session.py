@@ -19,8 +19,11 @@ The channel core is sans-I/O; this is its asyncio shell on the bridge. A session
 Sending (:meth:`Session.flush`): the records the core sealed are taken and written to the
 socket in one synchronous step, each its own WebSocket message (protocol.md section 3.1) but
 all of them in one write; only then may it wait (for the socket buffer to drain, at most
-``send_timeout``). Records carry implicit sequence numbers, and because nothing can run between
-taking them from the core and writing them, concurrent streams never interleave their sends.
+``send_timeout``). The token path writes from the upstream's read callback
+(:meth:`Session.send_now`: the same write, never a wait) and, when the socket is full, stops
+reading the upstream until :meth:`Session.drain` (the same wait and deadline) returned.
+Records carry implicit sequence numbers, and because nothing can run between taking them from
+the core and writing them, concurrent streams never interleave their sends.
 
 Deliberately not here: which connections get in (``bridge.admission``, ``bridge.listener``),
 what happens to a request (``bridge.dispatch``), the upstream (``bridge.streaming``,
@@ -438,37 +441,69 @@ class Session:
         messages = self._conn.data_to_send()
         if not messages:
             return
-        ws = self._ws
         size = sum(map(len, messages))
-        if _writes_without_waiting(ws, size + _MAX_FRAME_HEADER * len(messages)):
+        if _writes_without_waiting(self._ws, size + _MAX_FRAME_HEADER * len(messages)):
             # The common case, a token or a few: framed and handed to the socket at once.
             # Nothing here can wait, so there is no deadline to arm and no context to enter
             # (what ``send_context`` adds is for a connection that is closing or full).
-            protocol = ws.protocol
-            if protocol.extensions or protocol.debug or protocol.expect_continuation_frame:
-                for message in messages:  # one WebSocket message per record (§3.1)
-                    protocol.send_binary(message)
-                ws.send_data()
-            else:
-                # The same bytes, framed here: websockets builds and checks a Frame object per
-                # message, which costs more than sealing the record. Anything websockets
-                # queued comes first (nothing, normally: it writes what it queues at once).
-                parts = protocol.data_to_send()
-                for message in messages:  # one WebSocket message per record (§3.1)
-                    parts.append(binary_frame_header(len(message)))
-                    parts.append(message)
-                ws.transport.write(b"".join(parts))
+            self._write(messages, size)
         else:
-            try:
-                async with asyncio.timeout(self._config.send_timeout):
-                    async with ws.send_context():
-                        for message in messages:
-                            ws.protocol.send_binary(message)
-            except TimeoutError:
-                self._send_timed_out()
-                raise WebSocketClosed(None, None) from None
+            await self._send_waiting(messages)
+
+    def send_now(self) -> bool:
+        """Write what the core sealed now, if the WebSocket is open and not full; True when it
+        can take more at once (``bridge.streaming.Outbox``: the token path's write).
+
+        False leaves the records in the core, or (when this write filled the socket buffer
+        past its high-water mark) says that the caller must ``drain`` before writing again: a
+        write past the mark is at most what one upstream read brought.
+        """
+        ws = self._ws
+        if ws.protocol.state is not _WS_OPEN or ws.paused or ws.transport.is_closing():
+            return False
+        messages = self._conn.data_to_send()
+        if messages:
+            self._write(messages, sum(map(len, messages)))
+        return not ws.paused
+
+    async def drain(self) -> None:
+        """Send what the core still holds and wait until the WebSocket takes more; past
+        ``send_timeout`` abort the connection (``bridge.streaming.Outbox``)."""
+        await self._send_waiting(self._conn.data_to_send())
+
+    def _write(self, messages: list[bytes], size: int) -> None:
+        ws = self._ws
+        protocol = ws.protocol
+        if protocol.extensions or protocol.debug or protocol.expect_continuation_frame:
+            for message in messages:  # one WebSocket message per record (§3.1)
+                protocol.send_binary(message)
+            ws.send_data()
+        else:
+            # The same bytes, framed here: websockets builds and checks a Frame object per
+            # message, which costs more than sealing the record. Anything websockets
+            # queued comes first (nothing, normally: it writes what it queues at once).
+            parts = protocol.data_to_send()
+            for message in messages:  # one WebSocket message per record (§3.1)
+                parts.append(binary_frame_header(len(message)))
+                parts.append(message)
+            ws.transport.write(b"".join(parts))
         # Counted once the records are on their way: the count is not on the token's path.
         self._metrics.record(_SENT, size, count=len(messages))
+
+    async def _send_waiting(self, messages: list[bytes]) -> None:
+        """websockets' own send path: written at once when open, then the wait for the
+        socket to drain, within ``send_timeout``."""
+        ws = self._ws
+        try:
+            async with asyncio.timeout(self._config.send_timeout):
+                async with ws.send_context():
+                    for message in messages:
+                        ws.protocol.send_binary(message)
+        except TimeoutError:
+            self._send_timed_out()
+            raise WebSocketClosed(None, None) from None
+        if messages:
+            self._metrics.record(_SENT, sum(map(len, messages)), count=len(messages))
 
     def abandon(self, error: ChannelError) -> None:
         """Nothing more can be sealed on this connection (``bridge.streaming.Outbox``): close

@@ -4,10 +4,16 @@
 answer into the stream's records: HEADERS with the upstream's status and filtered headers, then
 one DATA record per upstream read (``Upstream`` hands over everything one socket read brought,
 and ``UsageMeter`` keeps those bytes in one piece), then END carrying the metered usage, which
-the channel core signs. Records are sealed by the core and sent at once (``Outbox.flush``):
-nothing is held back waiting for more data, so a token is never delayed behind a later read.
-A chunk larger than one record's content is split by the core (``send_data``), so the record
-size bounds the merging.
+the channel core signs. Records are sealed by the core and sent at once: nothing is held back
+waiting for more data, so a token is never delayed behind a later read. A chunk larger than one
+record's content is split by the core (``send_data``), so the record size bounds the merging.
+
+The token path runs in the upstream connection's read callback (``UpstreamResponse.relay_body``):
+the read's body goes through ``UsageMeter``, is sealed by the core and written by
+``Outbox.send_now`` before the callback returns, with no task woken. When the WebSocket cannot
+take more without waiting, the upstream is no longer read until ``Outbox.drain`` (with the send
+deadline) let it: what the bridge holds for a slow client stays bounded, and the records keep
+their order (the core's ``data_to_send`` is the one queue, and each write sends all of it).
 
 Failures: before the upstream's headers, the client gets the bridge's own 502/504; after them,
 RESET (never a silent truncation). Cancellation (the client reset the stream or left) leaves
@@ -48,6 +54,17 @@ class Outbox(Protocol):
         """Send every record the core sealed, in order (raises when the connection ended)."""
         ...
 
+    def send_now(self) -> bool:
+        """Write every record the core sealed, in order, without waiting, if the connection is
+        open; True when the connection can take more at once, False when ``drain`` must run
+        before the next write (the socket is full, or the connection is ending)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the connection can take more: what ``send_now`` could not write is
+        sent; raises when the connection ended or the send deadline passed."""
+        ...
+
     def abandon(self, error: ChannelError) -> None:
         """The core cannot send on this connection any more (``error``): end the connection,
         so that the client sees it end instead of waiting for answers."""
@@ -85,11 +102,20 @@ async def relay(
                 strip_usage_chunk=usage_injected,
             )
             await outbox.flush()
-            async for chunk in response.chunks():
-                out = meter.feed(chunk)
+            feed = meter.feed
+            send_data = conn.send_data
+            send_now = outbox.send_now
+
+            def on_chunk(chunk: bytes) -> bool:
+                # In the upstream connection's read callback: metered, sealed and written
+                # before it returns (the token's whole path, no task in between).
+                out = feed(chunk)
                 if out:
-                    conn.send_data(sid, out)
-                    await outbox.flush()
+                    send_data(sid, out)
+                    return send_now()
+                return True
+
+            await response.relay_body(on_chunk, outbox.drain)
             tail = meter.finish()
             if tail:
                 conn.send_data(sid, tail)

@@ -1,20 +1,35 @@
-"""The bridge's HTTP client to its OpenAI-compatible upstream (vLLM, the demo model, ...).
+"""The bridge's HTTP/1.1 client to its OpenAI-compatible upstream (vLLM, the demo model, ...).
 
-One ``aiohttp.ClientSession`` per bridge process (worker), no redirects, separate connect and
-read timeouts. Its connection pool is sized to the bridge's own stream caps
-(``pool_size``: sessions x streams per session), so an admitted stream never queues for an
-upstream connection; the caps, not the pool, bound the load. A request is sent with its
-(already size-checked, already decrypted) body; the response body is handed over as it
-arrives, **one chunk per socket read** (``content.readany()``, as ``iter_any()`` yields it:
-everything aiohttp's C parser has buffered, chunked framing removed), so the SSE events one
-read brought become one record and nothing waits for more data. Closing the response context
-(because the client reset the stream or went away) closes the upstream connection, which is how
-vLLM learns to stop generating.
+One pool of keep-alive connections per bridge process (worker), no redirects (a 3xx is an
+answer like any other), separate connect and read timeouts. The pool is sized to the bridge's
+own stream caps (``pool_size``: sessions x streams per session), so an admitted stream never
+queues for an upstream connection; the caps, not the pool, bound the load. A request is sent
+with its (already size-checked, already decrypted) body in one write; ``https`` upstreams are
+reached over TLS with the system's trust store and the host's name checked.
 
-Why aiohttp (issue 11): ``benchmarks/upstream_clients.py`` reads the same SSE streams with
-httpx2 (the client before), aiohttp and a small h11 reader; aiohttp used a third of httpx2's
-CPU per event and merged what each read brought, httpx2 handed over every chunked-encoding
-chunk separately (one record each) under a cancel scope per read.
+The response body is handed over from the connection's own callback (``relay_body``): each
+socket read's body bytes (``httptools``, llhttp: chunked framing removed), joined into one
+chunk, are passed to the caller's ``on_chunk`` while the read is still being handled, so a
+token goes from the upstream's socket to the client's without a task switch. ``on_chunk``
+answers whether it may be called again at once; when it may not (the client is not reading
+fast enough), the connection stops reading the upstream (``pause_reading``), the caller's
+``drain`` runs, and reading resumes: at most one read's body (64 KiB) is ever held beyond
+what the caller accepted. Reads ask ``recv`` for at most 64 KiB (see ``UPSTREAM_READ_SIZE``).
+``chunks()`` offers the same bytes as an iterator for callers that pull.
+
+Why not aiohttp any more (issue 11): it hands body bytes to a task, which costs a task wake
+per token (about 21 us of 139 us per token from readable to written, measured cold), and
+offers no public body callback. Why not httpx2: ``benchmarks/upstream_clients.py``.
+
+Failures: a connect failure or an answer that breaks HTTP before its headers is
+``UpstreamConnectError``, a connect or read timeout (``read_timeout``: the longest wait for
+the next bytes while the bridge is reading) ``UpstreamTimeoutError``; ``after_headers`` says
+whether a response had started. A body that is malformed, or cut short (the connection closed
+inside a sized or chunked body), is an error after the headers, never a normal end: the
+client must see RESET, not a truncated answer. A body without length or chunking ends with the
+connection. Leaving ``send``'s context before the body ended (the client reset the stream or
+went away, the task was cancelled) closes the upstream connection, which is how vLLM learns to
+stop generating.
 
 Headers: hop-by-hop headers, the client's ``Authorization`` and ``Cookie`` are never forwarded
 (the client's key is for the bridge; the upstream's key, if any, is the bridge's own
@@ -22,7 +37,8 @@ configuration; a cookie is the client's state with some other service), and
 ``Accept-Encoding: identity`` is forced, because compressing secrets before encrypting them would
 leak their content through record lengths (the CRIME/BREACH family). Nothing is added that the
 client did not send but ``Host``, ``Content-Length`` and those two (no ``User-Agent``,
-``Accept`` or ``Content-Type`` of aiohttp's own).
+``Accept`` or ``Content-Type`` of the client library's own). A header name that is not an
+HTTP token, or a value with CR, LF or NUL, is never written (502).
 
 Path mapping: the tunnelled path is the OpenAI path (``/v1/chat/completions``) and the upstream
 is configured as the OpenAI base URL (``http://vllm:8000/v1``), so a base URL ending in ``/v1``
@@ -37,13 +53,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+import re
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.http import HttpProcessingError
-from yarl import URL
+import httptools
 
 # RFC 9110 section 7.6.1 (Connection) and the headers it traditionally names, plus framing
 # headers that the bridge recomputes on each side of the tunnel.
@@ -108,52 +126,6 @@ class UpstreamRequest:
     body: bytes = field(repr=False)
 
 
-class UpstreamResponse:
-    """A streaming upstream response: ``status``, filtered ``headers`` and ``chunks()``."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status: int = response.status
-        self.headers: tuple[tuple[str, str], ...] = tuple(
-            forward_response_headers(
-                (name.decode("latin-1"), value.decode("latin-1"))
-                for name, value in response.raw_headers
-            )
-        )
-
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The body bytes, one chunk per read; ``UpstreamError(after_headers=True)`` on failure.
-
-        A body cut short (the connection closed inside a chunked or sized body) is an error,
-        never a normal end: the client must see RESET, not a truncated answer.
-        """
-        return _BodyChunks(self._response.content)
-
-
-class _BodyChunks:
-    """``content.iter_any()`` with upstream errors, as one iterator (one per token resumed):
-    neither aiohttp's iterator nor an async generator around it in between."""
-
-    __slots__ = ("_content",)
-
-    def __init__(self, content: aiohttp.StreamReader) -> None:
-        self._content = content
-
-    def __aiter__(self) -> _BodyChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await self._content.readany()
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(_describe(exc), after_headers=True) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(_describe(exc), after_headers=True) from exc
-        if not chunk:  # the end of the body (readany returns b"" only there)
-            raise StopAsyncIteration
-        return chunk
-
-
 def upstream_url(base_url: str, path: str) -> str:
     """Where ``path`` (an OpenAI path such as ``/v1/models``) goes on ``base_url``."""
     base = base_url.rstrip("/")
@@ -209,62 +181,6 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _fail_body_with_its_connection(response: aiohttp.ClientResponse) -> Callable[[], None]:
-    """Make a body whose connection failed to parse it fail too; return the undo.
-
-    aiohttp's C parser, failing on body bytes that came in a later read than the headers (a
-    malformed chunk), closes the connection and records the error on it, but never on the
-    response's body stream, and stops the read timeout: the body reader would wait forever
-    (aiohttp 3.14.5; its pure-Python parser does fail the body). So when the connection is
-    lost with a parse error while the body is unfinished, the body gets that error, and the
-    reader raises as for any broken body (``UpstreamConnectError``, after headers: RESET).
-    """
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    if protocol is None:
-        return _nothing
-    body = response.content
-
-    def check(closed: asyncio.Future[None] | None = None) -> None:
-        if closed is not None:
-            _retrieve(closed)
-        error = protocol.exception()
-        if (
-            isinstance(error, HttpProcessingError)
-            and not body.is_eof()
-            and body.exception() is None
-        ):
-            failure = aiohttp.ClientPayloadError("upstream response malformed")
-            failure.__cause__ = error
-            body.set_exception(failure)
-
-    closed = protocol.closed
-    if closed is None:  # lost already
-        check()
-        return _nothing
-    closed.add_done_callback(check)
-
-    def unwatch() -> None:
-        # The pooled connection outlives the response: forget the response, and leave one
-        # callback that retrieves how the connection ended (never one per response).
-        closed.remove_done_callback(check)
-        closed.remove_done_callback(_retrieve)
-        closed.add_done_callback(_retrieve)
-
-    return unwatch
-
-
-def _retrieve(closed: asyncio.Future[None]) -> None:
-    """Mark how a connection ended as seen: a connection lost with an error is reported
-    through its response, never as an unretrieved future's exception in the log."""
-    if not closed.cancelled():
-        closed.exception()
-
-
-def _nothing() -> None:
-    return None
-
-
 def limit_read_size(transport: object, size: int = UPSTREAM_READ_SIZE) -> None:
     """Make ``transport`` ask for at most ``size`` bytes per socket read.
 
@@ -277,12 +193,369 @@ def limit_read_size(transport: object, size: int = UPSTREAM_READ_SIZE) -> None:
         transport.max_size = size  # type: ignore[attr-defined]
 
 
+# RFC 9110 section 5.6.2: a method and a header name are tokens; a request target is visible
+# ASCII (RFC 9112 section 3.2); a header value never holds CR, LF or NUL (section 5.5).
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET: Final = re.compile(r"[\x21-\x7e]+")
+_FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
+_FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding"})
+_SWITCHING_PROTOCOLS: Final = 101
+
+OnChunk = Callable[[bytes], bool]
+"""Called with each read's body bytes; returns whether it may be called again at once."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time.
+
+    Everything happens in the transport's callbacks: the parser's callbacks note the status,
+    headers and body pieces of one read, and the read's body goes to the attached ``OnChunk``
+    (or is held, reading paused, until one is attached). The awaiting side (``request``,
+    ``wait``) is only woken for what it must act on: headers, a full ``OnChunk``, the end, an
+    error.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_timeout: float,
+        on_lost: Callable[[_Connection], None],
+    ) -> None:
+        self._loop = loop
+        self._read_timeout = read_timeout
+        self._on_lost = on_lost
+        self._transport: asyncio.Transport | None = None
+        self.lost = False
+        self.counted = True  # counted in the pool's open connections until lost
+        self._parser = httptools.HttpResponseParser(self)
+        self._busy = False
+        self._head_only = False
+        self._interim = False
+        self._switching = False
+        self.headers_done = False
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._framed = False
+        self._parts: list[bytes] = []
+        self._held: list[bytes] = []
+        self._on_chunk: OnChunk | None = None
+        self._blocked = False
+        self._paused = False
+        self.complete = False
+        self._keep_alive = False
+        self._trailing = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport was ever made (then ``connection_lost`` will follow)."""
+        return self._transport is not None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        limit_read_size(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:
+            # Bytes nobody asked for: whatever they are, this connection's framing is lost.
+            self.close()
+            return
+        self._last_read = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._switching = True
+        except httptools.HttpParserError as exc:
+            if self.complete:  # garbage after a whole response: it stands, the connection not
+                self._trailing = True
+            else:
+                self._parts.clear()
+                self._fail(UpstreamConnectError(_describe(exc), after_headers=self.headers_done))
+                return
+        if self._switching and not self.complete:
+            # The channel carries HTTP answers, not another protocol: a broken upstream.
+            self._fail(UpstreamConnectError("switching protocols", after_headers=False))
+            return
+        parts = self._parts
+        if parts:
+            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
+            self._deliver(chunk)
+        if self.complete:
+            self._ended()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost decides what the end means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._cancel_timer()
+        if self._busy and not self.complete and self._error is None:
+            if self.headers_done and not self._framed:
+                # A body without length or chunking ends with the connection (RFC 9112 6.3).
+                self.complete = True
+                self._ended()
+            else:
+                cause = _describe(exc) if exc is not None else "connection closed"
+                self._fail(UpstreamConnectError(cause, after_headers=self.headers_done))
+        self._on_lost(self)
+
+    # -- httptools' callbacks -------------------------------------------------------------------
+
+    # Once the response is complete, whatever follows it (before the next request) is not
+    # part of it: never delivered, and the connection is not reused.
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self._trailing = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        self.raw_headers.append((name, value))
+        if name.lower() in _FRAMING_HEADERS:
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim answer (100, 103...): the final one follows
+            self._switching = status == _SWITCHING_PROTOCOLS
+            self._interim = True
+            self.raw_headers = []
+            self._framed = False
+            return
+        self.status = status
+        self.headers_done = True
+        if self._head_only:
+            self.complete = True  # a HEAD answer has no body, whatever its headers say
+        else:
+            self._pause()  # the body waits for its OnChunk; what this read brought is held
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self._parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        if self._interim:
+            self._interim = False
+            return
+        self.complete = True
+        self._keep_alive = self._parser.should_keep_alive()
+
+    # -- the exchange ---------------------------------------------------------------------------
+
+    async def request(self, head: bytes, *, head_only: bool) -> None:
+        """Write one request; return once the final response's headers are in."""
+        assert self._transport is not None
+        self._busy = True
+        self._head_only = head_only
+        self._transport.write(head)
+        self._last_read = self._loop.time()
+        self._arm_timer()
+        await self._until(lambda: self.headers_done)
+
+    def attach(self, on_chunk: OnChunk) -> None:
+        """Hand the body to ``on_chunk`` from now on; what came with the headers first."""
+        self._on_chunk = on_chunk
+        held = self._held
+        if held:
+            chunk = held[0] if len(held) == 1 else b"".join(held)
+            held.clear()
+            if not on_chunk(chunk):
+                self._blocked = True
+                return
+        self.resume()
+
+    async def wait(self) -> None:
+        """Return when the body ended or ``OnChunk`` asked for a pause; raise its error."""
+        await self._until(lambda: self._blocked or self.complete)
+
+    def resume(self) -> None:
+        """``OnChunk`` can take more: read the upstream again."""
+        self._blocked = False
+        if self._paused and not self.complete and self._error is None and not self.lost:
+            self._paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+            self._last_read = self._loop.time()  # the wait was the client's, not the upstream's
+            self._arm_timer()
+
+    def finish(self) -> bool:
+        """End the exchange; True when the connection can carry another one."""
+        reusable = (
+            self.complete
+            and self._keep_alive
+            and not self._head_only
+            and self._error is None
+            and not self.lost
+            and not self._closing
+            and not self._trailing
+            and not self._held
+        )
+        self._cancel_timer()
+        self._busy = False
+        self._on_chunk = None
+        if reusable:
+            self._reset()
+            if self._paused:
+                self._paused = False
+                assert self._transport is not None
+                self._transport.resume_reading()  # an idle connection still sees its close
+        return reusable
+
+    def close(self) -> None:
+        """Drop the connection (the upstream sees it close; connection_lost follows)."""
+        self._closing = True
+        if self._transport is not None and not self.lost:
+            self._transport.close()
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            if ready():
+                return
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def _reset(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = self._interim = self._switching = self.headers_done = False
+        self.status = 0
+        self.raw_headers = []
+        self._framed = self._blocked = self.complete = self._keep_alive = False
+
+    def _deliver(self, chunk: bytes) -> None:
+        on_chunk = self._on_chunk
+        if on_chunk is None:
+            self._held.append(chunk)  # reading is paused until attach: one read at most
+            return
+        try:
+            more = on_chunk(chunk)
+        except Exception as exc:  # raised where the body is awaited, as if raised there
+            self._fail(exc)
+            return
+        if not more:
+            self._blocked = True
+            self._pause()
+            self._wake()
+
+    def _ended(self) -> None:
+        self._cancel_timer()
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        # Not skipped once complete: OnChunk may fail on the read that ended the body.
+        if self._error is not None:
+            return
+        self._error = error
+        self._cancel_timer()
+        self._wake()
+        self.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None and not self.lost:
+            self._paused = True
+            self._transport.pause_reading()
+
+    # The read timeout: one timer per wait, not re-armed per read; when it fires early (bytes
+    # came since), it is set again for the last read's deadline.
+    def _arm_timer(self) -> None:
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._timed)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed(self) -> None:
+        self._timer = None
+        if not self._busy or self.complete or self._error is not None or self._paused:
+            return  # paused: the client is slow, not the upstream (resume sets it again)
+        due = self._last_read + self._read_timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._timed)
+            return
+        self._fail(UpstreamTimeoutError("read timeout", after_headers=self.headers_done))
+
+
+class UpstreamResponse:
+    """A streaming upstream response: ``status``, filtered ``headers``, then the body through
+    ``relay_body`` (callbacks) or ``chunks()`` (an iterator), once."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self.status: int = connection.status
+        self.headers: tuple[tuple[str, str], ...] = tuple(
+            forward_response_headers(
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in connection.raw_headers
+            )
+        )
+
+    async def relay_body(self, on_chunk: OnChunk, drain: Callable[[], Awaitable[None]]) -> None:
+        """Pass the body to ``on_chunk`` as it is read, from the connection's callback.
+
+        When ``on_chunk`` returns False, reading stops until ``await drain()`` returned. Returns
+        at the end of the body; raises ``UpstreamError(after_headers=True)`` when the body is
+        malformed, cut short or times out, and whatever ``on_chunk`` or ``drain`` raised.
+        """
+        connection = self._connection
+        connection.attach(on_chunk)
+        while True:
+            await connection.wait()
+            if connection.complete:
+                return
+            await drain()
+            connection.resume()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body bytes, one chunk per read (``relay_body``'s errors, raised here)."""
+        got: list[bytes] = []
+
+        def take(chunk: bytes) -> bool:
+            got.append(chunk)
+            return False  # one read at a time: the reader pulls
+
+        connection = self._connection
+        connection.attach(take)
+        while True:
+            if got:
+                chunk = got[0] if len(got) == 1 else b"".join(got)
+                got.clear()
+                yield chunk
+                connection.resume()
+            elif connection.complete:
+                return
+            else:
+                await connection.wait()
+
+
 class Upstream:
-    """The pooled HTTP client to one upstream base URL.
+    """The pooled HTTP/1.1 client to one upstream base URL.
 
     ``pool_size`` bounds the connections open to the upstream at once (0: no bound); the
     server passes the most streams it admits, so the pool never makes an admitted stream wait.
-    The session is created on first use, inside the running event loop.
     """
 
     def __init__(
@@ -294,70 +567,134 @@ class Upstream:
         read_timeout: float = 300.0,
         pool_size: int = 0,
     ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the upstream must be an http(s) URL")
         self.base_url = base_url
         self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, connect=None, sock_read=read_timeout
-        )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._host_header = parts.netloc.rpartition("@")[2]
+        self._base_path = parts.path
+        self._tls: ssl.SSLContext | None = (
+            ssl.create_default_context() if parts.scheme == "https" else None
+        )
+        self._idle: list[_Connection] = []
+        self._connections: set[_Connection] = set()
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __repr__(self) -> str:
         return f"Upstream(base_url={self.base_url!r})"
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0),
-                timeout=self._timeout,
-                auto_decompress=False,
-                trust_env=False,  # never route confidential traffic through an env proxy
-                # Send what the client sent: no invented User-Agent, Accept or Content-Type.
-                skip_auto_headers=("user-agent", "content-type", "accept"),
-            )
-        return self._session
 
     @contextlib.asynccontextmanager
     async def send(self, request: UpstreamRequest) -> AsyncIterator[UpstreamResponse]:
         """Send ``request``; yield the response once its headers arrived.
 
         Raises ``UpstreamConnectError`` / ``UpstreamTimeoutError`` (``after_headers=False``)
-        when no response started. Leaving the context closes the upstream response, also
-        when the body was not read to the end (that is the cancellation path).
+        when no response started. Leaving the context closes the upstream connection unless
+        the body was read to its end (that is the cancellation path); a connection whose
+        exchange ended cleanly goes back to the pool.
         """
-        headers = forward_request_headers(request.headers, self._api_key)
-        body = request.body if request.body or request.method != "GET" else None
+        head = self._request_head(request)
+        connection = await self._connection()
         try:
-            response = await self._client().request(
-                request.method,
-                URL(upstream_url(self.base_url, request.path), encoded=True),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(_describe(exc), after_headers=False) from exc
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamConnectError(_describe(exc), after_headers=False) from exc
-        if response.status not in _STATUS_RANGE:
-            response.close()
-            raise UpstreamConnectError("status out of range", after_headers=False)
-        connection = response.connection
-        if connection is not None:
-            # Per response, not per connection: aiohttp opens pooled connections out of sight
-            # (the headers' read keeps the default; every body read after it is smaller).
-            limit_read_size(connection.transport)
-        unwatch = _fail_body_with_its_connection(response)
-        try:
-            yield UpstreamResponse(response)
+            await connection.request(head, head_only=request.method == "HEAD")
+            if connection.status not in _STATUS_RANGE:
+                raise UpstreamConnectError("status out of range", after_headers=False)
+            yield UpstreamResponse(connection)
         finally:
-            unwatch()
-            if not response.content.at_eof():
-                response.close()  # an unread body: drop the connection, the upstream stops
-            response.release()
+            if connection.finish():
+                self._idle.append(connection)
+                self._wake_one()
+            else:
+                connection.close()
 
     async def aclose(self) -> None:
-        """Close every pooled upstream connection."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close every upstream connection, pooled or in use."""
+        for connection in list(self._connections):
+            connection.close()
+        self._idle.clear()
+        await asyncio.sleep(0)  # their connection_lost runs
+
+    def _request_head(self, request: UpstreamRequest) -> bytes:
+        target = upstream_url(self._base_path, request.path)
+        if not _TOKEN.fullmatch(request.method) or not _TARGET.fullmatch(target):
+            raise UpstreamConnectError("request line not sendable", after_headers=False)
+        lines = [f"{request.method} {target} HTTP/1.1", f"host: {self._host_header}"]
+        for name, value in forward_request_headers(request.headers, self._api_key):
+            if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_VALUE.search(value):
+                raise UpstreamConnectError("request header not sendable", after_headers=False)
+            lines.append(f"{name}: {value}")
+        body = request.body
+        if body or request.method != "GET":
+            lines.append(f"content-length: {len(body)}")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8") + body
+
+    async def _connection(self) -> _Connection:
+        """A pooled connection, or a new one; waits while the pool is full."""
+        while True:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.lost:
+                    return connection
+            if not self._pool_size or self._open < self._pool_size:
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: pass the turn on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        connection = _Connection(loop, self._read_timeout, self._lost)
+        self._open += 1
+        self._connections.add(connection)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await loop.create_connection(
+                    lambda: connection,
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls is not None else None,
+                )
+        except BaseException as exc:
+            if not connection.connected:  # connection_lost will never come
+                self._lost(connection)
+            else:
+                connection.close()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeoutError(_describe(exc), after_headers=False) from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise UpstreamConnectError(_describe(exc), after_headers=False) from exc
+            raise
+        return connection
+
+    def _lost(self, connection: _Connection) -> None:
+        if not connection.counted:
+            return
+        connection.counted = False
+        self._open -= 1
+        self._connections.discard(connection)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(connection)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                return

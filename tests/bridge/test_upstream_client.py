@@ -15,6 +15,7 @@ from bridge.upstream import (
     Upstream,
     UpstreamConnectError,
     UpstreamRequest,
+    UpstreamTimeoutError,
     limit_read_size,
 )
 
@@ -26,7 +27,9 @@ REQUEST = UpstreamRequest("GET", "/v1/models", (), b"")
 
 
 @contextlib.asynccontextmanager
-async def _serving(script: Script) -> AsyncIterator[Upstream]:
+async def _serving(
+    script: Script, *, read_timeout: float = 300, pool_size: int = 0
+) -> AsyncIterator[Upstream]:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
@@ -36,9 +39,11 @@ async def _serving(script: Script) -> AsyncIterator[Upstream]:
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    # A read timeout far beyond the tests' own deadlines: only the client's handling of the
-    # broken answer, never the timeout, can end a read here.
-    upstream = Upstream(f"http://127.0.0.1:{port}/v1", read_timeout=300)
+    # By default a read timeout far beyond the tests' own deadlines: only the client's
+    # handling of the broken answer, never the timeout, can end a read here.
+    upstream = Upstream(
+        f"http://127.0.0.1:{port}/v1", read_timeout=read_timeout, pool_size=pool_size
+    )
     try:
         yield upstream
     finally:
@@ -71,7 +76,7 @@ async def test_a_malformed_chunk_after_the_headers_fails_the_body() -> None:
 
 
 async def test_a_body_read_until_the_connection_closes_ends_normally() -> None:
-    # The guard against a body aiohttp forgets must not fail one whose end is the close.
+    # A body with neither length nor chunking ends with the connection: not a truncation.
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\none ")
         await writer.drain()
@@ -134,3 +139,220 @@ async def test_upstream_reads_ask_for_at_most_64_kib_and_never_more_than_before(
     finally:
         transport.close()
         server.close()
+
+
+async def test_a_sized_body_cut_short_fails_after_the_headers() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+        await writer.drain()
+
+    async with _serving(script) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert failure.value.after_headers
+
+
+async def test_a_read_timeout_mid_body_is_an_upstream_timeout_after_the_headers() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()  # then silence, the connection open
+
+    async with _serving(script, read_timeout=0.3) as upstream:
+        got: list[bytes] = []
+
+        async def read() -> None:
+            async with asyncio.timeout(10), upstream.send(REQUEST) as response:
+                async for chunk in response.chunks():
+                    got.append(chunk)
+
+        with pytest.raises(UpstreamTimeoutError) as failure:
+            await read()
+        assert failure.value.after_headers
+        assert got == [b"hello"]
+
+
+async def _relay_all(
+    upstream: Upstream, on_chunk: Callable[[bytes], bool], drain: Callable[[], Awaitable[None]]
+) -> None:
+    async with asyncio.timeout(10), upstream.send(REQUEST) as response:
+        await response.relay_body(on_chunk, drain)
+
+
+async def test_a_full_consumer_stops_the_reading_until_its_drain_returned() -> None:
+    flooded = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD)
+        for _ in range(2000):  # far more than socket buffers and one read hold
+            writer.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        flooded.set()
+
+    calls: list[int] = []
+    draining = asyncio.Event()
+    release = asyncio.Event()
+
+    def on_chunk(chunk: bytes) -> bool:
+        assert not draining.is_set() or release.is_set()  # never called while it drains
+        calls.append(len(chunk))
+        return len(calls) < 3  # full after the third read
+
+    async def drain() -> None:
+        draining.set()
+        await release.wait()
+
+    async with _serving(script) as upstream:
+        relaying = asyncio.ensure_future(_relay_all(upstream, on_chunk, drain))
+        await draining.wait()
+        await asyncio.sleep(0.3)  # time for the upstream to send whatever it could
+        assert len(calls) == 3
+        assert not flooded.is_set()  # the upstream is held back: nobody reads it
+        assert max(calls) <= UPSTREAM_READ_SIZE
+        release.set()
+        await relaying
+    assert sum(calls) == 2000 * 4096
+    assert flooded.is_set()
+
+
+async def test_the_read_timeout_does_not_run_while_the_consumer_drains() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"3\r\none\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    got: list[bytes] = []
+
+    def on_chunk(chunk: bytes) -> bool:
+        got.append(chunk)
+        return len(got) > 1
+
+    async def slow_drain() -> None:  # the client is slow, not the upstream
+        await asyncio.sleep(0.8)
+
+    async with _serving(script, read_timeout=0.3) as upstream:
+        await _relay_all(upstream, on_chunk, slow_drain)
+    assert b"".join(got) == b"onetwo"
+
+
+async def test_what_a_consumer_raises_ends_the_body_and_drops_the_connection() -> None:
+    closed = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the body in a read of its own, in the read callback
+        writer.write(b"3\r\none\r\n")
+        await writer.drain()
+        await reader.read()  # until the client drops the connection
+        closed.set()
+
+    def on_chunk(chunk: bytes) -> bool:
+        raise LookupError("the channel refused")
+
+    async def drain() -> None:
+        raise AssertionError("never needed")
+
+    async with _serving(script) as upstream:
+        with pytest.raises(LookupError):
+            await _relay_all(upstream, on_chunk, drain)
+        async with asyncio.timeout(5):
+            await closed.wait()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("x-evil", "ok\r\nx-injected: 1"), ("x-evil\r\nx-injected", "1"), ("bad name", "1")],
+)
+async def test_a_header_that_would_break_the_request_is_never_written(
+    header: tuple[str, str],
+) -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream = Upstream(f"http://127.0.0.1:{port}/v1")
+    try:
+        request = UpstreamRequest("POST", "/v1/chat/completions", (header,), b"{}")
+        with pytest.raises(UpstreamConnectError) as failure:
+            async with upstream.send(request):
+                pass
+        assert not failure.value.after_headers  # the bridge answers 502 itself
+        await asyncio.sleep(0.1)
+        assert heads == []  # not one byte of it reached the upstream
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+async def test_connections_are_reused_and_bounded_by_the_pool() -> None:
+    connections = 0
+    requests = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections, requests
+        connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                requests += 1
+                await asyncio.sleep(0.05)  # concurrent requests overlap
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream = Upstream(f"http://127.0.0.1:{port}/v1", pool_size=2)
+    try:
+        bodies = await asyncio.gather(*(_read_all(upstream) for _ in range(6)))
+        assert bodies == [b"ok"] * 6
+        assert requests == 6
+        assert connections == 2  # never more than the pool, each carrying several requests
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+async def test_an_interim_answer_is_skipped_and_bytes_after_the_response_are_not_its_body() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra"
+        )
+        await writer.drain()
+        await reader.read()
+
+    async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
+        assert answer.status == 200
+        assert ("link", "</x>") not in answer.headers
+        assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+
+
+async def test_the_body_is_not_read_before_its_consumer_is_attached() -> None:
+    flooded = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (8 << 20))
+        for _ in range(128):
+            writer.write(b"x" * (64 << 10))
+            await writer.drain()
+        flooded.set()
+
+    async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
+        await asyncio.sleep(0.3)  # the relay is still sending the HEADERS record, say
+        assert not flooded.is_set()  # held back by the unread socket, not buffered here
+        assert sum([len(chunk) async for chunk in answer.chunks()]) == 8 << 20
+    assert flooded.is_set()

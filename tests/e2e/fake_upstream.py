@@ -51,6 +51,7 @@ class FakeUpstream:
         self.stall_disconnected = threading.Event()
         self.bad_chunk_release = threading.Event()
         self.requests = 0
+        self.flood_bytes = 0  # body bytes the flood model handed to its socket so far
         self._connections: set[asyncio.Task[None]] = set()
 
     def __enter__(self) -> FakeUpstream:
@@ -209,6 +210,7 @@ class FakeUpstream:
             try:
                 while True:
                     await _chunk(writer, event)
+                    self.flood_bytes += len(event)
             except (ConnectionError, RuntimeError):
                 return False
         await _json(writer, 404, {"error": {"message": "unknown model", "type": "x"}})

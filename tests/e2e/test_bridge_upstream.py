@@ -184,7 +184,7 @@ async def test_oversized_body_gets_413(bridge: BridgeProcess) -> None:
 
 
 # Before any response header the bridge answers itself: too slow is 504; a status that passes
-# aiohttp's parser but that no HTTP server may send (600; the channel carries 100..599 only)
+# the HTTP parser but that no HTTP server may send (600; the channel carries 100..599 only)
 # is 502; it used to be refused by the core and dropped without a word to the client.
 @pytest.mark.parametrize(
     ("model", "status", "code"),
@@ -218,9 +218,9 @@ async def test_upstream_failing_midstream_resets_the_stream(bridge: BridgeProces
 async def test_a_malformed_chunk_after_the_headers_resets_the_stream(
     bridge: BridgeProcess, upstream: FakeUpstream
 ) -> None:
-    # The break arrives in a later read than the headers: aiohttp's C parser then fails the
-    # connection but never the response body, and stops the read timeout too. The bridge used
-    # to wait on that body forever, the client with it.
+    # The break arrives in a later read than the headers. (aiohttp's C parser, the bridge's
+    # client before, then failed the connection but never the response body, and stopped the
+    # read timeout too: the bridge waited on that body forever, the client with it.)
     upstream.bad_chunk_release.clear()
     client = await _client(bridge)
     try:
