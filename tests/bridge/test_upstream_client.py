@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from bridge.upstream import (
     UpstreamTimeoutError,
     limit_read_size,
 )
+from tests.deploy.tls import DeployPki, make_pki
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 SSE_HEAD = (
@@ -356,3 +359,53 @@ async def test_the_body_is_not_read_before_its_consumer_is_attached() -> None:
         assert not flooded.is_set()  # held back by the unread socket, not buffered here
         assert sum([len(chunk) async for chunk in answer.chunks()]) == 8 << 20
     assert flooded.is_set()
+
+
+@contextlib.asynccontextmanager
+async def _tls_server(pki: DeployPki) -> AsyncIterator[int]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client refused the certificate
+        finally:
+            writer.close()
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_an_https_upstream_is_reached_over_tls_with_its_certificate_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = make_pki(tmp_path / "trusted")
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_cert))  # the default trust store, here
+    async with _tls_server(pki) as port:
+        upstream = Upstream(f"https://localhost:{port}/v1")
+        try:
+            assert await _read_all(upstream) == b"secret"
+        finally:
+            await upstream.aclose()
+
+
+async def test_an_https_upstream_with_an_untrusted_certificate_is_never_sent_the_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = make_pki(tmp_path / "served")
+    trusted = make_pki(tmp_path / "trusted", label="another CA")
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted.ca_cert))
+    async with _tls_server(served) as port:
+        upstream = Upstream(f"https://localhost:{port}/v1")
+        try:
+            with pytest.raises(UpstreamConnectError) as failure:
+                await _read_all(upstream)
+            assert not failure.value.after_headers  # the bridge answers 502 itself
+        finally:
+            await upstream.aclose()
