@@ -16,7 +16,10 @@ Candidates:
 - ``httpx2``: what the bridge used before issue 11 (``AsyncClient.send(stream=True)``,
   ``aiter_raw``: httpcore2 over anyio, a cancel scope per read);
 - ``aiohttp``: ``ClientSession`` with a pooled ``TCPConnector``, ``content.iter_any()`` (its C
-  HTTP parser; each iteration returns everything buffered);
+  HTTP parser; each iteration returns everything buffered): the bridge's client until its own;
+- ``bridge``: ``bridge.upstream.Upstream`` as the bridge uses it, ``relay_body`` with a callback
+  per read (httptools' parser, no task woken per read; the chunks are handed to this harness's
+  iterator when the body ended, which does not change what is counted);
 - ``h11``: a small reader on asyncio streams feeding ``h11`` (one connection per request, no
   pool: the leanest hand-written shape, for comparison).
 
@@ -40,6 +43,7 @@ import aiohttp
 import h11
 import httpx2
 
+from bridge.upstream import Upstream, UpstreamRequest
 from tests.bridgeproc import REPO_ROOT
 from tests.e2e.client import chat_body
 
@@ -115,6 +119,37 @@ def _aiohttp_reader(limit: int) -> tuple[Reader, Callable[[], Awaitable[None]]]:
     return read, close
 
 
+def _bridge_reader(limit: int) -> tuple[Reader, Callable[[], Awaitable[None]]]:
+    upstreams: dict[str, Upstream] = {}
+
+    async def read(url: str, body: bytes) -> AsyncIterator[bytes]:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        upstream = upstreams.get(origin)
+        if upstream is None:
+            upstream = upstreams[origin] = Upstream(origin, pool_size=limit)
+        request = UpstreamRequest("POST", parts.path, (("content-type", "application/json"),), body)
+        got: list[bytes] = []
+
+        def on_chunk(chunk: bytes) -> bool:
+            got.append(chunk)
+            return True
+
+        async def drain() -> None:
+            return None
+
+        async with upstream.send(request) as response:
+            await response.relay_body(on_chunk, drain)
+        for chunk in got:
+            yield chunk
+
+    async def close() -> None:
+        for upstream in upstreams.values():
+            await upstream.aclose()
+
+    return read, close
+
+
 def _h11_reader(limit: int) -> tuple[Reader, Callable[[], Awaitable[None]]]:
     del limit
 
@@ -165,6 +200,7 @@ def _h11_reader(limit: int) -> tuple[Reader, Callable[[], Awaitable[None]]]:
 CANDIDATES: dict[str, Callable[[int], tuple[Reader, Callable[[], Awaitable[None]]]]] = {
     "httpx2": _httpx2_reader,
     "aiohttp": _aiohttp_reader,
+    "bridge": _bridge_reader,
     "h11": _h11_reader,
 }
 
