@@ -3,7 +3,8 @@
 One pool of keep-alive connections per bridge process (worker), no redirects (a 3xx is an
 answer like any other), separate connect and read timeouts. The pool is sized to the bridge's
 own stream caps (``pool_size``: sessions x streams per session), so an admitted stream never
-queues for an upstream connection; the caps, not the pool, bound the load. A request is sent
+queues for an upstream connection; the caps, not the pool, bound the load. A connection idle
+for ``IDLE_CONNECTION_SECONDS`` is closed rather than reused. A request is sent
 with its (already size-checked, already decrypted) body in one write; ``https`` upstreams are
 reached over TLS with the system's trust store and the host's name checked.
 
@@ -200,6 +201,10 @@ _TARGET: Final = re.compile(r"[\x21-\x7e]+")
 _FORBIDDEN_IN_VALUE: Final = re.compile(r"[\r\n\x00]")
 _FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding"})
 _SWITCHING_PROTOCOLS: Final = 101
+# How long a pooled connection may sit idle before it is closed instead of used: below the
+# keep-alive timeouts of common upstream servers (uvicorn, which vLLM runs on: 5 s), so the
+# bridge rarely sends a request on a connection the server is closing at that very moment.
+IDLE_CONNECTION_SECONDS: Final = 4.0
 
 OnChunk = Callable[[bytes], bool]
 """Called with each read's body bytes; returns whether it may be called again at once."""
@@ -249,6 +254,12 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection is still open and not being closed."""
+        return not self.lost and not self._closing
 
     @property
     def connected(self) -> bool:
@@ -408,6 +419,7 @@ class _Connection(asyncio.Protocol):
         self._on_chunk = None
         if reusable:
             self._reset()
+            self.idle_since = self._loop.time()
             if self._paused:
                 self._paused = False
                 assert self._transport is not None
@@ -640,8 +652,13 @@ class Upstream:
         while True:
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.lost:
+                if not connection.usable:
+                    continue
+                if asyncio.get_running_loop().time() - connection.idle_since < (
+                    IDLE_CONNECTION_SECONDS
+                ):
                     return connection
+                connection.close()
             if not self._pool_size or self._open < self._pool_size:
                 break
             waiter = asyncio.get_running_loop().create_future()

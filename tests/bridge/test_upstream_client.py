@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+import bridge.upstream
 from bridge.upstream import (
     UPSTREAM_READ_SIZE,
     Upstream,
@@ -295,6 +297,43 @@ async def test_a_header_that_would_break_the_request_is_never_written(
     finally:
         await upstream.aclose()
         server.close()
+
+
+async def _count_connections(sequence: Callable[[Upstream], Awaitable[None]]) -> int:
+    """How many connections ``sequence`` opens to a keep-alive server."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    try:
+        await sequence(upstream)
+    finally:
+        await upstream.aclose()
+        server.close()
+    return connections
+
+
+async def test_a_connection_idle_too_long_is_closed_instead_of_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bridge.upstream, "IDLE_CONNECTION_SECONDS", 0.2)
+
+    async def twice(pause: float, upstream: Upstream) -> None:
+        assert await _read_all(upstream) == b"ok"
+        await asyncio.sleep(pause)
+        assert await _read_all(upstream) == b"ok"
+
+    assert await _count_connections(functools.partial(twice, 0.0)) == 1
+    assert await _count_connections(functools.partial(twice, 0.4)) == 2
 
 
 async def test_connections_are_reused_and_bounded_by_the_pool() -> None:
