@@ -391,6 +391,10 @@ class _StreamInbox:
         self._thread_waits = False
         self._loop = asyncio.get_running_loop()
         self._readable: asyncio.Future[None] | None = None  # a consuming coroutine waits on it
+        # A thread runs the loop in ``take_driving`` until this stream has something: whatever
+        # queues it stops the loop there and then (one flag, no future or callback).
+        self._driving = False
+        self._timed_out = False
         self._room: asyncio.Future[None] | None = None  # the reader waits on it when full
 
     def __len__(self) -> int:
@@ -411,7 +415,7 @@ class _StreamInbox:
                     break
                 room = self._room = self._loop.create_future()
             await room
-        _wake(self._readable)
+        self._wake_reader()
 
     def offer(self, event: Event, *, force: bool = False) -> bool:
         """Queue ``event`` if the application has fewer than ``limit`` events unread (or
@@ -424,7 +428,7 @@ class _StreamInbox:
             self._items.append(event)
             if self._thread_waits:
                 self._arrived.notify()
-        _wake(self._readable)
+        self._wake_reader()
         return True
 
     def fail(self, error: BaseException) -> None:
@@ -433,7 +437,7 @@ class _StreamInbox:
             self._items.append(error)
             if self._thread_waits:
                 self._arrived.notify()
-        _wake(self._readable)
+        self._wake_reader()
 
     async def take(self, read_timeout: float | None) -> list[Event | BaseException]:
         """Everything queued, waiting up to ``read_timeout`` s for something (on the loop)."""
@@ -475,26 +479,28 @@ class _StreamInbox:
         """:meth:`take` for the thread that holds the loop while it is not running: run the
         loop on this thread until something is queued or ``read_timeout`` s pass.
 
-        No task: the wait is one future whose completion stops the loop, so the loop goes
-        round once after a record arrives, not once to wake a task and again to stop.
+        No future, no task: what queues the first event stops the loop at once
+        (:meth:`_wake_reader`), so it finishes the round that read the record and returns,
+        rather than going round again to run a completion callback that stops it.
         """
         _wake(self._release())
         if not self._items:
-            readable = self._readable = self._loop.create_future()
-            readable.add_done_callback(_stop_loop)
+            loop = self._loop
+            self._timed_out = False
             timer = None
             if read_timeout is not None:
-                timer = self._loop.call_later(read_timeout, _wake, readable)
+                timer = loop.call_later(read_timeout, self._time_out)
+            self._driving = True
             try:
-                self._loop.run_forever()
+                # A stop meant for someone else (e.g. the loop thread's, made stale by a
+                # hand-over) ends a run early: only an event or the deadline ends the wait.
+                while not self._items and not self._timed_out:
+                    loop.run_forever()
             finally:
-                self._readable = None
+                self._driving = False
                 if timer is not None:
                     timer.cancel()
-                if not readable.done():  # interrupted (e.g. KeyboardInterrupt)
-                    readable.remove_done_callback(_stop_loop)
-                    readable.cancel()
-            if not self._items:  # woken by the timer
+            if not self._items:
                 raise SessionTimeoutError("read", "timed out waiting for the bridge")
         with self._lock:
             return self._drain()
@@ -505,6 +511,17 @@ class _StreamInbox:
             self._discarded = True
             self._items.clear()
         _wake(self._release())
+
+    def _wake_reader(self) -> None:
+        """Something was queued: wake whoever waits for it on the loop (never a thread)."""
+        if self._driving:
+            self._loop.stop()  # ends the reader's run_forever() after this round
+        else:
+            _wake(self._readable)
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._loop.stop()
 
     def _release(self) -> asyncio.Future[None] | None:
         """The application read its last batch: make room; return the reader's wait, if any."""
@@ -523,10 +540,6 @@ class _StreamInbox:
 def _wake(room: asyncio.Future[None] | None) -> None:
     if room is not None and not room.done():
         room.set_result(None)
-
-
-def _stop_loop(future: asyncio.Future[None]) -> None:
-    future.get_loop().stop()
 
 
 class _BridgeSocket(WebSocket):
