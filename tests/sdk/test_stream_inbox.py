@@ -126,3 +126,77 @@ async def test_a_body_read_on_a_thread_ends_at_the_authenticated_end() -> None:
     assert (part.chunks, part.ended) == ([b"chunk 0", b"chunk 1"], True)
     assert stream.finished
     assert (await stream.receive_body(1)).ended
+
+
+class _HeldLoop:
+    """A loop this thread holds but does not run: the sync reader's position before
+    ``take_driving`` (which runs it on the reader's own thread)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def inbox(self) -> _StreamInbox:
+        async def made() -> _StreamInbox:
+            return _StreamInbox()  # bound to the running loop, as the session makes it
+
+        return self.loop.run_until_complete(made())
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture
+def held() -> Any:
+    held = _HeldLoop()
+    yield held
+    held.close()
+
+
+def test_a_driving_read_ends_in_the_round_that_queued_its_record(held: _HeldLoop) -> None:
+    loop = held.loop
+    inbox = held.inbox()
+    later: list[str] = []
+
+    def record_arrives() -> None:
+        loop.call_soon(later.append, "next round")
+        inbox.offer(_data(0))
+
+    loop.call_later(0.01, record_arrives)
+    assert inbox.take_driving(5) == [_data(0)]
+    # Queuing stopped the loop where it was: no further round ran before the reader got
+    # its record (a completion callback would have needed one).
+    assert later == []
+
+
+def test_a_stale_stop_does_not_end_a_driving_read(held: _HeldLoop) -> None:
+    loop = held.loop
+    inbox = held.inbox()
+    loop.call_soon(loop.stop)  # e.g. one meant for the loop thread, left over from a hand-over
+    loop.call_later(0.05, inbox.offer, _data(0))
+    assert inbox.take_driving(5) == [_data(0)]
+
+
+def test_a_driving_read_without_records_meets_its_deadline(held: _HeldLoop) -> None:
+    loop = held.loop
+    inbox = held.inbox()
+    loop.call_later(2, inbox.offer, _data(0))  # too late for the deadline below
+    with pytest.raises(SessionTimeoutError) as caught:
+        inbox.take_driving(0.05)
+    assert caught.value.phase == "read"
+
+
+def test_an_interrupted_driving_read_leaves_the_loop_to_others(held: _HeldLoop) -> None:
+    loop = held.loop
+    inbox = held.inbox()
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    loop.call_later(0.01, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        inbox.take_driving(0.2)
+    # Whoever runs the loop next is not stopped by this stream's records, nor by the
+    # interrupted read's deadline.
+    loop.call_later(0.01, inbox.offer, _data(0))
+    loop.run_until_complete(asyncio.sleep(0.4))
+    assert inbox.take_driving(5) == [_data(0)]
