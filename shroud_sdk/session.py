@@ -846,7 +846,9 @@ class ResponseHead:
     headers: tuple[tuple[str, str], ...] = field(repr=False)
 
 
-@dataclass(frozen=True)
+# Not frozen: one is made for every read, and a frozen dataclass's __init__ costs twice as much
+# (``object.__setattr__`` per field), on the path of every token.
+@dataclass(slots=True)
 class BodyPart:
     """What arrived of a response body since the last read: chunks, then maybe its END."""
 
@@ -1191,7 +1193,10 @@ class SyncSession:
     def __init__(self, config: SessionConfig) -> None:
         self._async = AsyncSession(config)
         self._loop = asyncio.new_event_loop()
-        self._baton = threading.Condition(threading.Lock())
+        # Held directly (not through the Condition's Python-level ``__enter__``) where a read
+        # has just delivered its record and every step is on the token's latency.
+        self._baton_lock = threading.Lock()
+        self._baton = threading.Condition(self._baton_lock)
         self._driver: int | None = _LOOP_THREAD  # who runs the loop (a thread id), or None
         self._dependents = 0  # threads waiting for work on the loop without running it
         self._borrowing = False  # a reader is stopping the loop thread to take over
@@ -1268,7 +1273,7 @@ class SyncSession:
             return False
 
     def _leave_loop(self) -> None:
-        with self._baton:
+        with self._baton_lock:
             if self._dependents or self._closed:
                 self._driver = _LOOP_THREAD
                 self._baton.notify_all()
