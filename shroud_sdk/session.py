@@ -1311,6 +1311,10 @@ class SyncSession:
                     return
             self._loop.run_forever()
             with self._baton:
+                if self._dependents and not self._borrowing and not self._quit:
+                    # A stop nobody waits for (a reader's, who then found the loop depended
+                    # on): whoever depends on the loop is still waiting, so it goes on.
+                    continue
                 self._driver = None
                 self._idle_since = time.monotonic()
                 self._baton.notify_all()

@@ -9,10 +9,11 @@ still served. A real bridge in front of a scripted upstream, on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import httpx2
@@ -22,6 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 import shroud_sdk
 from shroud_sdk import session as session_module
+from shroud_sdk.session import SessionConfig, SyncSession
 from tests.bridgeproc import BridgeProcess, running_bridge
 from tests.e2e.fake_upstream import FakeUpstream
 
@@ -173,3 +175,24 @@ def test_closing_the_session_fails_a_read_in_progress_and_stops_its_thread(
     reader.join(10)
     assert not reader.is_alive()
     assert failures
+
+
+def test_a_stale_stop_does_not_leave_a_waiting_caller_without_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With the grace out of reach, only the loop thread's own rule can keep the loop running
+    # for a caller whose work a stop meant for nobody (a reader gave up taking the loop)
+    # interrupted.
+    monkeypatch.setattr(session_module, "_IDLE_GRACE", 3600.0)
+    # No connection is made: the verifier is never called.
+    session = SyncSession(SessionConfig(url="ws://127.0.0.1:9/", verifier=cast(Any, object())))
+
+    async def stopped_midway() -> str:
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(0.01)
+        return "done"
+
+    try:
+        assert session.run(stopped_midway(), timeout=5) == "done"
+    finally:
+        session.close()
