@@ -19,8 +19,9 @@ others: close what you do not read.
 
 Data path: the application takes every record that has arrived for its stream in one batch
 (all that one WebSocket read brought, at least), waiting on one future with a deadline timer
-rather than a task, so a record wakes one task: the application's. A reply is sent only when
-the core has something to send (a CLOSE reply).
+rather than a task, so a record wakes one task: the application's. A sync reader that runs
+the loop itself is not woken at all: queuing its record stops the loop in the round that read
+it. A reply is sent only when the core has something to send (a CLOSE reply).
 
 Retry rule: ``open_stream`` retries on a fresh connection only when the request provably never
 left this process (the connection was found dead before the request HEADERS were sealed).
