@@ -488,11 +488,11 @@ class _StreamInbox:
         if not self._items:
             loop = self._loop
             self._timed_out = False
-            timer = None
-            if read_timeout is not None:
-                timer = loop.call_later(read_timeout, self._time_out)
             self._driving = True
+            timer = None
             try:
+                if read_timeout is not None:  # armed inside: an interrupt cancels it below
+                    timer = loop.call_later(read_timeout, self._time_out)
                 # A stop meant for someone else (e.g. the loop thread's, made stale by a
                 # hand-over) ends a run early: only an event or the deadline ends the wait.
                 while not self._items and not self._timed_out:
