@@ -28,9 +28,11 @@ the next bytes while the bridge is reading) ``UpstreamTimeoutError``; ``after_he
 whether a response had started. A body that is malformed, or cut short (the connection closed
 inside a sized or chunked body), is an error after the headers, never a normal end: the
 client must see RESET, not a truncated answer. A body without length or chunking ends with the
-connection. Leaving ``send``'s context before the body ended (the client reset the stream or
-went away, the task was cancelled) closes the upstream connection, which is how vLLM learns to
-stop generating.
+upstream's orderly close (a reset, or the bridge closing the connection, is a cut). More than
+``MAX_HEAD_BYTES`` in a row that are not body (headers, interim answers, chunk framing,
+trailers) is a broken upstream; trailers are never forwarded. Leaving ``send``'s context
+before the body ended (the client reset the stream or went away, the task was cancelled)
+closes the upstream connection, which is how vLLM learns to stop generating.
 
 Headers: hop-by-hop headers, the client's ``Authorization`` and ``Cookie`` are never forwarded
 (the client's key is for the bridge; the upstream's key, if any, is the bridge's own
@@ -205,6 +207,12 @@ _SWITCHING_PROTOCOLS: Final = 101
 # keep-alive timeouts of common upstream servers (uvicorn, which vLLM runs on: 5 s), so the
 # bridge rarely sends a request on a connection the server is closing at that very moment.
 IDLE_CONNECTION_SECONDS: Final = 4.0
+# The most bytes an upstream may send in a row that are not body: the status line and headers
+# (interim answers included), chunk framing, trailers. llhttp sets no limit, and httptools
+# joins a header's pieces in memory; without one, an upstream that never ends its headers
+# (or its trailers, or its 100 Continue answers) would grow the bridge's memory without bound
+# while every read kept the read timeout away. An OpenAI server's head is well under 2 KiB.
+MAX_HEAD_BYTES: Final = 64 * 1024
 
 OnChunk = Callable[[bytes], bool]
 """Called with each read's body bytes; returns whether it may be called again at once."""
@@ -233,6 +241,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.counted = True  # counted in the pool's open connections until lost
         self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0
         self._busy = False
         self._head_only = False
         self._interim = False
@@ -298,7 +307,13 @@ class _Connection(asyncio.Protocol):
         if parts:
             chunk = parts[0] if len(parts) == 1 else b"".join(parts)
             parts.clear()
+            self._head_bytes = 0
             self._deliver(chunk)
+        elif not self.complete:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamConnectError("head too large", after_headers=self.headers_done))
+                return
         if self.complete:
             self._ended()
 
@@ -309,8 +324,9 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self._cancel_timer()
         if self._busy and not self.complete and self._error is None:
-            if self.headers_done and not self._framed:
-                # A body without length or chunking ends with the connection (RFC 9112 6.3).
+            if self.headers_done and not self._framed and exc is None and not self._closing:
+                # A body without length or chunking ends with the connection (RFC 9112 6.3),
+                # when the upstream closed it: not a reset, nor the bridge's own close.
                 self.complete = True
                 self._ended()
             else:
@@ -327,8 +343,8 @@ class _Connection(asyncio.Protocol):
             self._trailing = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.complete:
-            return
+        if self.complete or self.headers_done:
+            return  # trailers are not forwarded: the headers went to the client already
         self.raw_headers.append((name, value))
         if name.lower() in _FRAMING_HEADERS:
             self._framed = True
@@ -446,6 +462,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._head_bytes = 0
         self._head_only = self._interim = self._switching = self.headers_done = False
         self.status = 0
         self.raw_headers = []

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -448,3 +450,115 @@ async def test_an_https_upstream_with_an_untrusted_certificate_is_never_sent_the
             assert not failure.value.after_headers  # the bridge answers 502 itself
         finally:
             await upstream.aclose()
+
+
+def _endless(start: bytes, repeated: bytes) -> Script:
+    """An upstream that sends ``start``, then ``repeated`` again and again (8 MiB or so), and
+    keeps the connection open: only a limit on what it sends can end the answer."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(start)
+        with contextlib.suppress(ConnectionError):
+            for _ in range((8 << 20) // len(repeated)):
+                writer.write(repeated)
+                await writer.drain()
+            await reader.read()
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("start", "repeated"),
+    [
+        (b"HTTP/1.1 200 OK\r\nx-long: ", b"a" * 4096),  # one header that never ends
+        (b"HTTP/1.1 200 OK\r\n", b"x-many: b\r\n"),  # headers that never end
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim answers that never end
+    ],
+    ids=["long-header", "many-headers", "interim-answers"],
+)
+async def test_a_head_that_never_ends_fails_before_the_headers(
+    start: bytes, repeated: bytes
+) -> None:
+    # llhttp sets no limit and httptools joins a header's pieces in memory: without the
+    # bridge's own limit this answer grows memory until the upstream stops (it does not).
+    async with _serving(_endless(start, repeated)) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert not failure.value.after_headers  # the bridge answers 502 itself
+
+
+async def test_trailers_that_never_end_fail_the_body() -> None:
+    async with _serving(_endless(SSE_HEAD + b"2\r\nok\r\n0\r\n", b"x-t: b\r\n")) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert failure.value.after_headers  # RESET: the body never ended
+
+
+async def test_trailers_are_neither_headers_nor_body() -> None:
+    # All in one read: the trailer is parsed before the caller sees the headers.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + b"2\r\nok\r\n0\r\nx-trailer: late\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
+        assert [name for name, _ in answer.headers] == ["content-type"]
+        assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+
+
+async def test_a_body_until_the_close_cut_by_a_reset_fails_after_the_headers() -> None:
+    # A body without length or chunking ends with the upstream's close; a TCP reset is a
+    # broken connection, not that end: the client must see RESET, not a truncated answer.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with _serving(script) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert failure.value.after_headers
+
+
+async def test_a_body_until_the_close_cut_by_the_bridge_closing_fails_after_the_headers() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npartial")
+        await writer.drain()
+        await reader.read()
+
+    async with _serving(script) as upstream:
+        got: list[bytes] = []
+
+        async def read() -> None:
+            async with asyncio.timeout(10), upstream.send(REQUEST) as response:
+                async for chunk in response.chunks():
+                    got.append(chunk)
+                    await upstream.aclose()  # the bridge shuts down mid-answer
+
+        with pytest.raises(UpstreamConnectError) as failure:
+            await read()
+        assert failure.value.after_headers
+        assert got == [b"partial"]
+
+
+async def test_chunk_framing_spread_over_a_long_body_is_not_a_head_too_large() -> None:
+    # The limit is on non-body bytes in a row: 256 KiB of framing (chunk extensions), each
+    # piece in its own read between body reads, is an ordinary if verbose body.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD)
+        for _ in range(256):
+            writer.write(b"1;ext=" + b"e" * 1024 + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.002)
+            writer.write(b"x\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with _serving(script) as upstream:
+        assert await _read_all(upstream) == b"x" * 256
