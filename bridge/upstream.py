@@ -429,6 +429,10 @@ class _Connection(asyncio.Protocol):
             and not self._closing
             and not self._trailing
             and not self._held
+            # An answer that came before the request was all written: the upstream did not
+            # read the body it answered, so whatever it makes of the rest is not framed by us.
+            and self._transport is not None
+            and not self._transport.get_write_buffer_size()
         )
         self._cancel_timer()
         self._busy = False

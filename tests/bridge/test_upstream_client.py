@@ -562,3 +562,31 @@ async def test_chunk_framing_spread_over_a_long_body_is_not_a_head_too_large() -
 
     async with _serving(script) as upstream:
         assert await _read_all(upstream) == b"x" * 256
+
+
+async def test_a_connection_answered_before_its_request_was_written_is_not_reused() -> None:
+    # The upstream answers from the head alone and never reads the 32 MiB body (more than the
+    # loopback socket buffers hold): the rest of that body would come before the next request.
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(5)  # then it reads nothing, and answers nothing more
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    post = UpstreamRequest("POST", "/v1/completions", (), b"x" * (32 << 20))
+    try:
+        for _ in range(2):
+            async with asyncio.timeout(3), upstream.send(post) as answer:
+                assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+        assert connections == 2
+    finally:
+        await upstream.aclose()
+        server.close()
