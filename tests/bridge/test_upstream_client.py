@@ -22,6 +22,7 @@ from bridge.upstream import (
     UpstreamConnectError,
     UpstreamRequest,
     UpstreamTimeoutError,
+    forward_response_headers,
     limit_read_size,
 )
 from tests.deploy.tls import DeployPki, make_pki
@@ -274,7 +275,12 @@ async def test_what_a_consumer_raises_ends_the_body_and_drops_the_connection() -
 
 @pytest.mark.parametrize(
     "header",
-    [("x-evil", "ok\r\nx-injected: 1"), ("x-evil\r\nx-injected", "1"), ("bad name", "1")],
+    [
+        ("x-evil", "ok\r\nx-injected: 1"),
+        ("x-evil\r\nx-injected", "1"),
+        ("bad name", "1"),
+        ("x-evil", "a\x00b"),
+    ],
 )
 async def test_a_header_that_would_break_the_request_is_never_written(
     header: tuple[str, str],
@@ -586,6 +592,85 @@ async def test_a_connection_answered_before_its_request_was_written_is_not_reuse
         for _ in range(2):
             async with asyncio.timeout(3), upstream.send(post) as answer:
                 assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+        assert connections == 2
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET /v1/x HTTP/1.1\r\nx-injected: 1\r\n\r\nGET", "/v1/models"),
+        ("GET", "/v1/models HTTP/1.1\r\nx-injected: 1"),
+        ("GET", "/v1/models\x00"),
+        ("GET", "/v1/mo dels"),
+    ],
+    ids=["method", "target-crlf", "target-nul", "target-space"],
+)
+async def test_a_request_line_that_would_break_the_request_is_never_written(
+    method: str, path: str
+) -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    try:
+        with pytest.raises(UpstreamConnectError) as failure:
+            async with upstream.send(UpstreamRequest(method, path, (), b"")):
+                pass
+        assert not failure.value.after_headers
+        await asyncio.sleep(0.1)
+        assert heads == []
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+def test_a_response_header_value_with_cr_or_lf_is_never_forwarded() -> None:
+    # llhttp refuses these already; the filter keeps them out of the channel's headers
+    # whatever parser sits in front of it.
+    forwarded = forward_response_headers(
+        [("X-A", "1\r\nx-injected: 1"), ("x-b", "2\rx"), ("x-c", "3\nx"), ("X-D", "ok")]
+    )
+    assert forwarded == [("x-d", "ok")]
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["same-read", "while-pooled"])
+async def test_bytes_after_a_complete_response_never_reach_the_next_request(later: bool) -> None:
+    # A second answer nobody asked for, whole or in part: on a reused connection its rest
+    # would be read as the next request's answer. The connection is dropped instead.
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                if first:
+                    first = False
+                    if later:
+                        await writer.drain()
+                        await asyncio.sleep(0.1)
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    writer.write(b"SECRET")  # another request's answer, say
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    try:
+        assert await _read_all(upstream) == b"ok"
+        await asyncio.sleep(0.15 if later else 0.0)
+        assert await _read_all(upstream) == b"ok"
         assert connections == 2
     finally:
         await upstream.aclose()
