@@ -675,3 +675,91 @@ async def test_bytes_after_a_complete_response_never_reach_the_next_request(late
     finally:
         await upstream.aclose()
         server.close()
+
+
+async def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # no body follows, and the connection stays open
+
+    head = UpstreamRequest("HEAD", "/v1/models", (), b"")
+    async with _serving(script) as upstream, asyncio.timeout(5), upstream.send(head) as answer:
+        assert answer.status == 200
+        assert b"".join([chunk async for chunk in answer.chunks()]) == b""
+
+
+async def test_switching_protocols_is_a_broken_upstream() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        )
+        await writer.drain()
+        await reader.read()
+
+    async with _serving(script) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert not failure.value.after_headers
+
+
+async def test_an_answer_that_closes_its_connection_is_not_followed_by_another_request() -> None:
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(5)  # slow to close, and it reads nothing more
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+    try:
+        assert await _read_all(upstream) == b"ok"
+        async with asyncio.timeout(3):
+            assert await _read_all(upstream) == b"ok"
+        assert connections == 2
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+async def test_a_pooled_connection_being_closed_is_not_picked() -> None:
+    # The window between a pooled connection's close and its connection_lost (a callback
+    # later): a request written there would be dropped with it (502 for the client).
+    async def twice(upstream: Upstream) -> None:
+        assert await _read_all(upstream) == b"ok"
+        upstream._idle[-1].close()  # e.g. the upstream sent bytes nobody asked for
+        assert await _read_all(upstream) == b"ok"
+
+    assert await _count_connections(twice) == 2
+
+
+async def test_a_pool_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", pool_size=1)
+    try:
+        async with upstream.send(REQUEST) as answer:
+            woken = asyncio.ensure_future(_read_all(upstream))
+            waiting = asyncio.ensure_future(_read_all(upstream))
+            await asyncio.sleep(0.1)  # both wait for the one connection
+            assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+        # The connection is back and ``woken`` was woken: it is cancelled before it ran.
+        woken.cancel()
+        async with asyncio.timeout(3):
+            assert await waiting == b"ok"
+    finally:
+        await upstream.aclose()
+        server.close()
