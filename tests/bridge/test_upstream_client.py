@@ -763,3 +763,43 @@ async def test_a_pool_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
     finally:
         await upstream.aclose()
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "after_headers"),
+    [
+        (b"content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", False),
+        (b"content-length: 3\r\ncontent-length: 5\r\n\r\nabcde", False),
+        (b"content-length: 3\r\ncontent-length: 3\r\n\r\nabc", False),
+        (b"content-length: -1\r\n\r\nabc", False),
+        (b"content-length: 99999999999999999999999\r\n\r\nabc", False),
+        (b"transfer-encoding: chunked\r\n\r\nfffffffffffffffffff\r\nabc", True),
+        (b"transfer-encoding: gzip\r\n\r\nabc", True),  # not chunked, yet framed: no end
+        (b"x-a: 1\r\n folded\r\ncontent-length: 2\r\n\r\nok", False),
+        (b"content-le", False),  # the connection closes inside the headers
+    ],
+    ids=[
+        "length-and-chunked",
+        "two-lengths",
+        "the-same-length-twice",
+        "negative-length",
+        "length-overflow",
+        "chunk-size-overflow",
+        "transfer-encoding-not-chunked",
+        "folded-header",
+        "cut-in-the-headers",
+    ],
+)
+async def test_an_ambiguously_framed_answer_is_a_broken_upstream(
+    answer: bytes, after_headers: bool
+) -> None:
+    # Two readings of one answer are how one response's bytes become another's: llhttp's
+    # strict mode refuses them, and a lenient parser or flag would fail here.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + answer)
+        await writer.drain()
+
+    async with _serving(script) as upstream:
+        with pytest.raises(UpstreamConnectError) as failure:
+            await _read_all(upstream)
+        assert failure.value.after_headers is after_headers
