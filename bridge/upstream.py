@@ -385,6 +385,10 @@ class _Connection(asyncio.Protocol):
     async def request(self, head: bytes, *, head_only: bool) -> None:
         """Write one request; return once the final response's headers are in."""
         assert self._transport is not None
+        if not self.usable:
+            # Lost between its connect and this request (a reset that came first): nothing
+            # would ever wake the wait below but the read timeout.
+            raise UpstreamConnectError("connection closed", after_headers=False)
         self._busy = True
         self._head_only = head_only
         self._transport.write(head)

@@ -803,3 +803,19 @@ async def test_an_ambiguously_framed_answer_is_a_broken_upstream(
         with pytest.raises(UpstreamConnectError) as failure:
             await _read_all(upstream)
         assert failure.value.after_headers is after_headers
+
+
+async def test_a_connection_lost_before_its_request_fails_at_once() -> None:
+    # A reset can be handled between the connect and the request's write; the request must
+    # fail then, not wait for a read timeout that is the only thing left to end it.
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with _serving(script) as upstream:
+        connection = await upstream._connect()
+        connection.close()
+        await asyncio.sleep(0.05)  # its connection_lost ran
+        with pytest.raises(UpstreamConnectError) as failure:
+            async with asyncio.timeout(3):
+                await connection.request(b"GET / HTTP/1.1\r\n\r\n", head_only=False)
+        assert not failure.value.after_headers
