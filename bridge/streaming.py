@@ -15,7 +15,8 @@ take more without waiting, the upstream is no longer read until ``Outbox.drain``
 deadline) let it: what the bridge holds for a slow client stays bounded, and the records keep
 their order (the core's ``data_to_send`` is the one queue, and each write sends all of it).
 
-Failures: before the upstream's headers, the client gets the bridge's own 502/504; after them,
+Failures: before the upstream's headers, the client gets the bridge's own 502/504 (502 too
+for headers the channel cannot carry: too many, too long); after them,
 RESET (never a silent truncation). Cancellation (the client reset the stream or left) leaves
 the upstream context, which closes the upstream connection.
 
@@ -31,12 +32,19 @@ from typing import Protocol
 
 from bridge import errors
 from bridge.metrics import BridgeMetrics, ErrorKind, StreamOutcome
-from bridge.upstream import Upstream, UpstreamError, UpstreamRequest, UpstreamTimeoutError
+from bridge.upstream import (
+    Upstream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamTimeoutError,
+)
 from bridge.usage_meter import UsageMeter
+from shroud_sdk.channel import fields
 from shroud_sdk.channel.connection import BridgeConnection
 from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
 from shroud_sdk.channel.events import RequestReceived
-from shroud_sdk.errors import ChannelError
+from shroud_sdk.errors import ChannelError, LocalProtocolError
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +101,8 @@ async def relay(
     headers_sent = False
     try:
         async with upstream.send(upstream_request) as response:
+            if not _carriable(response.headers):
+                raise UpstreamConnectError("headers the channel cannot carry", after_headers=False)
             metrics.upstream_responded(request.path, time.perf_counter() - started, response.status)
             conn.send_response(sid, response.status, response.headers)
             headers_sent = True
@@ -137,3 +147,13 @@ async def relay(
             metrics.response_sent(request.path, answer.status)
         await outbox.flush()
         return StreamOutcome.UPSTREAM_ERROR
+
+
+def _carriable(headers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the channel can carry these response headers (count, sizes, characters): an
+    upstream answer it cannot is a broken upstream (502), not the bridge's internal error."""
+    try:
+        fields.check_headers(headers, LocalProtocolError)
+    except LocalProtocolError:
+        return False
+    return True

@@ -158,6 +158,12 @@ class FakeUpstream:
         if model == "bad-status":
             await _json(writer, 600, {"usage": USAGE})
             return True
+        if model == "long-header":  # a value longer than the channel's 8192 characters
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nx-long: %s\r\ncontent-length: 2\r\n\r\n{}" % (b"a" * 9000)
+            )
+            await writer.drain()
+            return True
         await _start_sse(writer)
         if model == "stream":
             for word in ("one", " two", " three"):

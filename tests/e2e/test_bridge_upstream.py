@@ -188,7 +188,11 @@ async def test_oversized_body_gets_413(bridge: BridgeProcess) -> None:
 # is 502; it used to be refused by the core and dropped without a word to the client.
 @pytest.mark.parametrize(
     ("model", "status", "code"),
-    [("slow", 504, "upstream_timeout"), ("bad-status", 502, "upstream_unavailable")],
+    [
+        ("slow", 504, "upstream_timeout"),
+        ("bad-status", 502, "upstream_unavailable"),
+        ("long-header", 502, "upstream_unavailable"),
+    ],
 )
 async def test_an_upstream_failing_before_its_headers_gets_the_bridge_answer(
     bridge: BridgeProcess, model: str, status: int, code: str
