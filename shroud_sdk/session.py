@@ -1152,6 +1152,18 @@ class AsyncSession:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
+    def _drop_interrupted(self, stream: AsyncStream) -> None:
+        """A run of the loop was interrupted (on the thread holding it, the loop stopped): drop
+        ``stream``'s connection and the current one, whose records may be half processed."""
+        for link in {stream._link, self._link}:
+            if link is None:
+                continue
+            link.fail(SessionConnectError("a read was interrupted: the connection was dropped"))
+            link.stop()
+            if self._link is link:
+                self._link = None
+            link.websocket.transport.abort()  # no running loop needed: nothing more is read
+
     async def aclose(self) -> None:
         """Send the authenticated CLOSE and close the WebSocket."""
         link, self._link = self._link, None
@@ -1247,6 +1259,14 @@ class SyncSession:
                 return stream.receive_body_blocking(read_timeout)
         try:
             return stream.receive_body_driving(read_timeout)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # E.g. KeyboardInterrupt on the main thread: it lands wherever the loop was,
+                # maybe between opening a record and queuing its events (a record gone, the
+                # next one still authentic), or inside websockets' parser. Fail closed: drop
+                # the connection, so no stream on it goes on with a gap or waits for a lost END.
+                self._async._drop_interrupted(stream)
+            raise
         finally:
             self._leave_loop()
 

@@ -10,6 +10,7 @@ still served. A real bridge in front of a scripted upstream, on loopback.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,14 @@ from openai.types.chat import ChatCompletionMessageParam
 
 import shroud_sdk
 from shroud_sdk import session as session_module
-from shroud_sdk.session import SessionConfig, SyncSession
+from shroud_sdk.channel.events import DataReceived
+from shroud_sdk.session import (
+    AsyncStream,
+    OutgoingRequest,
+    SessionConfig,
+    SessionConnectError,
+    SyncSession,
+)
 from tests.bridgeproc import BridgeProcess, running_bridge
 from tests.e2e.fake_upstream import FakeUpstream
 
@@ -194,5 +202,74 @@ def test_a_stale_stop_does_not_leave_a_waiting_caller_without_the_loop(
 
     try:
         assert session.run(stopped_midway(), timeout=5) == "done"
+    finally:
+        session.close()
+
+
+def _raw_session(bridge: BridgeProcess) -> SyncSession:
+    return SyncSession(
+        SessionConfig(
+            url=bridge.url,
+            verifier=shroud_sdk.AttestationVerifier(bridge.policy),
+            audience=bridge.audience,
+            allow_simulated=True,
+        )
+    )
+
+
+def _chat(model: str) -> OutgoingRequest:
+    body = json.dumps({"model": model, "messages": _ASK, "stream": True}).encode()
+    headers = (("content-type", "application/json"), ("authorization", "Bearer k"))
+    return OutgoingRequest("POST", "/v1/chat/completions", headers, body, {})
+
+
+def _open(session: SyncSession, model: str) -> AsyncStream:
+    async def opened() -> AsyncStream:
+        stream = await session.async_session.open_stream(_chat(model), connect_timeout=30)
+        assert (await stream.receive_head(10)).status == 200
+        return stream
+
+    return session.run(opened(), timeout=30)
+
+
+def test_an_interrupt_inside_the_readers_loop_run_drops_the_connection(
+    bridge: BridgeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # KeyboardInterrupt lands wherever the main thread is: in a reader running the loop, that
+    # may be after a record was opened and before its events were queued. The record is gone
+    # and the next one is still authentic, so going on would read a body with a gap (or wait
+    # for an END already consumed): the connection must be dropped instead.
+    session = _raw_session(bridge)
+    try:
+        stream = _open(session, "slow-stream")
+        body = b"".join(session.receive_body(stream, 10).chunks)
+        dispatch = session_module._Link._dispatch
+        interrupted: list[bool] = []
+
+        def interrupted_once(link: Any, events: list[Any]) -> None:
+            if not interrupted and any(isinstance(e, DataReceived) for e in events):
+                interrupted.append(True)
+                raise KeyboardInterrupt  # the events were taken from the core: lost
+            dispatch(link, events)
+
+        monkeypatch.setattr(session_module._Link, "_dispatch", interrupted_once)
+
+        def read_to_the_end() -> None:
+            nonlocal body
+            while not (part := session.receive_body(stream, 10)).ended:
+                body += b"".join(part.chunks)
+            raise AssertionError(f"read to the END with a gap: {body!r}")
+
+        with pytest.raises(KeyboardInterrupt):
+            read_to_the_end()
+        with pytest.raises(SessionConnectError):  # the application reads on: a typed failure
+            session.receive_body(stream, 10)
+        # The session is usable: the next request gets a fresh, verified connection.
+        again = _open(session, "slow-stream")
+        text = b""
+        while not (part := session.receive_body(again, 10)).ended:
+            text += b"".join(part.chunks)
+        assert b'"9 "' in text
+        assert session.handshakes == 2
     finally:
         session.close()
