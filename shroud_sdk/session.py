@@ -1280,10 +1280,12 @@ class SyncSession:
                 return False  # e.g. Jupyter's: this thread cannot run a second one
             if self._driver == _LOOP_THREAD:
                 self._borrowing = True
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                # Until its run ends (or someone comes to depend on the loop meanwhile).
-                self._baton.wait_for(lambda: self._driver is None or self._dependents > 0)
-                self._borrowing = False
+                try:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    # Until its run ends (or someone comes to depend on the loop meanwhile).
+                    self._baton.wait_for(lambda: self._driver is None or self._dependents > 0)
+                finally:  # interrupted (Ctrl-C), it must not keep the loop thread from serving
+                    self._borrowing = False
             depended_on = self._dependents > 0  # may have changed while it waited
             if self._driver is None and not depended_on:
                 self._driver = me

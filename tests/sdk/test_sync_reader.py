@@ -273,3 +273,41 @@ def test_an_interrupt_inside_the_readers_loop_run_drops_the_connection(
         assert session.handshakes == 2
     finally:
         session.close()
+
+
+class _InterruptedOnce(threading.Condition):
+    """The session's baton, whose first ``wait_for`` on the calling thread is interrupted."""
+
+    def __init__(self, lock: Any, thread: int) -> None:
+        super().__init__(lock)
+        self._thread = thread
+        self.interrupted = False
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        if threading.get_ident() == self._thread and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return super().wait_for(predicate, timeout)
+
+
+def test_a_reader_interrupted_while_taking_the_loop_leaves_it_to_the_loop_thread() -> None:
+    # No connection is made: the verifier is never called.
+    session = SyncSession(SessionConfig(url="ws://127.0.0.1:9/", verifier=cast(Any, object())))
+    baton = _InterruptedOnce(session._baton_lock, threading.get_ident())
+    session._baton = baton
+    try:
+        _wait_until(lambda: session._driver == session_module._LOOP_THREAD, "the loop served")
+        # Interrupted while the loop thread stops its run for it (Ctrl-C in a reader).
+        with pytest.raises(KeyboardInterrupt):
+            session._take_loop()
+        assert baton.interrupted
+        time.sleep(0.2)  # the stop it asked for ends the loop thread's run meanwhile
+        # Nobody depends on the loop, nobody runs it: after the grace, the loop thread does.
+        ran = threading.Event()
+        session._loop.call_soon_threadsafe(ran.set)
+        assert ran.wait(5), "the loop was left idle for good"
+        # And a reader can take it again.
+        _wait_until(session._take_loop, "the loop taken by a reader")
+        session._leave_loop()
+    finally:
+        session.close()
