@@ -1254,13 +1254,14 @@ class SyncSession:
 
     def receive_body(self, stream: AsyncStream, read_timeout: float | None) -> BodyPart:
         """``stream``'s next body part, read on this thread (see the class docstring)."""
-        if not self._take_loop():
-            with self._depending():
-                return stream.receive_body_blocking(read_timeout)
+        me = threading.get_ident()
         try:
+            if not self._take_loop():
+                with self._depending():
+                    return stream.receive_body_blocking(read_timeout)
             return stream.receive_body_driving(read_timeout)
         except BaseException as exc:
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception) and self._driver == me:
                 # E.g. KeyboardInterrupt on the main thread: it lands wherever the loop was,
                 # maybe between opening a record and queuing its events (a record gone, the
                 # next one still authentic), or inside websockets' parser. Fail closed: drop
@@ -1268,7 +1269,10 @@ class SyncSession:
                 self._async._drop_interrupted(stream)
             raise
         finally:
-            self._leave_loop()
+            # Only this thread makes itself the driver, so this needs no lock; checked rather
+            # than remembered, so an interrupt just after ``_take_loop`` cannot keep the loop.
+            if self._driver == me:
+                self._leave_loop()
 
     def _take_loop(self) -> bool:
         """Become the loop's driver if nobody else needs it; False if someone does."""

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -314,5 +315,65 @@ def test_a_reader_interrupted_while_taking_the_loop_leaves_it_to_the_loop_thread
         # And a reader can take it again.
         _wait_until(session._take_loop, "the loop taken by a reader")
         session._leave_loop()
+    finally:
+        session.close()
+
+
+def test_a_reader_interrupted_just_after_taking_the_loop_gives_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No connection is made: the verifier is never called.
+    session = SyncSession(SessionConfig(url="ws://127.0.0.1:9/", verifier=cast(Any, object())))
+    take_loop = SyncSession._take_loop
+
+    def taken_then_interrupted(self: SyncSession) -> bool:
+        assert take_loop(self)
+        raise KeyboardInterrupt  # Ctrl-C between becoming the driver and driving
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(SyncSession, "_take_loop", taken_then_interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                session.receive_body(cast(AsyncStream, SimpleNamespace(_link=None)), 1)
+        assert session.run(asyncio.sleep(0, "served"), timeout=5) == "served"
+    finally:
+        session.close()
+
+
+def test_a_reader_hands_the_loop_to_a_caller_that_came_while_it_drove(
+    bridge: BridgeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the grace out of reach, only the reader's hand-back can get the loop running for
+    # work that is still waiting when the reader leaves.
+    monkeypatch.setattr(session_module, "_IDLE_GRACE", 3600.0)
+    session = _raw_session(bridge)
+    try:
+        stream = _open(session, "endless")
+        session.receive_body(stream, 10)  # the reader drives, then leaves the loop idle
+        results: list[str] = []
+
+        def caller() -> None:
+            results.append(session.run(asyncio.sleep(0.5, "done"), timeout=10))
+
+        # The caller comes while the reader drives for its next record (50 ms away).
+        driving = threading.Event()
+        receive = session_module._StreamInbox.take_driving
+
+        def signalled(inbox: Any, read_timeout: float | None) -> Any:
+            driving.set()
+            return receive(inbox, read_timeout)
+
+        monkeypatch.setattr(session_module._StreamInbox, "take_driving", signalled)
+
+        def comes_while_driving() -> None:
+            driving.wait(5)
+            caller()
+
+        other = threading.Thread(target=comes_while_driving)
+        other.start()
+        session.receive_body(stream, 10)
+        other.join(10)
+        assert results == ["done"]
+        session.run(stream.aclose(), timeout=5)
     finally:
         session.close()
