@@ -529,7 +529,9 @@ class _StreamInbox:
         with self._lock:
             self._handed_out = 0
             room, self._room = self._room, None
-        return room
+        # One cancelled with the hand-over (the connection failed) wakes nobody: a thread must
+        # not schedule waking it on a loop its session may have closed since.
+        return None if room is None or room.done() else room
 
     def _drain(self) -> list[Event | BaseException]:
         batch = list(self._items)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -200,3 +201,50 @@ def test_an_interrupted_driving_read_leaves_the_loop_to_others(held: _HeldLoop) 
     loop.call_later(0.01, inbox.offer, _data(0))
     loop.run_until_complete(asyncio.sleep(0.4))
     assert inbox.take_driving(5) == [_data(0)]
+
+
+async def test_a_failure_wakes_a_thread_that_waits_for_records() -> None:
+    inbox = _StreamInbox()
+    failure = StreamAbortedError(1, "gone")
+    started = threading.Event()
+    taken: list[tuple[float, list[Any]]] = []
+
+    def application() -> None:
+        started.set()
+        begun = time.monotonic()
+        items = list(inbox.take_blocking(3))
+        taken.append((time.monotonic() - begun, items))
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    await asyncio.to_thread(started.wait, 5)
+    await asyncio.sleep(0.1)  # let it wait: an error queued on its own must wake it
+    inbox.fail(failure)
+    await asyncio.to_thread(thread.join, 10)
+    [(waited, items)] = taken
+    assert items == [failure]
+    # Not woken, the wait would end only at its 3 s deadline (with the failure found then).
+    assert waited < 2.5
+
+
+def test_a_thread_reads_its_failure_once_the_loop_is_closed(held: _HeldLoop) -> None:
+    loop = held.loop
+
+    async def full() -> tuple[_StreamInbox, asyncio.Task[None]]:
+        inbox = _StreamInbox(limit=1)
+        await inbox.put(_data(0))
+        waiting = asyncio.ensure_future(inbox.put(_data(1)))  # the hand-over, waiting for room
+        await _settled()
+        return inbox, waiting
+
+    inbox, waiting = loop.run_until_complete(full())
+    assert inbox.take_driving(1) == [_data(0)]  # the application holds a full batch
+    loop.run_until_complete(_settled())  # the hand-over waits for room again
+    # The session closes: its connection is failed (the hand-over cancelled, the stream
+    # failed), then its loop closed; the application reads on.
+    waiting.cancel()
+    inbox.fail(StreamAbortedError(1, "session closed"))
+    loop.run_until_complete(_settled())
+    loop.close()
+    [failure] = inbox.take_blocking(1)
+    assert isinstance(failure, StreamAbortedError)
