@@ -56,6 +56,11 @@ RETRY_AFTER_SECONDS: Final = 1
 # may ask the upstream for a final usage chunk (stream_options.include_usage).
 _USAGE_INJECTION_PATHS: Final = frozenset({"/v1/chat/completions", "/v1/completions"})
 _TOKEN_LIMIT_FIELDS: Final = ("max_tokens", "max_completion_tokens")
+# Methods never forwarded, whatever the path: a TRACE answer reflects the request the upstream
+# received, which carries the bridge's own upstream credentials (--upstream-api-key) that the
+# client must never see; CONNECT asks the upstream to open a tunnel elsewhere. Neither is part
+# of the OpenAI API.
+_NEVER_FORWARDED: Final = frozenset({"TRACE", "CONNECT"})
 
 
 # -- request checks (pure) ---------------------------------------------------------------------
@@ -253,6 +258,9 @@ class Dispatcher:
             _log.info("stream %d: %s %s", request.stream_id, request.method, request.path)
         if self.shutting_down:
             limit = OverloadLimit.SHUTTING_DOWN
+        elif request.method in _NEVER_FORWARDED:
+            self._metrics.error(ErrorKind.METHOD_NOT_ALLOWED)
+            answer = errors.method_not_allowed()
         elif self._config.match_allowed_path(request.path) is None:
             self._metrics.error(ErrorKind.PATH_NOT_ALLOWED)
             answer = errors.path_not_allowed()

@@ -75,6 +75,17 @@ def path_not_allowed() -> ErrorResponse:
     )
 
 
+def method_not_allowed() -> ErrorResponse:
+    """405: TRACE and CONNECT are never forwarded (``bridge.dispatch`` says why)."""
+    return openai_error(
+        405,
+        "This method is not forwarded by this bridge.",
+        error_type="invalid_request_error",
+        code="method_not_allowed",
+        extra_headers=(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),),
+    )
+
+
 def body_too_large(limit: int) -> ErrorResponse:
     """413: the request body exceeds the configured limit."""
     return openai_error(

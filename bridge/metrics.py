@@ -70,6 +70,7 @@ class ErrorKind(StrEnum):
     RECORD_AUTH = "record_auth"  # an AEAD record failed authentication: connection closed
     PROTOCOL = "protocol"
     PATH_NOT_ALLOWED = "path_not_allowed"
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # TRACE or CONNECT: never forwarded
     BODY_TOO_LARGE = "body_too_large"
     TOO_MANY_STREAMS = "too_many_streams"
     DISCLOSURE_MISMATCH = "disclosure_mismatch"

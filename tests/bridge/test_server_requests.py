@@ -299,6 +299,7 @@ def test_an_upstream_cannot_pass_its_answer_off_as_a_bridge_refusal() -> None:
     [
         (errors.unauthorized(), 401),
         (errors.path_not_allowed(), 404),
+        (errors.method_not_allowed(), 405),
         (errors.body_too_large(10), 413),
         (errors.overloaded(Overload(OverloadLimit.STREAMS_PER_SESSION)), 429),
         (errors.overloaded(Overload(OverloadLimit.BUFFERED_BYTES)), 503),

@@ -140,6 +140,18 @@ async def test_client_key_and_hop_by_hop_headers_are_not_forwarded(
     assert response.header("x-upstream") == "fake"
 
 
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT"])
+async def test_trace_and_connect_are_never_forwarded(bridge: BridgeProcess, method: str) -> None:
+    # The fake upstream echoes the headers it received, as a TRACE answer does: forwarded, the
+    # bridge's own upstream credentials would reach the client.
+    response = await _request_once(
+        bridge, method, "/v1/chat/completions", headers=AUTH, body=chat_body(model="echo")
+    )
+    assert response.status == 405
+    assert _error_code(response.body) == "method_not_allowed"
+    assert b"received_headers" not in response.body
+
+
 async def test_disclosed_max_tokens_bounds_the_upstream_request(bridge: BridgeProcess) -> None:
     client = await _client(bridge, disclose=frozenset({"model", "max_tokens"}))
     try:
