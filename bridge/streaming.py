@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import Final, Protocol
 
 from bridge import errors
 from bridge.metrics import BridgeMetrics, ErrorKind, StreamOutcome
@@ -40,13 +40,16 @@ from bridge.upstream import (
     UpstreamTimeoutError,
 )
 from bridge.usage_meter import UsageMeter
-from shroud_sdk.channel import fields
 from shroud_sdk.channel.connection import BridgeConnection
 from shroud_sdk.channel.constants import RESET_INTERNAL_ERROR
 from shroud_sdk.channel.events import RequestReceived
 from shroud_sdk.errors import ChannelError, LocalProtocolError
 
 _log = logging.getLogger(__name__)
+
+# The core's refusals of response headers it cannot carry (``fields.check_headers``, and a
+# HEADERS record past the largest record).
+_UNCARRIABLE_HEADERS: Final = frozenset({"headers", "record-size"})
 
 
 class Outbox(Protocol):
@@ -101,10 +104,17 @@ async def relay(
     headers_sent = False
     try:
         async with upstream.send(upstream_request) as response:
-            if not _carriable(response.headers):
-                raise UpstreamConnectError("headers the channel cannot carry", after_headers=False)
+            try:
+                conn.send_response(sid, response.status, response.headers)
+            except LocalProtocolError as exc:
+                # Too many headers, one too long, or all of them past one record: nothing was
+                # sealed, and an upstream the channel cannot carry is a broken upstream.
+                if exc.check not in _UNCARRIABLE_HEADERS:
+                    raise
+                raise UpstreamConnectError(
+                    "headers the channel cannot carry", after_headers=False
+                ) from None
             metrics.upstream_responded(request.path, time.perf_counter() - started, response.status)
-            conn.send_response(sid, response.status, response.headers)
             headers_sent = True
             content_type = next((v for k, v in response.headers if k == "content-type"), "")
             meter = UsageMeter(
@@ -147,13 +157,3 @@ async def relay(
             metrics.response_sent(request.path, answer.status)
         await outbox.flush()
         return StreamOutcome.UPSTREAM_ERROR
-
-
-def _carriable(headers: tuple[tuple[str, str], ...]) -> bool:
-    """Whether the channel can carry these response headers (count, sizes, characters): an
-    upstream answer it cannot is a broken upstream (502), not the bridge's internal error."""
-    try:
-        fields.check_headers(headers, LocalProtocolError)
-    except LocalProtocolError:
-        return False
-    return True

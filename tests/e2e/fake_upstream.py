@@ -164,6 +164,11 @@ class FakeUpstream:
             )
             await writer.drain()
             return True
+        if model == "large-head":  # each value fits, together past one record's 16 KiB
+            values = b"".join(b"x-big-%d: %s\r\n" % (i, b"b" * 8000) for i in range(3))
+            writer.write(b"HTTP/1.1 200 OK\r\n%scontent-length: 2\r\n\r\n{}" % values)
+            await writer.drain()
+            return True
         await _start_sse(writer)
         if model == "stream":
             for word in ("one", " two", " three"):

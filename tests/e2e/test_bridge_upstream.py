@@ -204,6 +204,7 @@ async def test_oversized_body_gets_413(bridge: BridgeProcess) -> None:
         ("slow", 504, "upstream_timeout"),
         ("bad-status", 502, "upstream_unavailable"),
         ("long-header", 502, "upstream_unavailable"),
+        ("large-head", 502, "upstream_unavailable"),
     ],
 )
 async def test_an_upstream_failing_before_its_headers_gets_the_bridge_answer(
