@@ -157,6 +157,11 @@ _WS_OPEN: Final = State.OPEN
 _SENT: Final = Direction.BRIDGE_TO_CLIENT
 
 
+def _takes_writes(ws: ServerConnection) -> bool:
+    """Whether the connection is open, not closing and not paused for its buffer to drain."""
+    return ws.protocol.state is _WS_OPEN and not ws.paused and not ws.transport.is_closing()
+
+
 def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
     """Whether ``size`` more bytes can be framed and handed to the socket now, with no wait.
 
@@ -164,7 +169,7 @@ def _writes_without_waiting(ws: ServerConnection, size: int) -> bool:
     or when the write fills the transport's buffer past its high-water mark (for it to drain).
     When neither can happen, its only work is the write itself.
     """
-    if ws.protocol.state is not _WS_OPEN or ws.paused or ws.transport.is_closing():
+    if not _takes_writes(ws):
         return False
     _, high = ws.transport.get_write_buffer_limits()
     return ws.transport.get_write_buffer_size() + size <= high
@@ -459,7 +464,7 @@ class Session:
         write past the mark is at most what one upstream read brought.
         """
         ws = self._ws
-        if ws.protocol.state is not _WS_OPEN or ws.paused or ws.transport.is_closing():
+        if not _takes_writes(ws):
             return False
         messages = self._conn.data_to_send()
         if messages:
