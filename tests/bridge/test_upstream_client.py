@@ -35,6 +35,23 @@ REQUEST = UpstreamRequest("GET", "/v1/models", (), b"")
 
 
 @contextlib.asynccontextmanager
+async def _upstream_at(
+    serve: Script, *, read_timeout: float = 300, pool_size: int = 0
+) -> AsyncIterator[Upstream]:
+    """An ``Upstream`` to a loopback server running ``serve`` on each connection."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream = Upstream(
+        f"http://127.0.0.1:{port}/v1", read_timeout=read_timeout, pool_size=pool_size
+    )
+    try:
+        yield upstream
+    finally:
+        await upstream.aclose()
+        server.close()
+
+
+@contextlib.asynccontextmanager
 async def _serving(
     script: Script, *, read_timeout: float = 300, pool_size: int = 0
 ) -> AsyncIterator[Upstream]:
@@ -45,18 +62,10 @@ async def _serving(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     # By default a read timeout far beyond the tests' own deadlines: only the client's
     # handling of the broken answer, never the timeout, can end a read here.
-    upstream = Upstream(
-        f"http://127.0.0.1:{port}/v1", read_timeout=read_timeout, pool_size=pool_size
-    )
-    try:
+    async with _upstream_at(serve, read_timeout=read_timeout, pool_size=pool_size) as upstream:
         yield upstream
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 async def _read_all(upstream: Upstream, headers_read: asyncio.Event | None = None) -> bytes:
@@ -285,26 +294,25 @@ async def test_what_a_consumer_raises_ends_the_body_and_drops_the_connection() -
 async def test_a_header_that_would_break_the_request_is_never_written(
     header: tuple[str, str],
 ) -> None:
+    await _never_written(UpstreamRequest("POST", "/v1/chat/completions", (header,), b"{}"))
+
+
+async def _never_written(request: UpstreamRequest) -> None:
+    """``request`` fails before its headers (the bridge answers 502 itself), and not one byte
+    of it reaches the upstream."""
     heads: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         heads.append(await reader.read(65536))
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    upstream = Upstream(f"http://127.0.0.1:{port}/v1")
-    try:
-        request = UpstreamRequest("POST", "/v1/chat/completions", (header,), b"{}")
+    async with _upstream_at(serve) as upstream:
         with pytest.raises(UpstreamConnectError) as failure:
             async with upstream.send(request):
                 pass
-        assert not failure.value.after_headers  # the bridge answers 502 itself
+        assert not failure.value.after_headers
         await asyncio.sleep(0.1)
-        assert heads == []  # not one byte of it reached the upstream
-    finally:
-        await upstream.aclose()
-        server.close()
+        assert heads == []
 
 
 async def _count_connections(sequence: Callable[[Upstream], Awaitable[None]]) -> int:
@@ -320,13 +328,8 @@ async def _count_connections(sequence: Callable[[Upstream], Awaitable[None]]) ->
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
-    try:
+    async with _upstream_at(serve) as upstream:
         await sequence(upstream)
-    finally:
-        await upstream.aclose()
-        server.close()
     return connections
 
 
@@ -362,17 +365,11 @@ async def test_connections_are_reused_and_bounded_by_the_pool() -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    upstream = Upstream(f"http://127.0.0.1:{port}/v1", pool_size=2)
-    try:
+    async with _upstream_at(serve, pool_size=2) as upstream:
         bodies = await asyncio.gather(*(_read_all(upstream) for _ in range(6)))
         assert bodies == [b"ok"] * 6
         assert requests == 6
         assert connections == 2  # never more than the pool, each carrying several requests
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 async def test_an_interim_answer_is_skipped_and_bytes_after_the_response_are_not_its_body() -> None:
@@ -585,17 +582,12 @@ async def test_a_connection_answered_before_its_request_was_written_is_not_reuse
             await asyncio.sleep(5)  # then it reads nothing, and answers nothing more
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
     post = UpstreamRequest("POST", "/v1/completions", (), b"x" * (32 << 20))
-    try:
+    async with _upstream_at(serve) as upstream:
         for _ in range(2):
             async with asyncio.timeout(3), upstream.send(post) as answer:
                 assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
         assert connections == 2
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 @pytest.mark.parametrize(
@@ -611,24 +603,7 @@ async def test_a_connection_answered_before_its_request_was_written_is_not_reuse
 async def test_a_request_line_that_would_break_the_request_is_never_written(
     method: str, path: str
 ) -> None:
-    heads: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.read(65536))
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
-    try:
-        with pytest.raises(UpstreamConnectError) as failure:
-            async with upstream.send(UpstreamRequest(method, path, (), b"")):
-                pass
-        assert not failure.value.after_headers
-        await asyncio.sleep(0.1)
-        assert heads == []
-    finally:
-        await upstream.aclose()
-        server.close()
+    await _never_written(UpstreamRequest(method, path, (), b""))
 
 
 def test_a_response_header_value_with_cr_or_lf_is_never_forwarded() -> None:
@@ -665,16 +640,11 @@ async def test_bytes_after_a_complete_response_never_reach_the_next_request(late
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
-    try:
+    async with _upstream_at(serve) as upstream:
         assert await _read_all(upstream) == b"ok"
         await asyncio.sleep(0.15 if later else 0.0)
         assert await _read_all(upstream) == b"ok"
         assert connections == 2
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 async def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
@@ -717,16 +687,11 @@ async def test_an_answer_that_closes_its_connection_is_not_followed_by_another_r
             await asyncio.sleep(5)  # slow to close, and it reads nothing more
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
-    try:
+    async with _upstream_at(serve) as upstream:
         assert await _read_all(upstream) == b"ok"
         async with asyncio.timeout(3):
             assert await _read_all(upstream) == b"ok"
         assert connections == 2
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 async def test_a_pooled_connection_being_closed_is_not_picked() -> None:
@@ -748,9 +713,7 @@ async def test_a_pool_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", pool_size=1)
-    try:
+    async with _upstream_at(serve, pool_size=1) as upstream:
         async with upstream.send(REQUEST) as answer:
             woken = asyncio.ensure_future(_read_all(upstream))
             waiting = asyncio.ensure_future(_read_all(upstream))
@@ -760,9 +723,6 @@ async def test_a_pool_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
         woken.cancel()
         async with asyncio.timeout(3):
             assert await waiting == b"ok"
-    finally:
-        await upstream.aclose()
-        server.close()
 
 
 @pytest.mark.parametrize(
