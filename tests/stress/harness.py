@@ -25,7 +25,7 @@ from typing import Final
 
 import shroud_sdk
 from tests.bridgeproc import REPO_ROOT, BridgeProcess
-from tests.e2e.client import ChannelClient
+from tests.e2e.client import ChannelClient, chat_body
 
 FULL: Final = os.environ.get("SHROUD_STRESS", "") == "full"
 ATTACKER: Final = "127.0.0.2"
@@ -49,6 +49,19 @@ async def attacker(bridge: BridgeProcess, **options: object) -> ChannelClient:
         local_address=ATTACKER,
         **options,  # type: ignore[arg-type]
     )
+
+
+async def stalled_flood(bridge: BridgeProcess) -> ChannelClient:
+    """An attacker whose streaming request gets the fake upstream's endless ``flood``, and who
+    stops reading its socket once the first chunk came: everything the bridge sends it after
+    that waits on full socket buffers."""
+    stalled = await attacker(bridge)
+    sid = await stalled.start(
+        "POST", "/v1/chat/completions", body=chat_body(model="flood", stream=True)
+    )
+    await stalled.first_chunk(sid)
+    stalled.ws.transport.pause_reading()  # never reads again
+    return stalled
 
 
 async def wait_for(condition: Callable[[], bool], seconds: float, step: float = 0.1) -> bool:

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.bridgeproc import running_bridge
-from tests.e2e.client import chat_body
 from tests.e2e.fake_upstream import FakeUpstream
-from tests.stress.harness import MIB, PeakRss, attacker, mib
+from tests.stress.harness import MIB, PeakRss, mib, stalled_flood
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +29,7 @@ async def test_a_client_that_stops_reading_stops_the_upstream_reads(tmp_path: Pa
         running_bridge(tmp_path / "bridge", upstream=upstream.base_url, args=args) as bridge,
     ):
         start = bridge.rss_bytes()
-        stalled = await attacker(bridge)
-        sid = await stalled.start(
-            "POST", "/v1/chat/completions", body=chat_body(model="flood", stream=True)
-        )
-        await stalled.first_chunk(sid)
-        stalled.ws.transport.pause_reading()  # never reads again
+        stalled = await stalled_flood(bridge)
         with PeakRss(bridge) as rss:
             await asyncio.sleep(2.0)  # every buffer on the way fills up
             held_back = upstream.flood_bytes

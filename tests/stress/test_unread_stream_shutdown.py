@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.bridgeproc import running_bridge
-from tests.e2e.client import chat_body
 from tests.e2e.fake_upstream import FakeUpstream
-from tests.stress.harness import FULL, MIB, PeakRss, attacker, legitimate_client, mib
+from tests.stress.harness import FULL, MIB, PeakRss, legitimate_client, mib, stalled_flood
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +35,7 @@ async def test_sigterm_ends_the_bridge_despite_a_client_that_never_reads(tmp_pat
         running_bridge(tmp_path / "bridge", upstream=upstream.base_url, args=args) as bridge,
     ):
         start = bridge.rss_bytes()
-        stalled = await attacker(bridge)
-        sid = await stalled.start(
-            "POST", "/v1/chat/completions", body=chat_body(model="flood", stream=True)
-        )
-        await stalled.first_chunk(sid)
-        stalled.ws.transport.pause_reading()  # never reads again
+        stalled = await stalled_flood(bridge)
         with PeakRss(bridge) as rss:
             await asyncio.sleep(1.0)  # the bridge's send buffers fill up
             async with legitimate_client(bridge) as client:
