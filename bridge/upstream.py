@@ -16,7 +16,6 @@ answers whether it may be called again at once; when it may not (the client is n
 fast enough), the connection stops reading the upstream (``pause_reading``), the caller's
 ``drain`` runs, and reading resumes: at most one read's body (64 KiB) is ever held beyond
 what the caller accepted. Reads ask ``recv`` for at most 64 KiB (see ``UPSTREAM_READ_SIZE``).
-``chunks()`` offers the same bytes as an iterator for callers that pull.
 
 Why not aiohttp any more (issue 11): it hands body bytes to a task, which costs a task wake
 per token (about 21 us of 139 us per token from readable to written, measured cold), and
@@ -538,7 +537,7 @@ class _Connection(asyncio.Protocol):
 
 class UpstreamResponse:
     """A streaming upstream response: ``status``, filtered ``headers``, then the body through
-    ``relay_body`` (callbacks) or ``chunks()`` (an iterator), once."""
+    ``relay_body``, once."""
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
@@ -565,27 +564,6 @@ class UpstreamResponse:
                 return
             await drain()
             connection.resume()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body bytes, one chunk per read (``relay_body``'s errors, raised here)."""
-        got: list[bytes] = []
-
-        def take(chunk: bytes) -> bool:
-            got.append(chunk)
-            return False  # one read at a time: the reader pulls
-
-        connection = self._connection
-        connection.attach(take)
-        while True:
-            if got:
-                chunk = got[0] if len(got) == 1 else b"".join(got)
-                got.clear()
-                yield chunk
-                connection.resume()
-            elif connection.complete:
-                return
-            else:
-                await connection.wait()
 
 
 class Upstream:

@@ -21,6 +21,7 @@ from bridge.upstream import (
     Upstream,
     UpstreamConnectError,
     UpstreamRequest,
+    UpstreamResponse,
     UpstreamTimeoutError,
     forward_response_headers,
     limit_read_size,
@@ -68,11 +69,28 @@ async def _serving(
         yield upstream
 
 
+async def _body(response: UpstreamResponse, got: list[bytes] | None = None) -> bytes:
+    """The whole body, read as the bridge reads it (``relay_body``, every read taken at once);
+    each read's bytes are also appended to ``got``."""
+    reads = [] if got is None else got
+
+    def take(chunk: bytes) -> bool:
+        reads.append(chunk)
+        return True
+
+    await response.relay_body(take, _nothing_to_drain)
+    return b"".join(reads)
+
+
+async def _nothing_to_drain() -> None:
+    return None
+
+
 async def _read_all(upstream: Upstream, headers_read: asyncio.Event | None = None) -> bytes:
     async with asyncio.timeout(10), upstream.send(REQUEST) as response:
         if headers_read is not None:
             headers_read.set()
-        return b"".join([chunk async for chunk in response.chunks()])
+        return await _body(response)
 
 
 async def test_a_malformed_chunk_after_the_headers_fails_the_body() -> None:
@@ -180,8 +198,7 @@ async def test_a_read_timeout_mid_body_is_an_upstream_timeout_after_the_headers(
 
         async def read() -> None:
             async with asyncio.timeout(10), upstream.send(REQUEST) as response:
-                async for chunk in response.chunks():
-                    got.append(chunk)
+                await _body(response, got)
 
         with pytest.raises(UpstreamTimeoutError) as failure:
             await read()
@@ -385,7 +402,7 @@ async def test_an_interim_answer_is_skipped_and_bytes_after_the_response_are_not
     async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
         assert answer.status == 200
         assert ("link", "</x>") not in answer.headers
-        assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+        assert await _body(answer) == b"ok"
 
 
 async def test_the_body_is_not_read_before_its_consumer_is_attached() -> None:
@@ -401,7 +418,7 @@ async def test_the_body_is_not_read_before_its_consumer_is_attached() -> None:
     async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
         await asyncio.sleep(0.3)  # the relay is still sending the HEADERS record, say
         assert not flooded.is_set()  # held back by the unread socket, not buffered here
-        assert sum([len(chunk) async for chunk in answer.chunks()]) == 8 << 20
+        assert len(await _body(answer)) == 8 << 20
     assert flooded.is_set()
 
 
@@ -506,7 +523,7 @@ async def test_trailers_are_neither_headers_nor_body() -> None:
 
     async with _serving(script) as upstream, asyncio.timeout(10), upstream.send(REQUEST) as answer:
         assert [name for name, _ in answer.headers] == ["content-type"]
-        assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+        assert await _body(answer) == b"ok"
 
 
 async def test_a_body_until_the_close_cut_by_a_reset_fails_after_the_headers() -> None:
@@ -537,9 +554,15 @@ async def test_a_body_until_the_close_cut_by_the_bridge_closing_fails_after_the_
 
         async def read() -> None:
             async with asyncio.timeout(10), upstream.send(REQUEST) as response:
-                async for chunk in response.chunks():
+
+                def take(chunk: bytes) -> bool:
                     got.append(chunk)
+                    return False  # so that the drain below runs
+
+                async def shut_down() -> None:
                     await upstream.aclose()  # the bridge shuts down mid-answer
+
+                await response.relay_body(take, shut_down)
 
         with pytest.raises(UpstreamConnectError) as failure:
             await read()
@@ -586,7 +609,7 @@ async def test_a_connection_answered_before_its_request_was_written_is_not_reuse
     async with _upstream_at(serve) as upstream:
         for _ in range(2):
             async with asyncio.timeout(3), upstream.send(post) as answer:
-                assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+                assert await _body(answer) == b"ok"
         assert connections == 2
 
 
@@ -656,7 +679,7 @@ async def test_a_head_answer_has_no_body_whatever_its_length_says() -> None:
     head = UpstreamRequest("HEAD", "/v1/models", (), b"")
     async with _serving(script) as upstream, asyncio.timeout(5), upstream.send(head) as answer:
         assert answer.status == 200
-        assert b"".join([chunk async for chunk in answer.chunks()]) == b""
+        assert await _body(answer) == b""
 
 
 async def test_switching_protocols_is_a_broken_upstream() -> None:
@@ -718,7 +741,7 @@ async def test_a_pool_waiter_woken_then_cancelled_passes_its_turn_on() -> None:
             woken = asyncio.ensure_future(_read_all(upstream))
             waiting = asyncio.ensure_future(_read_all(upstream))
             await asyncio.sleep(0.1)  # both wait for the one connection
-            assert b"".join([chunk async for chunk in answer.chunks()]) == b"ok"
+            assert await _body(answer) == b"ok"
         # The connection is back and ``woken`` was woken: it is cancelled before it ran.
         woken.cancel()
         async with asyncio.timeout(3):
