@@ -14,7 +14,10 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``bad-chunk``: starts an SSE stream with one event, then, once the test sets
   ``bad_chunk_release``, sends bytes that are no chunk at all, and keeps the connection open
   (the break reaches the bridge in a later read than the headers);
-- ``bad-status``: answers with status 600, which no HTTP server may send.
+- ``bad-status``: answers with status 600, which no HTTP server may send;
+- ``long-header``, ``large-head``: headers the channel cannot carry (one too long, all too
+  many bytes for one record);
+- ``endless-head``: header lines, 4 KB each, until the bridge hangs up (a hostile upstream).
 
 ``python -m tests.e2e.fake_upstream PORT`` serves it in a process of its own (to be killed).
 
@@ -164,6 +167,13 @@ class FakeUpstream:
             )
             await writer.drain()
             return True
+        if model == "endless-head":  # header lines until the bridge hangs up: a hostile upstream
+            with contextlib.suppress(ConnectionError):
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+                while True:
+                    writer.write(b"x-more: %s\r\n" % (b"h" * 4000))
+                    await writer.drain()
+            return False
         if model == "large-head":  # each value fits, together past one record's 16 KiB
             values = b"".join(b"x-big-%d: %s\r\n" % (i, b"b" * 8000) for i in range(3))
             writer.write(b"HTTP/1.1 200 OK\r\n%scontent-length: 2\r\n\r\n{}" % values)
