@@ -7,6 +7,12 @@ injected by ``bridge.dispatch``), so the client sees the stream it asked for. Ev
 passes unchanged, in the chunks it came in: a chunk holding whole events is returned as is
 (no copy), so the events one upstream read brought stay one piece (one record).
 
+A JSON body is never kept: a push parser (``ijson`` over the C library yajl) reads it as it
+passes, and only the top-level ``usage`` object's three counts are held. So a body of any size
+costs a bounded amount of memory (one JSON token of at most ``_MAX_JSON_TOKEN`` bytes, a byte
+per open container up to ``_MAX_JSON_DEPTH``, the events of ``_JSON_SLICE`` bytes), and its
+usage is read whatever its size (before, a body over 8 MiB was kept whole, then dropped unread).
+
 Deliberately not here: deciding whether usage is injected (``bridge.dispatch``), signing it
 (the channel core), sending anything (``bridge.streaming``).
 """
@@ -15,13 +21,59 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
-from typing import Final
+from typing import Final, Protocol
+
+from ijson.common import JSONError
+from ijson.utils import sendable_list
 
 from shroud_sdk.channel.usage import Usage
 
-# A non-SSE response is kept (up to this size) to read its "usage" at the end.
-_MAX_USAGE_BODY: Final = 8 * 1024 * 1024
+_log = logging.getLogger(__name__)
+
+try:
+    from ijson.backends import yajl2_c as _ijson
+except ImportError:  # ijson's wheels carry the C extension
+    # An ijson built without its C extension (no wheel for the platform, no compiler): the
+    # pure-Python parser gives the same results at about a tenth of the speed, on the event
+    # loop. Slower JSON responses beat unmetered ones; the operator is told once.
+    from ijson.backends import python as _ijson
+
+    _log.warning(
+        "ijson's C backend is not installed: JSON usage is read by its pure-Python parser, "
+        "about ten times slower (reinstall ijson from a wheel)"
+    )
+
+JSON_BACKEND: Final[str] = _ijson.backend_name
+"""The ``ijson`` backend that reads JSON bodies: ``"yajl2_c"`` unless the C one is missing."""
+
+# The most body bytes the parser may take without producing an event: it keeps an unfinished
+# token (a string, a number) whole, so this bounds what it holds. A body with a longer token
+# (no upstream writes a 1 MiB string but to echo a prompt that long) gets no usage read.
+_MAX_JSON_TOKEN: Final = 1024 * 1024
+# The deepest nesting followed: the parser keeps a byte per open container (json.loads
+# itself gives up, RecursionError, at about this depth).
+_MAX_JSON_DEPTH: Final = 1000
+# A JSON chunk is parsed this many bytes at a time, which bounds the events held at once.
+_JSON_SLICE: Final = 64 * 1024
+_COUNTS: Final = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+# How each event of ijson's basic parser changes the nesting depth.
+_DEPTH_STEP: Final = {
+    "start_map": 1,
+    "start_array": 1,
+    "end_map": -1,
+    "end_array": -1,
+    "map_key": 0,
+    "string": 0,
+    "number": 0,
+    "integer": 0,
+    "double": 0,
+    "boolean": 0,
+    "null": 0,
+}
+# What a count that is an object or an array is recorded as (``usage_from`` refuses it).
+_NOT_A_COUNT: Final = object()
 # An SSE event larger than this is forwarded unparsed (its usage, if any, is not read).
 _MAX_SSE_EVENT: Final = 1024 * 1024
 _SSE_SEPARATOR: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -51,10 +103,141 @@ def usage_from(value: object) -> Usage | None:
         return None
 
 
+class _PushParser(Protocol):
+    """An ``ijson`` push parser (a coroutine): bytes in with ``send``, the end with ``close``."""
+
+    def send(self, data: memoryview, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _TopLevelUsage:
+    """The top-level ``usage`` of a JSON body fed to it in pieces, read without keeping it.
+
+    ``result()`` is the usage only when the whole body was one valid JSON object (RFC 8259);
+    the last top-level ``usage`` member wins, as with ``json.loads``. Of that member only the
+    three counts are kept, so its size costs nothing either. Anything else (invalid or cut
+    JSON, another top-level value, trailing bytes, a token over ``_MAX_JSON_TOKEN``, nesting
+    deeper than ``_MAX_JSON_DEPTH``, a number the parser cannot hold in 64 bits) yields None,
+    and from then on nothing more is parsed.
+    """
+
+    __slots__ = ("_counts", "_depth", "_events", "_key", "_member", "_parser", "_quiet", "_usage")
+
+    def __init__(self) -> None:
+        self._events = sendable_list()
+        # use_float: numbers as int or float, not Decimal (several times faster); an integer
+        # past 64 bits is then a parse error, and no count past 63 bits is valid anyway.
+        self._parser: _PushParser | None = _ijson.basic_parse_coro(self._events, use_float=True)
+        self._depth = 0  # containers open
+        self._key: object = None  # the top-level member being read
+        self._member: object = None  # the member of its "usage" object being read
+        self._counts: dict[object, object] | None = None  # while inside a usage object
+        self._usage: Usage | None = None  # the last complete top-level usage so far
+        self._quiet = 0  # bytes fed since the parser's last event
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse the next bytes of the body."""
+        if self._parser is None:
+            return
+        view = memoryview(chunk)
+        for start in range(0, len(view), _JSON_SLICE):
+            piece = view[start : start + _JSON_SLICE]
+            try:
+                self._parser.send(piece)
+            except (JSONError, ValueError):
+                self._give_up()
+                return
+            events = self._events
+            if events:
+                # The token now unfinished began after this piece's last event.
+                self._quiet = len(piece)
+                going = self._take(events)
+                events.clear()
+                if not going:
+                    return
+            else:
+                self._quiet += len(piece)
+            if self._quiet > _MAX_JSON_TOKEN:
+                self._give_up()
+                return
+
+    def result(self) -> Usage | None:
+        """The body ended: its top-level usage, or None."""
+        parser = self._parser
+        if parser is None:
+            return None
+        self._parser = None
+        try:
+            parser.close()
+        except (JSONError, ValueError):
+            return None
+        going = self._take(self._events)
+        self._events.clear()
+        return self._usage if going else None
+
+    def __del__(self) -> None:
+        # A body left midway (the stream was reset): the parser is closed here, where its
+        # complaint about unfinished JSON is expected, not by the garbage collector (the
+        # pure-Python backend's parser raises from its finaliser).
+        with contextlib.suppress(Exception):
+            self._close()
+
+    def _give_up(self) -> None:
+        self._close()  # the parser's buffers go with it
+        self._events.clear()
+        self._counts = None
+        self._usage = None
+
+    def _close(self) -> None:
+        parser, self._parser = self._parser, None
+        if parser is not None:
+            with contextlib.suppress(JSONError, ValueError):
+                parser.close()
+
+    def _take(self, events: list[tuple[str, object]]) -> bool:
+        """Follow ``events``; False if they nest too deep to follow."""
+        # Once per parser event of the body (millions for a large one), so kept lean: one dict
+        # look-up and one comparison for an event nested below a top-level member's value.
+        depth = self._depth
+        for event, value in events:
+            step = _DEPTH_STEP[event]
+            if step:
+                depth += step
+                if depth > 2:
+                    if step < 0:
+                        continue
+                    if depth == 3 and self._counts is not None and self._member in _COUNTS:
+                        self._counts[self._member] = _NOT_A_COUNT
+                    elif depth > _MAX_JSON_DEPTH:
+                        self._give_up()
+                        return False
+                elif step > 0:
+                    if depth == 2 and self._key == "usage":
+                        self._counts = {} if event == "start_map" else None
+                        self._member = None
+                elif depth == 1 and self._key == "usage":
+                    self._usage = usage_from(self._counts)
+                    self._counts = None
+            elif depth == 1:
+                if event == "map_key":
+                    self._key = value
+                elif self._key == "usage":  # "usage": null, a number, a string...
+                    self._usage = None
+            elif depth == 2 and self._counts is not None:
+                if event == "map_key":
+                    self._member = value
+                elif self._member in _COUNTS:
+                    self._counts[self._member] = value
+        self._depth = depth
+        return True
+
+
 class UsageMeter:
     """Reads ``usage`` from a response on its way to the client, changing nothing else.
 
-    JSON bodies are passed through chunk by chunk and parsed at the end. SSE bodies are passed
+    JSON bodies are passed through chunk by chunk and parsed as they pass, never kept (the
+    top-level usage of a body of any size is read, in bounded memory). SSE bodies are passed
     through event by event (each event's bytes unchanged), and the last event with a ``usage``
     object wins. When the bridge itself injected ``stream_options.include_usage``, the
     usage-only chunk it caused (``"choices": []`` with ``usage``) is dropped so the client sees
@@ -62,20 +245,16 @@ class UsageMeter:
     """
 
     def __init__(self, *, sse: bool, strip_usage_chunk: bool) -> None:
-        self._sse = sse
         self._strip = strip_usage_chunk
         self._buffer = bytearray()
-        self._overflow = False
+        self._json = None if sse else _TopLevelUsage()
         self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         """Take upstream bytes; return the bytes to forward now."""
-        if not self._sse:
-            if not self._overflow:
-                self._buffer += chunk
-                if len(self._buffer) > _MAX_USAGE_BODY:
-                    self._overflow = True
-                    self._buffer.clear()
+        json_body = self._json
+        if json_body is not None:
+            json_body.feed(chunk)
             return chunk
         # Hot path (one call per streamed token): no copy of ``chunk`` when it holds whole
         # events and none is dropped, and no JSON parsing of events that carry no usage.
@@ -110,13 +289,9 @@ class UsageMeter:
 
     def finish(self) -> bytes:
         """The upstream body ended; return what is left to forward."""
-        if not self._sse:
-            if not self._overflow and self._buffer:
-                with contextlib.suppress(ValueError, UnicodeDecodeError):
-                    document = json.loads(self._buffer)
-                    if isinstance(document, dict):
-                        self.usage = usage_from(document.get("usage"))
-            self._buffer.clear()
+        json_body = self._json
+        if json_body is not None:
+            self.usage = json_body.result()
             return b""
         rest = bytes(self._buffer)
         self._buffer.clear()
