@@ -99,6 +99,7 @@ class Response:
     status: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    received: int = 0  # body bytes, kept in ``body`` or not (``keep_bodies``)
     usage: SignedUsage | None = None
     ended: bool = False
     reset: StreamReset | None = None
@@ -123,8 +124,16 @@ class _Stream:
 class ChannelClient:
     """An attested shroud/1 connection; ``await ChannelClient.connect(...)``, then requests."""
 
-    def __init__(self, ws: WebSocket, conn: ClientConnection, done: HandshakeComplete) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        conn: ClientConnection,
+        done: HandshakeComplete,
+        *,
+        keep_bodies: bool = True,
+    ) -> None:
         self.ws = ws
+        self._keep_bodies = keep_bodies
         self.conn = conn
         self.handshake = done
         self._lock = asyncio.Lock()
@@ -147,6 +156,7 @@ class ChannelClient:
         local_address: str | None = None,
         headers: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        keep_bodies: bool = True,
     ) -> ChannelClient:
         """Open the WebSocket, run the handshake with the real verifier, start reading.
 
@@ -154,7 +164,8 @@ class ChannelClient:
         ``local_address`` binds the client's socket (e.g. 127.0.0.2: Linux routes all of
         127.0.0.0/8 to loopback, so tests can be several sources); ``headers`` are added to
         the WebSocket upgrade request (e.g. X-Forwarded-For); ``ssl_context`` is what a
-        ``wss://`` URL's certificate is verified with (e.g. a test CA).
+        ``wss://`` URL's certificate is verified with (e.g. a test CA). ``keep_bodies=False``
+        only counts body bytes (``Response.received``): for responses too large to keep.
         """
         conn = ClientConnection(
             ClientConfig(
@@ -189,7 +200,7 @@ class ChannelClient:
         events = conn.events_received()
         assert len(events) == 1
         assert isinstance(events[0], HandshakeComplete)
-        return cls(ws, conn, events[0])
+        return cls(ws, conn, events[0], keep_bodies=keep_bodies)
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -226,8 +237,10 @@ class ChannelClient:
             response.status, response.headers = event.status, event.headers
             stream.got_headers.set()
         elif isinstance(event, DataReceived):
-            response.body += event.data
-            stream.chunks.put_nowait(event.data)
+            response.received += len(event.data)
+            if self._keep_bodies:
+                response.body += event.data
+                stream.chunks.put_nowait(event.data)
         elif isinstance(event, StreamEnded):
             response.usage, response.ended = event.usage, True
             stream.done.set()

@@ -18,6 +18,8 @@ The request body's ``model`` picks the behaviour, so one server serves a whole t
 - ``long-header``, ``large-head``: headers the channel cannot carry (one too long, all too
   many bytes for one record);
 - ``endless-head``: header lines, 4 KB each, until the bridge hangs up (a hostile upstream).
+- ``big-json``: an embeddings answer (JSON, not SSE) of ``BIG_JSON_BYTES`` with
+  ``BIG_JSON_USAGE`` as its last member: a body far larger than the bridge may keep.
 
 ``python -m tests.e2e.fake_upstream PORT`` serves it in a process of its own (to be killed).
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
 from typing import Any
@@ -38,6 +41,19 @@ from typing import Any
 SLOW_SECONDS = 5.0
 FLOOD_EVENT_CHARS = 8192
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+BIG_JSON_BYTES = 16 * 1024 * 1024
+BIG_JSON_USAGE = {"prompt_tokens": 4096, "completion_tokens": 0, "total_tokens": 4096}
+
+
+@functools.cache
+def big_json_body() -> bytes:
+    """The ``big-json`` answer: 1536-dimension embeddings, ``BIG_JSON_BYTES`` or a little more."""
+    vector = ",".join(f"{(i % 97 - 48) / 97:.9f}" for i in range(1536))
+    item = '{"object": "embedding", "index": %d, "embedding": [' + vector + "]}"
+    count = BIG_JSON_BYTES // len(item) + 1
+    data = ", ".join(item % i for i in range(count))
+    usage = json.dumps(BIG_JSON_USAGE)
+    return f'{{"object": "list", "data": [{data}], "model": "big-json", "usage": {usage}}}'.encode()
 
 
 class FakeUpstream:
@@ -55,6 +71,7 @@ class FakeUpstream:
         self.bad_chunk_release = threading.Event()
         self.requests = 0
         self.flood_bytes = 0  # body bytes the flood model handed to its socket so far
+        self.big_json_answers = 0  # big-json answers handed to their sockets so far
         self._connections: set[asyncio.Task[None]] = set()
 
     def __enter__(self) -> FakeUpstream:
@@ -157,6 +174,16 @@ class FakeUpstream:
         if model == "slow":
             await asyncio.sleep(SLOW_SECONDS)
             await _json(writer, 200, {"usage": USAGE})
+            return True
+        if model == "big-json":
+            payload = big_json_body()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % len(payload)
+            )
+            writer.write(payload)
+            self.big_json_answers += 1
+            await writer.drain()
             return True
         if model == "bad-status":
             await _json(writer, 600, {"usage": USAGE})
