@@ -11,7 +11,8 @@ A JSON body is never kept: a push parser (``ijson`` over the C library yajl) rea
 passes, and only the top-level ``usage`` object's three counts are held. So a body of any size
 costs a bounded amount of memory (one JSON token of at most ``_MAX_JSON_TOKEN`` bytes, a byte
 per open container up to ``_MAX_JSON_DEPTH``, the events of ``_JSON_SLICE`` bytes), and its
-usage is read whatever its size (before, a body over 8 MiB was kept whole, then dropped unread).
+usage is read whatever its size (bodies over 8 MiB included: the meter used to keep up to
+8 MiB of each body and read no usage past that).
 
 Deliberately not here: deciding whether usage is injected (``bridge.dispatch``), signing it
 (the channel core), sending anything (``bridge.streaming``).
@@ -172,9 +173,9 @@ class _TopLevelUsage:
             parser.close()
         except (JSONError, ValueError):
             return None
-        going = self._take(self._events)
+        self._take(self._events)  # the events the end itself brought
         self._events.clear()
-        return self._usage if going else None
+        return self._usage
 
     def __del__(self) -> None:
         # A body left midway (the stream was reset): the parser is closed here, where its
