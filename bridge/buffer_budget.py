@@ -16,17 +16,42 @@ A refused charge changes nothing (all or nothing); :meth:`SessionBuffers.close` 
 whatever the session still holds, whatever the reason it ended. The caller answers the refusal
 (``bridge.dispatch``); this module only counts. Source accounts exist only while they hold
 bytes, so the table is bounded by the number of sessions.
+
+The same three-account budget, counting one unit per request instead of bytes
+(:data:`STREAM_REFUSALS`), bounds the requests in flight: each holds an upstream connection
+(a file descriptor), a task and the upstream's capacity, from its HEADERS until it is done
+(``max_streams_per_session``, ``max_source_streams``, ``max_streams``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final, NamedTuple
 
 from shroud_sdk.refusals import OverloadLimit
 
 
+class BudgetRefusals(NamedTuple):
+    """Which limit a refused charge names, per account."""
+
+    session: OverloadLimit
+    source: OverloadLimit
+    whole: OverloadLimit
+
+
+BYTES_REFUSALS: Final = BudgetRefusals(
+    OverloadLimit.SESSION_BUFFERED_BYTES,
+    OverloadLimit.SOURCE_BUFFERED_BYTES,
+    OverloadLimit.BUFFERED_BYTES,
+)
+STREAM_REFUSALS: Final = BudgetRefusals(
+    OverloadLimit.STREAMS_PER_SESSION, OverloadLimit.SOURCE_STREAMS, OverloadLimit.STREAMS
+)
+
+
 class BufferBudget:
-    """Bridge-wide budget of buffered request bytes; ``on_change(used)`` reports the total."""
+    """Bridge-wide budget of buffered request bytes (or of other units, named by
+    ``refusals``); ``on_change(used)`` reports the total."""
 
     def __init__(
         self,
@@ -34,6 +59,7 @@ class BufferBudget:
         *,
         source_share: int,
         on_change: Callable[[int], None] | None = None,
+        refusals: BudgetRefusals = BYTES_REFUSALS,
     ) -> None:
         if limit <= 0 or source_share <= 0:
             raise ValueError("the budget and the source share must be positive")
@@ -42,10 +68,14 @@ class BufferBudget:
         self.used = 0
         self._by_source: dict[str, int] = {}
         self._on_change = on_change
+        self.refusals = refusals
 
     def session(self, share: int, source: str) -> SessionBuffers:
-        """A new session's account for ``source``, allowed ``share`` bytes of this budget."""
-        return SessionBuffers(self, min(share, self.source_share), source)
+        """A new session's account for ``source``, allowed ``share`` bytes of this budget.
+
+        A share above the source's is not cut down: the source's account refuses first then,
+        and its refusal names the limit that was really met."""
+        return SessionBuffers(self, share, source)
 
     def used_by(self, source: str) -> int:
         """Bytes ``source``'s sessions hold."""
@@ -54,9 +84,9 @@ class BufferBudget:
     def _take(self, source: str, size: int) -> OverloadLimit | None:
         held = self._by_source.get(source, 0)
         if held + size > self.source_share:
-            return OverloadLimit.SOURCE_BUFFERED_BYTES
+            return self.refusals.source
         if self.used + size > self.limit:
-            return OverloadLimit.BUFFERED_BYTES
+            return self.refusals.whole
         if size:
             self._by_source[source] = held + size
             self.used += size
@@ -95,7 +125,7 @@ class SessionBuffers:
         if size < 0:
             raise ValueError("cannot charge a negative size")
         if self._closed or self.used + size > self.share:
-            return OverloadLimit.SESSION_BUFFERED_BYTES
+            return self._budget.refusals.session
         refused = self._budget._take(self.source, size)
         if refused is None:
             self.used += size

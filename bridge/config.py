@@ -170,6 +170,11 @@ class BridgeConfig(BaseModel):
     max_source_buffered_bytes: int = Field(default=64 * 1024 * 1024, gt=0, le=1 << 40)
     max_session_buffered_bytes: int = Field(default=8 * 1024 * 1024, gt=0, le=1 << 40)
     max_unfinished_streams: int = Field(default=8, ge=1, le=10000)
+    # Requests in flight (HEADERS received, not yet done) in all and per source: each holds an
+    # upstream connection, so with max_sessions they bound the file descriptors the bridge
+    # needs (checked against RLIMIT_NOFILE at start, bridge.descriptors).
+    max_streams: int = Field(default=2048, ge=1, le=1_000_000)
+    max_source_streams: int = Field(default=512, ge=1, le=1_000_000)
     request_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     send_timeout: float = Field(default=15.0, gt=0, le=3600)
     # Addresses (or CIDR networks) of proxies whose word about the client address is taken.
@@ -354,6 +359,11 @@ class BridgeConfig(BaseModel):
                 f"max_source_buffered_bytes <= max_buffered_bytes (got {got}): one whole "
                 "request must fit a session's share, and a session's share a source's"
             )
+        if self.max_source_streams > self.max_streams:
+            raise ValueError(
+                f"need max_source_streams <= max_streams (got {self.max_source_streams}, "
+                f"{self.max_streams}): one source's share is part of the whole"
+            )
         if self.proxy_protocol and not self.trusted_proxies:
             raise ValueError("proxy_protocol needs trusted_proxies (who may send the header)")
         return self
@@ -387,6 +397,8 @@ class BridgeConfig(BaseModel):
                 "max_concurrent_handshakes": share(self.max_concurrent_handshakes),
                 "max_buffered_bytes": share(self.max_buffered_bytes),
                 "max_source_buffered_bytes": share(self.max_source_buffered_bytes),
+                "max_streams": share(self.max_streams),
+                "max_source_streams": share(self.max_source_streams),
                 "fresh_quotes_per_minute": self.fresh_quotes_per_minute / workers,
                 "fresh_quote_burst": share(self.fresh_quote_burst),
                 "metrics_listen": None,
@@ -761,6 +773,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
         type=int,
         help="requests on one connection whose body has not ended; over it: 429 (default "
         f"{_default('max_unfinished_streams')})",
+    )
+    limits.add_argument(
+        "--max-streams",
+        type=int,
+        help="requests in flight across all sessions, each holding an upstream connection; "
+        f"over it: 503 (default {_default('max_streams')})",
+    )
+    limits.add_argument(
+        "--max-source-streams",
+        type=int,
+        help="share of --max-streams one client address may hold; over it: 429 (default "
+        f"{_default('max_source_streams')})",
     )
     limits.add_argument(
         "--request-body-timeout",

@@ -4,8 +4,9 @@ A request's HEADERS, DATA and END arrive from the channel shell (``bridge.sessio
 events. Before anything reaches the upstream, in this order: the shutdown state (503), the
 path allowlist (404), the API key from the tunnelled ``Authorization`` header compared in
 constant time (401), the streams-per-session cap and the unfinished-streams cap (429 with
-Retry-After), the buffered-bytes budget (``bridge.buffer_budget``: 429/503) and the body size
-(413) as the body arrives, the body deadline (408), and at END the disclosed metadata against
+Retry-After), the requests-in-flight budget per source and in all (429/503), the
+buffered-bytes budget (``bridge.buffer_budget``: 429/503) and the body size (413) as the body
+arrives, the body deadline (408), and at END the disclosed metadata against
 the decrypted body and the body's JSON strictness (400). A disclosed ``max_tokens`` /
 ``max_completion_tokens`` then bounds the upstream request, and streamed chat and completion
 requests are asked for a usage chunk (read and dropped by ``bridge.usage_meter``).
@@ -228,12 +229,16 @@ class Dispatcher:
         buffers: SessionBuffers,
         source: str,
         on_idle: Callable[[], None],
+        streams: SessionBuffers,
     ) -> None:
         self._outbox = outbox
         self._ctx = context
         self._config = context.config
         self._metrics = context.metrics
         self._buffers = buffers
+        # One unit per request from its HEADERS until it is done: what it holds then is an
+        # upstream connection (a descriptor), a task and a share of the upstream's capacity.
+        self._streams = streams
         self._source = source
         self._on_idle = on_idle
         self._pending: dict[int, _PendingRequest] = {}
@@ -271,13 +276,14 @@ class Dispatcher:
             limit = OverloadLimit.STREAMS_PER_SESSION
         elif len(self._pending) >= self._config.max_unfinished_streams:
             limit = OverloadLimit.UNFINISHED_STREAMS
-        else:
+        elif (limit := self._streams.charge(1)) is None:
             size = _head_size(request)
             limit = self._buffers.charge(size)
             if limit is None:
                 deadline = time.monotonic() + self._config.request_body_timeout
                 self._pending[request.stream_id] = _PendingRequest(request, deadline, size)
                 return
+            self._streams.release(1)
         if limit is not None:
             answer = self._overloaded(limit)
         assert answer is not None
@@ -298,6 +304,7 @@ class Dispatcher:
         if answer is not None:
             del self._pending[event.stream_id]
             self._buffers.release(pending.charged)
+            self._streams.release(1)
             self._answer(pending.request, answer)
             return
         pending.chunks.append(event.data)
@@ -318,6 +325,7 @@ class Dispatcher:
         pending = self._pending.pop(stream_id, None)
         if pending is not None:
             self._buffers.release(pending.charged)
+            self._streams.release(1)
             self._metrics.stream_finished(pending.request.path, StreamOutcome.CLIENT_RESET)
         running = self._tasks.get(stream_id)
         if running is not None:
@@ -338,7 +346,7 @@ class Dispatcher:
 
     def detach(self) -> None:
         """The session ended (its streams were cancelled): forget every request still arriving
-        (the session's budget share is closed apart) and the session itself, so that no
+        (the session's budget shares are closed apart) and the session itself, so that no
         reference cycle keeps the session alive until the next garbage collection."""
         self._pending.clear()
         self._outbox = _Detached()
@@ -353,6 +361,7 @@ class Dispatcher:
         for sid in late:
             pending = self._pending.pop(sid)
             self._buffers.release(pending.charged)
+            self._streams.release(1)
             self._metrics.error(ErrorKind.REQUEST_BODY_TIMEOUT)
             self._answer(pending.request, errors.request_timeout(self._config.request_body_timeout))
         return bool(late)
@@ -411,6 +420,7 @@ class Dispatcher:
         finally:
             self._tasks.pop(sid, None)
             self._buffers.release(charged)
+            self._streams.release(1)
             self._metrics.streams_active.dec()
             if outcome is not StreamOutcome.REFUSED:
                 self._metrics.stream_finished(request.path, outcome)

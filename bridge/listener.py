@@ -11,7 +11,9 @@ per-source checks, refused as cheaply as possible.
 2. is **admitted** (``bridge.admission``): the global cap on open connections, and the
    per-source cap unless the address is itself a trusted proxy. A refused connection gets a
    fixed HTTP 503/429 answer with ``Retry-After`` at once, without parsing anything it sends,
-   and is closed when the client closes or after :data:`REFUSAL_LINGER` seconds;
+   and is closed when the client closes or after :data:`REFUSAL_LINGER` seconds (at once when
+   :data:`MAX_LINGERING_REFUSALS` refused connections already linger: a connection flood must
+   not turn the linger into a pile of descriptors);
 3. reads at most :data:`MAX_UPGRADE_REQUEST` bytes of upgrade request (more: dropped);
 4. **at the WebSocket upgrade** (:meth:`Gate.check_upgrade`, from the server's
    ``process_request``), learns the client behind a trusted proxy from ``X-Forwarded-For``
@@ -42,6 +44,9 @@ from shroud_sdk.refusals import Overload
 
 # How long a refused connection may stay open for its client to read the answer.
 REFUSAL_LINGER: Final = 1.0
+# Refused connections that may linger at once; beyond, a refusal is closed as soon as written
+# (its client may then see a reset instead of the answer). Part of bridge.descriptors' count.
+MAX_LINGERING_REFUSALS: Final = 256
 # The largest WebSocket upgrade request read (nginx's default header buffers hold 32 KiB);
 # a connection sending more before its upgrade completes is dropped.
 MAX_UPGRADE_REQUEST: Final = 32 * 1024
@@ -72,6 +77,7 @@ class Gate:
         self.report = report
         self.metrics = metrics
         self.connections: set[AdmittedConnection] = set()  # at most max_sessions + refused
+        self.lingering = 0  # refused connections waiting for their client to read the answer
 
     def abort_all(self) -> None:
         """Drop every connection still open (the end of a shutdown)."""
@@ -132,6 +138,7 @@ class AdmittedConnection(ServerConnection):
         self.client_address = ""
         self._proxy_header: bytearray | None = None
         self._refused = False
+        self._lingering = False
         self._upgrade_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,7 +163,16 @@ class AdmittedConnection(ServerConnection):
         transport = self.transport
         transport.write(refusal_bytes(overload))
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the client is gone already (it reset the connection)
+                transport.abort()
+                return
+        if self.gate.lingering >= MAX_LINGERING_REFUSALS:
+            transport.close()  # after the answer, which the kernel took already
+            return
+        self.gate.lingering += 1
+        self._lingering = True
         self.loop.call_later(REFUSAL_LINGER, transport.abort)
 
     def data_received(self, data: bytes) -> None:
@@ -194,6 +210,9 @@ class AdmittedConnection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gate.connections.discard(self)
+        if self._lingering:
+            self._lingering = False
+            self.gate.lingering -= 1
         if self.ticket is not None:
             self.gate.closed(self.ticket)
             self.ticket = None

@@ -1,6 +1,7 @@
 """The shroud-bridge server: an asyncio WebSocket endpoint, one shroud/1 session per connection.
 
-:class:`BridgeServer` wires the pieces together at start, in this order:
+:class:`BridgeServer` wires the pieces together at start, in this order (after making sure
+the file descriptor limit covers its bounds, ``bridge.descriptors``):
 
 1. the quote provider (``bridge.providers``) and the measured configuration: the image digest
    and configuration hash are extended into RTMR3 *before* the first connection is accepted,
@@ -48,10 +49,11 @@ from websockets.http11 import Request, Response
 
 from bridge.admission import Admission, AdmissionTicket, HandshakeSlots
 from bridge.attested_key import AttestedKeyHolder
-from bridge.buffer_budget import BufferBudget
+from bridge.buffer_budget import STREAM_REFUSALS, BufferBudget
 from bridge.client_address import ClientAddresses
 from bridge.config import BridgeConfig, HostPort, startup_warnings
 from bridge.demo_upstream import DemoUpstream
+from bridge.descriptors import ensure_descriptors
 from bridge.dispatch import api_key_digests
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
@@ -214,6 +216,9 @@ class BridgeServer:
         """Measure (unless ``prepared`` was given), prepare evidence, start the upstream and
         listeners; see module docstring."""
         config = self.config
+        # Before anything is measured or bound: bounds that do not fit the descriptor limit
+        # fail the start, not the first flood.
+        ensure_descriptors(config)
         prepared = self._prepared
         if prepared is None:
             prepared = await asyncio.to_thread(prepare_bridge, config, self._injected_provider)
@@ -276,7 +281,7 @@ class BridgeServer:
             connect_timeout=config.upstream_connect_timeout,
             read_timeout=config.upstream_read_timeout,
             # Every stream the caps admit gets its upstream connection without queueing.
-            pool_size=config.max_sessions * config.max_streams_per_session,
+            pool_size=config.max_streams,
         )
         report = OverloadReport(metrics)
         context = SessionContext(
@@ -298,6 +303,11 @@ class BridgeServer:
                 on_change=metrics.buffered_request_bytes.set,
             ),
             overload=report,
+            streams=BufferBudget(
+                config.max_streams,
+                source_share=config.max_source_streams,
+                refusals=STREAM_REFUSALS,
+            ),
         )
         self._context = context
         self._gate = Gate(

@@ -108,6 +108,7 @@ class SessionContext:
     api_key_digests: tuple[bytes, ...] = field(repr=False)
     budget: BufferBudget
     overload: OverloadReport
+    streams: BufferBudget
     fresh_quotes: FreshQuoteLimiter = field(default_factory=lambda: FreshQuoteLimiter(6, 2))
     dispatch: DispatchContext = field(init=False, repr=False)
 
@@ -220,7 +221,10 @@ class Session:
         self.source = source
         self._conn = BridgeConnection(context.channel)
         self._buffers = context.budget.session(context.config.max_session_buffered_bytes, source)
-        self._dispatcher = Dispatcher(self, context.dispatch, self._buffers, source, self._idle)
+        self._streams = context.streams.session(context.config.max_streams_per_session, source)
+        self._dispatcher = Dispatcher(
+            self, context.dispatch, self._buffers, source, self._idle, self._streams
+        )
         self._established = False
         self._shutting_down = False
         self._background: set[asyncio.Task[None]] = set()
@@ -582,3 +586,4 @@ class Session:
         """Free every request byte this session holds and give its budget share back."""
         self._dispatcher.detach()
         self._buffers.close()
+        self._streams.close()

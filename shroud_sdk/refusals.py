@@ -11,8 +11,9 @@ one of three places, depending on how far the connection got:
 - **during the handshake** (handshake slots busy, for everyone or for this source): close code
   1013 (Try Again Later, RFC 6455 section 7.4.1) with the reason
   ``overloaded: <limit> retry-after=<seconds>``;
-- **inside the channel** (stream caps, the buffered-bytes budget, shutting down): an
-  authenticated HTTP response on the stream, 429 or 503, with the same headers and body.
+- **inside the channel** (requests in flight per session, per source and in all, the
+  buffered-bytes budget, shutting down): an authenticated HTTP response on the stream, 429 or
+  503, with the same headers and body.
 
 The first two arrive before any key is agreed, so they are unauthenticated: a client may wait
 and retry because of them, never weaken anything. ``limit`` names come from the closed set
@@ -49,6 +50,8 @@ class OverloadLimit(enum.StrEnum):
     SESSION_BUFFERED_BYTES = "session_buffered_bytes"
     SOURCE_BUFFERED_BYTES = "source_buffered_bytes"
     STREAMS_PER_SESSION = "streams_per_session"
+    SOURCE_STREAMS = "source_streams"
+    STREAMS = "streams"
     UNFINISHED_STREAMS = "unfinished_streams"
     SHUTTING_DOWN = "shutting_down"
     UNKNOWN = "unknown"  # a refusal this SDK does not know the name of (never sent)
@@ -80,6 +83,7 @@ _PER_CLIENT: Final = frozenset(
         OverloadLimit.SESSION_BUFFERED_BYTES,
         OverloadLimit.SOURCE_BUFFERED_BYTES,
         OverloadLimit.STREAMS_PER_SESSION,
+        OverloadLimit.SOURCE_STREAMS,
         OverloadLimit.UNFINISHED_STREAMS,
     }
 )
@@ -101,6 +105,9 @@ _EXPLANATIONS: Final = {
     "bytes as it may",
     OverloadLimit.STREAMS_PER_SESSION: "this connection has as many requests in flight as the "
     "bridge allows",
+    OverloadLimit.SOURCE_STREAMS: "this client address has as many requests in flight as "
+    "the bridge allows it",
+    OverloadLimit.STREAMS: "the bridge has as many requests in flight as it accepts",
     OverloadLimit.UNFINISHED_STREAMS: "this connection has as many requests with unfinished "
     "bodies as the bridge allows",
     OverloadLimit.SHUTTING_DOWN: "the bridge is shutting down",

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,13 @@ def _wait_healthy(bridge: BridgeProcess, timeout: float) -> None:
     raise RuntimeError(f"bridge not healthy after {timeout}s:\n{bridge.log_text()[-4000:]}")
 
 
+def _limit_descriptors(limit: int) -> Callable[[], None]:
+    def limit_in_child() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return limit_in_child
+
+
 @contextlib.contextmanager
 def running_bridge(
     workdir: Path,
@@ -169,13 +177,15 @@ def running_bridge(
     startup_timeout: float = 30.0,
     simulated_dir: Path | None = None,
     test_source_limits: bool = True,
+    fd_limit: int | None = None,
 ) -> Iterator[BridgeProcess]:
     """Run a simulated bridge in ``workdir`` in front of ``upstream``; see module docstring.
 
     ``args`` are extra ``shroud-bridge`` flags; ``env`` extra environment variables;
     ``simulated_dir`` a platform several bridges share (default: ``workdir/simulated``).
     ``test_source_limits`` raises the per-source limits (every test connects from 127.0.0.1);
-    False keeps the bridge's defaults.
+    False keeps the bridge's defaults. ``fd_limit`` sets the bridge's RLIMIT_NOFILE, soft and
+    hard (what a service manager's LimitNOFILE= does).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port, metrics_port = free_port(), free_port()
@@ -211,7 +221,12 @@ def running_bridge(
     log_path = workdir / "bridge.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=None if fd_limit is None else _limit_descriptors(fd_limit),
         )
     bridge = BridgeProcess(
         url=f"ws://127.0.0.1:{port}/",

@@ -23,6 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from attestation.simulated import SimulatedTdx
+from bridge import listener
 from bridge.config import parse_args
 from bridge.providers.simulated import SimulatedQuoteProvider
 from bridge.server import BridgeServer
@@ -341,3 +342,64 @@ async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return condition()
+
+
+async def test_requests_in_flight_are_bounded_per_source_and_in_all_and_given_back() -> None:
+    # Half-open requests hold their place from HEADERS on, like requests being proxied.
+    server = await _server(
+        "--max-streams", "4", "--max-source-streams", "3", "--max-unfinished-streams", "8"
+    )
+    one = await _client(server)
+    two, three = await _client(server, "127.0.0.2"), await _client(server, "127.0.0.3")
+    try:
+        for _ in range(3):
+            await _half_open(one, 0)
+        refused = await one.response(await _half_open(one, 0))
+        assert _refusal(refused) == (429, "1", "source_streams")
+        second = await _half_open(two, 0)
+        await _barrier(one)  # one and two hold 4: the barrier on `one` is refused, but read
+        refused = await three.response(await _half_open(three, 0))
+        assert _refusal(refused) == (503, "1", "streams")
+        await two.reset(second)
+        for _ in range(6):  # completed requests give their place back
+            assert (await three.request("GET", "/v1/models")).status == 200
+        await one.close()
+        await _until(lambda: server._context.streams.used == 0)
+        for _ in range(3):
+            await _half_open(three, 0)
+        await _barrier(two)
+        assert server._context.streams.used == 3
+    finally:
+        for client in (one, two, three):
+            await client.close()
+        await server.shutdown(grace=1)
+
+
+async def test_refused_connections_linger_only_up_to_their_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(listener, "REFUSAL_LINGER", 60.0)  # without the bound: all 60 s
+    server = await _server("--max-sessions", "1")
+    held = await _client(server)
+    extra = 40
+    # One at a time: a burst past the listen backlog would have the kernel reset some.
+    opened = [
+        await asyncio.open_connection("127.0.0.1", server.port)
+        for _ in range(listener.MAX_LINGERING_REFUSALS + extra)
+    ]
+    gate = server._gate
+    assert gate is not None
+    try:
+        # Well within the handshake timeout (10 s), which would end them all anyway.
+        assert await _until(
+            lambda: len(gate.connections) <= 1 + listener.MAX_LINGERING_REFUSALS, 3
+        ), f"{len(gate.connections)} connections open"
+        assert gate.lingering == listener.MAX_LINGERING_REFUSALS
+        answers = [await reader.read(1024) for reader, _ in opened[:extra]]
+        assert all(a.startswith(b"HTTP/1.1 503") for a in answers)  # every one answered
+    finally:
+        for _, writer in opened:
+            writer.transport.abort()
+        await held.close()
+        await server.shutdown(grace=1)
+    assert await _until(lambda: gate.lingering == 0)

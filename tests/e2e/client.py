@@ -290,6 +290,14 @@ class ChannelClient:
         async with asyncio.timeout(seconds):
             return await self._streams[sid].chunks.get()
 
+    async def status(self, sid: int, seconds: float = 10.0) -> int:
+        """Wait for the response HEADERS of ``sid`` (or its end) and return the status (0 when
+        the stream ended without a response)."""
+        stream = self._streams[sid]
+        async with asyncio.timeout(seconds):
+            await stream.got_headers.wait()
+        return stream.response.status
+
     async def response(self, sid: int, seconds: float = 15.0) -> Response:
         """Wait until ``sid`` ended (END, RESET or connection loss) and return it."""
         stream = self._streams[sid]

@@ -1,0 +1,148 @@
+"""Held requests from several sources: the bridge's descriptors and its upstream stay bounded.
+
+Each request in flight holds an upstream connection, a file descriptor. Before
+``max_streams`` the only bound on them was ``max_sessions x max_streams_per_session`` (32768
+by default) against a descriptor limit nobody checked (1024 soft under systemd): one source
+with its 32 connections of 32 requests each was past it, and a process out of descriptors
+cannot even accept a connection.
+
+Here attackers on 127.0.0.2.. (several sources, each at its connection cap) open every
+request the bridge lets them, to a model that sends one event and then holds the request
+open, in front of a bridge whose RLIMIT_NOFILE is exactly what its bounds need
+(``bridge.descriptors``). The requests-in-flight budget refuses them past each source's share
+(429 ``source_streams``); a legitimate client on 127.0.0.1 must be served throughout and the
+bridge's memory must stay flat. Without the budget the attackers' requests take every
+descriptor and the legitimate client gets nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import WebSocketException
+
+from bridge.descriptors import BASE_DESCRIPTORS
+from bridge.listener import MAX_LINGERING_REFUSALS
+from tests.bridgeproc import BridgeProcess, running_bridge
+from tests.e2e.client import ChannelClient, chat_body
+from tests.e2e.fake_upstream import FakeUpstream
+from tests.stress.harness import FULL, MIB, PeakRss, legitimate_client, mib
+
+pytestmark = pytest.mark.slow
+
+SOURCES = 6 if FULL else 3
+CONNECTIONS = 8  # --max-connections-per-source: each source opens all it may
+STREAMS = 32  # the default --max-streams-per-session: each connection asks for all of them
+SESSIONS = 64
+MAX_STREAMS = 96
+SOURCE_STREAMS = 24
+FD_LIMIT = SESSIONS + MAX_STREAMS + MAX_LINGERING_REFUSALS + BASE_DESCRIPTORS
+ROUNDS = 5
+RETRY = 1.0  # what the refusals' Retry-After asks; the attacker never gives up
+
+
+async def _connect(bridge: BridgeProcess, source: str) -> list[ChannelClient]:
+    """As many connections from ``source`` as the bridge admits, up to ``CONNECTIONS``."""
+    clients = []
+    for _ in range(CONNECTIONS):
+        with contextlib.suppress(WebSocketException, OSError, TimeoutError):
+            clients.append(
+                await ChannelClient.connect(
+                    bridge.url,
+                    audience=bridge.audience,
+                    root_pem=bridge.root_pem,
+                    local_address=source,
+                    seconds=10,
+                )
+            )
+    return clients
+
+
+async def _keep_one(client: ChannelClient, counts: dict[str, int], stop: asyncio.Event) -> None:
+    """Keep one request held on ``client``: a stalled request is held until it ends (the stall
+    lasts beyond the test); anything else (a refusal, a 502) is retried after ``RETRY``."""
+    body = chat_body(model="stall", stream=True)
+    while not stop.is_set():
+        try:
+            sid = await client.start("POST", "/v1/chat/completions", body=body)
+            status = await client.status(sid)
+        except (WebSocketException, OSError, TimeoutError):
+            return  # the connection is gone
+        if status == 200:
+            counts["held"] += 1
+            with contextlib.suppress(TimeoutError):
+                await client.response(sid, seconds=60)
+            counts["held"] -= 1
+        else:
+            counts["refused" if status == 429 else "failed"] += 1
+            await asyncio.sleep(RETRY)
+
+
+async def test_held_requests_from_many_sources_leave_descriptors_for_others(
+    tmp_path: Path,
+) -> None:
+    args = [
+        "--max-sessions",
+        str(SESSIONS),
+        "--max-connections-per-source",
+        str(CONNECTIONS),
+        "--max-handshakes-per-source",
+        "1000",  # the request budget is what this test is about
+        "--max-streams",
+        str(MAX_STREAMS),
+        "--max-source-streams",
+        str(SOURCE_STREAMS),
+    ]
+    with (
+        FakeUpstream() as upstream,
+        running_bridge(
+            tmp_path / "bridge",
+            upstream=upstream.base_url,
+            args=args,
+            test_source_limits=False,
+            fd_limit=FD_LIMIT,
+        ) as bridge,
+    ):
+        start = bridge.rss_bytes()
+        clients: list[ChannelClient] = []
+        counts = {"held": 0, "refused": 0, "failed": 0}
+        stop = asyncio.Event()
+        served = most_held = 0
+        with PeakRss(bridge) as rss:
+            for n in range(SOURCES):
+                clients += await _connect(bridge, f"127.0.0.{n + 2}")
+            keepers = [
+                asyncio.create_task(_keep_one(client, counts, stop))
+                for client in clients
+                for _ in range(STREAMS)
+            ]
+            try:
+                await asyncio.sleep(3.0)  # every request the bridge lets through is held
+                for _ in range(ROUNDS):
+                    most_held = max(most_held, upstream.in_flight)
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(10), legitimate_client(bridge) as legitimate:
+                            reply = await legitimate.chat.completions.create(
+                                model="echo", messages=[{"role": "user", "content": "served?"}]
+                            )
+                            served += reply is not None
+                    await asyncio.sleep(0.5)
+            finally:
+                stop.set()
+                for client in clients:
+                    client.ws.transport.abort()
+                await asyncio.gather(*keepers, return_exceptions=True)
+        growth = rss.peak - start
+        print(
+            f"{SOURCES} sources x {len(clients) // SOURCES} connections x {STREAMS} requests, "
+            f"fd limit {FD_LIMIT}: at most {most_held} upstream requests held, "
+            f"{counts['refused']} refused (429), {counts['failed']} failed otherwise; "
+            f"legitimate {served}/{ROUNDS}; RSS growth {mib(growth)}"
+        )
+    assert served == ROUNDS
+    assert counts["refused"] > 0
+    assert most_held <= SOURCES * SOURCE_STREAMS
+    assert growth <= 48 * MIB
