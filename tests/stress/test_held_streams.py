@@ -12,7 +12,11 @@ open, in front of a bridge whose RLIMIT_NOFILE is exactly what its bounds need
 (``bridge.descriptors``). The requests-in-flight budget refuses them past each source's share
 (429 ``source_streams``); a legitimate client on 127.0.0.1 must be served throughout and the
 bridge's memory must stay flat. Without the budget the attackers' requests take every
-descriptor and the legitimate client gets nothing.
+descriptor and the legitimate client gets nothing (0 to 2 of 5 served, 448 upstream requests
+held, a traceback logged for every failed accept).
+
+The same budget bounds what unread responses hold: 32 sessions of 32 streams that never read
+a flood add 8.6 MiB to the bridge under ``max_streams`` 80, 47.6 MiB without that bound.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ async def _keep_one(client: ChannelClient, counts: dict[str, int], stop: asyncio
             status = await client.status(sid)
         except (WebSocketException, OSError, TimeoutError):
             return  # the connection is gone
+        if stop.is_set():
+            return  # the test aborted the connection: not an answer
         if status == 200:
             counts["held"] += 1
             with contextlib.suppress(TimeoutError):
@@ -146,3 +152,65 @@ async def test_held_requests_from_many_sources_leave_descriptors_for_others(
     assert counts["refused"] > 0
     assert most_held <= SOURCES * SOURCE_STREAMS
     assert growth <= 48 * MIB
+
+
+# The response side: a request whose client stops reading holds at most one upstream read
+# (64 KiB) beyond the socket buffers (bridge.upstream), so max_streams bounds that memory too.
+FLOOD_SOURCES = 4
+FLOOD_SESSIONS = 16 if FULL else 8  # per source
+FLOOD_MAX_STREAMS = 80
+FLOOD_SOURCE_STREAMS = 16
+
+
+async def test_unread_floods_hold_no_more_than_the_requests_in_flight_allow(
+    tmp_path: Path,
+) -> None:
+    args = [
+        "--max-connections-per-source",
+        str(FLOOD_SESSIONS),
+        "--max-handshakes-per-source",
+        "1000",
+        "--max-streams",
+        str(FLOOD_MAX_STREAMS),
+        "--max-source-streams",
+        str(FLOOD_SOURCE_STREAMS),
+        "--send-timeout",
+        "60",  # the stalled clients stay for the whole test
+    ]
+    with (
+        FakeUpstream() as upstream,
+        running_bridge(
+            tmp_path / "bridge", upstream=upstream.base_url, args=args, test_source_limits=False
+        ) as bridge,
+    ):
+        start = bridge.rss_bytes()
+        clients: list[ChannelClient] = []
+        served = 0
+        with PeakRss(bridge) as rss:
+            try:
+                for n in range(FLOOD_SOURCES):
+                    for client in await _connect(bridge, f"127.0.0.{n + 2}"):
+                        clients.append(client)
+                        body = chat_body(model="flood", stream=True)
+                        for _ in range(STREAMS):
+                            await client.start("POST", "/v1/chat/completions", body=body)
+                        await asyncio.sleep(0.05)
+                        client.ws.transport.pause_reading()  # never reads again
+                await asyncio.sleep(4.0)  # every buffer on the way fills up
+                for _ in range(ROUNDS):
+                    async with asyncio.timeout(10), legitimate_client(bridge) as legitimate:
+                        reply = await legitimate.chat.completions.create(
+                            model="echo", messages=[{"role": "user", "content": "served?"}]
+                        )
+                        served += reply is not None
+            finally:
+                for client in clients:
+                    client.ws.transport.abort()
+        growth = rss.peak - start
+        print(
+            f"{len(clients)} sessions x {STREAMS} unread floods, max_streams "
+            f"{FLOOD_MAX_STREAMS}: legitimate {served}/{ROUNDS}; RSS growth {mib(growth)}"
+        )
+    assert served == ROUNDS
+    # 80 requests x one 64 KiB read, and the sessions themselves.
+    assert growth <= 16 * MIB
