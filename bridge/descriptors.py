@@ -25,8 +25,8 @@ from bridge.config import BridgeConfig
 from bridge.listener import MAX_LINGERING_REFUSALS
 
 # Descriptors that are not connections the bounds count: stdio and logs, the listening and
-# metrics sockets, the event loop's selector and self-pipe, the quote provider's files, a few
-# metrics scrapes.
+# metrics sockets, the event loop's selector and self-pipe, the quote provider's files, and
+# the metrics scrapes being served (at most bridge.metrics.MAX_SCRAPES).
 BASE_DESCRIPTORS: Final = 64
 
 

@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
@@ -34,7 +34,6 @@ from prometheus_client import (
     generate_latest,
     make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
@@ -45,6 +44,12 @@ _NAMESPACE: Final = "shroud_bridge"
 # Quote generation on TDX takes tens of milliseconds to seconds; upstream answers up to minutes.
 _QUOTE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _UPSTREAM_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# /metrics is for the operator's scraper, but whoever reaches its port can connect, and the
+# server spends a thread and a descriptor on each connection for as long as its client takes.
+# So at most MAX_SCRAPES are served at once (more are closed on accept), and every read and
+# write of one may take SCRAPE_TIMEOUT seconds. bridge.descriptors counts them in its base.
+MAX_SCRAPES: Final = 8
+SCRAPE_TIMEOUT: Final = 10.0
 
 
 class HandshakeFailure(StrEnum):
@@ -328,12 +333,51 @@ class BridgeMetrics:
 
     def serve(self, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
         """Serve ``/metrics`` on ``host:port`` in a daemon thread; ``shutdown()`` the server."""
-        return start_http_server(port, addr=host, registry=self.registry)
+        server = _bind(host, port, self.registry)
+        return server, serve_in_thread(server)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT  # per socket operation (StreamRequestHandler.setup)
+
     def log_message(self, format: str, *args: object) -> None:
         return None  # no access log: scrapes are not events
+
+
+class BoundedScrapeServer(ThreadingWSGIServer):
+    """A thread per connection, as prometheus_client's, but at most :data:`MAX_SCRAPES` at
+    once: a connection beyond them is closed as soon as it is accepted."""
+
+    # socketserver's default backlog of 5 would have a connection flood's SYNs dropped, and a
+    # scrape's connect wait for their retransmission (a second and more).
+    request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started: nobody else gives it back
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _bind(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
+    class _Server(BoundedScrapeServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return make_server(host, port, make_wsgi_app(registry), _Server, handler_class=_QuietHandler)
 
 
 def bind_aggregate(host: str, port: int, directory: str) -> WSGIServer:
@@ -342,11 +386,7 @@ def bind_aggregate(host: str, port: int, directory: str) -> WSGIServer:
     :func:`serve_in_thread` (so a parent can bind before it forks, and serve after)."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-
-    class _Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    return make_server(host, port, make_wsgi_app(registry), _Server, handler_class=_QuietHandler)
+    return _bind(host, port, registry)
 
 
 def serve_in_thread(server: WSGIServer) -> threading.Thread:

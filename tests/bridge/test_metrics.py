@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import metrics as metrics_module
 from bridge.config import BridgeConfig, parse_args
 from bridge.metrics import (
+    MAX_SCRAPES,
     OTHER,
     BridgeMetrics,
     Direction,
@@ -183,3 +189,31 @@ def test_metrics_endpoint_serves_a_real_scrape() -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_the_metrics_server_serves_a_bounded_number_of_connections_each_with_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics_module._QuietHandler, "timeout", 2.0)
+    server, thread = _metrics().serve("127.0.0.1", 0)
+    address = server.server_address[:2]
+    idle = [socket.create_connection(address) for _ in range(MAX_SCRAPES)]
+    try:
+        for sock in idle:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+        time.sleep(0.2)
+        with socket.create_connection(address) as extra:
+            extra.settimeout(1.0)  # well before the timeout would close it
+            assert extra.recv(1024) == b""  # closed on accept: every slot is taken
+        for sock in idle:  # each is dropped at its timeout, unanswered
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1024) == b""
+        scrape = httpx.get(f"http://{address[0]}:{address[1]}/metrics", timeout=5)
+        assert scrape.status_code == 200  # the slots are free again
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
