@@ -196,7 +196,7 @@ def test_the_metrics_server_serves_a_bounded_number_of_connections_each_with_a_t
 ) -> None:
     monkeypatch.setattr(metrics_module._QuietHandler, "timeout", 2.0)
     server, thread = _metrics().serve("127.0.0.1", 0)
-    address = server.server_address[:2]
+    address = ("127.0.0.1", server.server_port)
     idle = [socket.create_connection(address) for _ in range(MAX_SCRAPES)]
     try:
         for sock in idle:
