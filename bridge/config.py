@@ -148,6 +148,8 @@ class BridgeConfig(BaseModel):
     # Fields the operator requires in clear (e.g. "model" for routing); subset of the above.
     disclose_required: tuple[str, ...] = ()
     max_request_body: int = Field(default=4 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    # Objects and arrays one JSON body may hold: the bound on the parse's loop time and heap.
+    max_json_containers: int = Field(default=100_000, gt=0, le=100_000_000)
     handshake_timeout: float = Field(default=10.0, gt=0, le=300)
     idle_timeout: float = Field(default=300.0, gt=0, le=86400)
     # WebSocket ping period: keeps proxies' idle timers (nginx proxy_read_timeout, cloud load
@@ -669,6 +671,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--max-request-body",
         type=int,
         help=f"largest request body in bytes; larger: 413 (default {_default('max_request_body')})",
+    )
+    p.add_argument(
+        "--max-json-containers",
+        type=int,
+        help="most JSON objects and arrays a request body may hold; more: 400 "
+        f"(default {_default('max_json_containers')})",
     )
     p.add_argument(
         "--handshake-timeout",

@@ -106,13 +106,15 @@ def _same_value(disclosed: object, actual: object) -> bool:
 
 
 def prepare_body(
-    path: str, body: bytes, disclosed: Mapping[str, object]
+    path: str, body: bytes, disclosed: Mapping[str, object], *, max_containers: int
 ) -> PreparedBody | errors.ErrorResponse:
     """Check disclosed metadata against ``body``; bound tokens; ask for usage on streams.
 
     Each disclosed field must equal the body's top-level field of the same name (None when the
-    body lacks it). A JSON body with a repeated key or nested too deeply is refused (400), and
-    so is a non-empty body that is not a JSON object when any field is disclosed. A disclosed
+    body lacks it). A JSON body with a repeated key, nested too deeply or holding more than
+    ``max_containers`` objects and arrays is refused (400), and so is a non-empty body that is
+    not a JSON object when any field is disclosed. The container bound bounds the parse, which
+    runs on the worker's event loop: its time is every other stream's stall. A disclosed
     ``max_tokens`` or ``max_completion_tokens`` then also caps the other field, so an upstream
     that prefers one of them (vLLM prefers ``max_completion_tokens``) cannot generate more than
     was disclosed.
@@ -120,7 +122,7 @@ def prepare_body(
     parsed: Any = None
     if body:
         try:
-            parsed = parse_json_body(body)
+            parsed = parse_json_body(body, max_containers=max_containers)
         except JsonBodyError as exc:
             return errors.invalid_body(exc.reason)
     document = parsed if isinstance(parsed, dict) else None
@@ -429,7 +431,12 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._on_idle)
 
     async def _forward(self, request: RequestReceived, body: bytes) -> StreamOutcome:
-        prepared = prepare_body(request.path, body, request.disclosed)
+        prepared = prepare_body(
+            request.path,
+            body,
+            request.disclosed,
+            max_containers=self._config.max_json_containers,
+        )
         del body
         if isinstance(prepared, errors.ErrorResponse):
             self._metrics.error(

@@ -82,7 +82,9 @@ class ErrorKind(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     SEND_TIMEOUT = "send_timeout"  # a client did not read in time: connection aborted
     REQUEST_BODY_TIMEOUT = "request_body_timeout"
-    INVALID_BODY = "invalid_body"  # a JSON body too deep or with duplicate keys: 400
+    INVALID_BODY = (
+        "invalid_body"  # a JSON body too deep, with duplicate keys or too many containers: 400
+    )
     UPSTREAM_CONNECT = "upstream_connect"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     INTERNAL = "internal"

@@ -253,6 +253,13 @@ def test_redacted_summary_hides_every_secret() -> None:
     assert "upstream-secret" not in repr(config)
 
 
+def test_json_container_limit_is_a_setting() -> None:
+    assert _sim().max_json_containers == 100_000
+    assert _sim("--max-json-containers", "5000").max_json_containers == 5000
+    with pytest.raises(ConfigError, match="max_json_containers"):
+        _sim("--max-json-containers", "0")
+
+
 def test_summary_says_loudly_that_any_key_is_accepted() -> None:
     assert "ANY KEY ACCEPTED" in _sim().redacted_summary()
 

@@ -26,6 +26,9 @@ from shroud_sdk.refusals import Overload, OverloadLimit
 KEYS = api_key_digests(["sk-test-0123456789abcdef", "sk-test-fedcba9876543210"])
 
 
+LIMIT = 100_000
+
+
 def _body(**fields: object) -> bytes:
     return json.dumps({"model": "m", "messages": [], **fields}).encode()
 
@@ -73,33 +76,55 @@ def test_no_configured_keys_accepts_anything() -> None:
 
 
 def test_disclosed_model_differing_from_body_is_rejected() -> None:
-    refused = _refused(prepare_body("/v1/chat/completions", _body(), {"model": "other"}))
+    refused = _refused(
+        prepare_body("/v1/chat/completions", _body(), {"model": "other"}, max_containers=LIMIT)
+    )
     assert refused.status == 400
     assert refused.code == "disclosure_mismatch"
 
 
 def test_disclosed_true_does_not_match_body_integer_one() -> None:
     # JSON true == 1 in Python: the comparison must be by JSON type too.
-    refused = _refused(prepare_body("/v1/completions", _body(stream=1), {"stream": True}))
+    refused = _refused(
+        prepare_body("/v1/completions", _body(stream=1), {"stream": True}, max_containers=LIMIT)
+    )
     assert json.loads(refused.body)["error"]["param"] == "stream"
 
 
 def test_disclosed_none_requires_the_field_to_be_absent() -> None:
     body = _body(max_tokens=9)
-    refused = _refused(prepare_body("/v1/chat/completions", body, {"max_tokens": None}))
+    refused = _refused(
+        prepare_body("/v1/chat/completions", body, {"max_tokens": None}, max_containers=LIMIT)
+    )
     assert refused.code == "disclosure_mismatch"
-    assert _prepared(prepare_body("/v1/chat/completions", _body(), {"max_tokens": None}))
+    assert _prepared(
+        prepare_body("/v1/chat/completions", _body(), {"max_tokens": None}, max_containers=LIMIT)
+    )
+
+
+def test_a_body_with_too_many_containers_gets_400_with_the_limit() -> None:
+    body = json.dumps({"model": "m", "input": [[1, 2]] * LIMIT}).encode()
+    refused = _refused(prepare_body("/v1/embeddings", body, {}, max_containers=LIMIT))
+    assert refused.status == 400
+    assert refused.code == "invalid_request_body"
+    assert f"more than {LIMIT} objects and arrays" in json.loads(refused.body)["error"]["message"]
+    fits = json.dumps({"model": "m", "input": [[1, 2]] * (LIMIT - 2)}).encode()
+    assert _prepared(prepare_body("/v1/embeddings", fits, {}, max_containers=LIMIT))
 
 
 def test_disclosed_value_against_a_non_json_body_is_rejected() -> None:
-    refused = _refused(prepare_body("/v1/chat/completions", b"not json", {"model": "m"}))
+    refused = _refused(
+        prepare_body("/v1/chat/completions", b"not json", {"model": "m"}, max_containers=LIMIT)
+    )
     assert refused.code == "disclosure_mismatch"
 
 
 def test_matching_disclosure_forwards_the_body_unchanged() -> None:
     body = _body(max_tokens=7)
     prepared = _prepared(
-        prepare_body("/v1/chat/completions", body, {"model": "m", "max_tokens": 7})
+        prepare_body(
+            "/v1/chat/completions", body, {"model": "m", "max_tokens": 7}, max_containers=LIMIT
+        )
     )
     assert prepared.body == body
     assert not prepared.usage_injected
@@ -111,6 +136,7 @@ def test_disclosed_max_tokens_caps_max_completion_tokens() -> None:
             "/v1/chat/completions",
             _body(max_tokens=7, max_completion_tokens=700),
             {"max_tokens": 7},
+            max_containers=LIMIT,
         )
     )
     document = json.loads(prepared.body)
@@ -119,7 +145,9 @@ def test_disclosed_max_tokens_caps_max_completion_tokens() -> None:
 
 
 def test_stream_without_usage_gets_include_usage_injected() -> None:
-    prepared = _prepared(prepare_body("/v1/chat/completions", _body(stream=True), {}))
+    prepared = _prepared(
+        prepare_body("/v1/chat/completions", _body(stream=True), {}, max_containers=LIMIT)
+    )
     assert prepared.usage_injected
     assert json.loads(prepared.body)["stream_options"] == {"include_usage": True}
 
@@ -127,14 +155,14 @@ def test_stream_without_usage_gets_include_usage_injected() -> None:
 def test_client_choices_about_stream_usage_are_respected() -> None:
     for options in ({"include_usage": True}, {"include_usage": False}):
         body = _body(stream=True, stream_options=options)
-        prepared = _prepared(prepare_body("/v1/chat/completions", body, {}))
+        prepared = _prepared(prepare_body("/v1/chat/completions", body, {}, max_containers=LIMIT))
         assert prepared.body == body
         assert not prepared.usage_injected
 
 
 def test_usage_is_not_injected_outside_chat_and_completions() -> None:
     body = _body(stream=True)
-    prepared = _prepared(prepare_body("/v1/responses", body, {}))
+    prepared = _prepared(prepare_body("/v1/responses", body, {}, max_containers=LIMIT))
     assert prepared.body == body
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shroud_sdk.json_body import NOT_JSON, JsonBodyError, parse_json_body
+from shroud_sdk.json_body import NOT_JSON, JsonBodyError, count_containers, parse_json_body
 from shroud_sdk.refusals import MAX_RETRY_AFTER, Overload, OverloadLimit
 
 # -- JSON bodies --------------------------------------------------------------------------------
@@ -43,6 +43,69 @@ def test_what_is_not_json_is_said_so(body: bytes) -> None:
 def test_ordinary_bodies_parse_as_json_does() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 1}
     assert parse_json_body(json.dumps(body).encode()) == body
+
+
+def _arrays(count: int) -> bytes:
+    """A JSON array holding ``count - 1`` empty arrays: ``count`` containers."""
+    return json.dumps([[]] * (count - 1)).encode()
+
+
+def _too_many(body: bytes, limit: int) -> bool:
+    with pytest.raises(JsonBodyError) as caught:
+        parse_json_body(body, max_containers=limit)
+    return caught.value.code == "too_many_containers" and str(limit) in caught.value.reason
+
+
+def test_containers_up_to_the_limit_parse_and_one_more_is_refused() -> None:
+    assert parse_json_body(_arrays(1000), max_containers=1000) == [[]] * 999
+    assert _too_many(_arrays(1001), 1000)
+    assert _too_many(b'{"a": {"b": [{}, {}]}}', 4)
+    assert parse_json_body(b'{"a": {"b": [{}, {}]}}', max_containers=5) is not NOT_JSON
+
+
+def test_without_a_limit_the_count_is_not_bounded() -> None:
+    # The SDK parses its user's own body: no bound there.
+    assert len(parse_json_body(_arrays(200_000))) == 199_999
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"code": "int main() { if (a[0]) { return b[1]; } }"}',  # braces in a string
+        '{"code": "say \\"{[{[\\" and {[{["}',  # escaped quotes around braces
+        '{"{[{[": "[[[[", "k": "\\\\"}',  # braces in keys; an escaped backslash ends a string
+        '"{[{[{[{[{[{["',  # a top-level string
+    ],
+)
+def test_braces_inside_strings_are_not_counted(text: str) -> None:
+    document = json.loads(text)
+    expected = 1 if isinstance(document, dict) else 0
+    assert count_containers(text) == expected
+    assert parse_json_body(text.encode(), max_containers=1) == document
+
+
+def test_a_string_ending_in_an_escaped_backslash_does_not_hide_the_containers_after_it() -> None:
+    # Read right-to-left or with \" taken for an escaped quote, the string "\\" would
+    # swallow everything after it: those arrays would go uncounted.
+    body = b'["\\\\", ' + b"[], " * 20 + b'"\\\\"]'
+    assert count_containers(body.decode()) == 21
+    assert _too_many(body, 20)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32-le"])
+def test_the_count_reads_the_encoding_the_parser_reads(encoding: str) -> None:
+    # json.loads(bytes) accepts UTF-16 and UTF-32; counting raw bytes would miss (or, for
+    # big-endian without a BOM, skip) the containers the parser then builds.
+    body = json.dumps([[]] * 100).encode(encoding)
+    assert parse_json_body(body) == [[]] * 100
+    assert _too_many(body, 100)
+
+
+def test_a_body_that_cannot_open_a_container_is_not_counted() -> None:
+    # Not JSON (a multipart form with source code in it): left to the caller, as before.
+    body = b"--boundary\r\ncontent-type: text/plain\r\n\r\n" + b"{[" * 1000
+    assert parse_json_body(body, max_containers=10) is NOT_JSON
+    assert parse_json_body(b'"' + b"{" * 1000 + b'"', max_containers=1) == "{" * 1000
 
 
 # -- overload refusals --------------------------------------------------------------------------
