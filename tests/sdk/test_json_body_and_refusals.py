@@ -92,6 +92,28 @@ def test_a_string_ending_in_an_escaped_backslash_does_not_hide_the_containers_af
     assert _too_many(body, 20)
 
 
+def _containers(document: object) -> int:
+    if isinstance(document, dict):
+        return 1 + sum(_containers(v) for v in document.values())
+    if isinstance(document, list):
+        return 1 + sum(_containers(v) for v in document)
+    return 0
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 7, 30_001])
+def test_strings_across_the_count_slices_are_counted_as_strings(shift: int) -> None:
+    # The exact count reads 64 Ki characters at a time: a string may open in one slice and
+    # close in a later one, and an odd number of quotes in a slice carries over.
+    document = {
+        "pad": "x" * shift,
+        "code": ["{[\\\"[{" * 20_000, [{"k": "]\\"}, []], "{" * 70_000],
+        "more": [[], {}, [[{}]]] * 10,
+    }
+    text = json.dumps(document)
+    assert len(text) > 3 * (1 << 16)
+    assert count_containers(text) == _containers(document)
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32-le"])
 def test_the_count_reads_the_encoding_the_parser_reads(encoding: str) -> None:
     # json.loads(bytes) accepts UTF-16 and UTF-32; counting raw bytes would miss (or, for

@@ -14,6 +14,12 @@ finish it, reopening any the bridge closes.
 opens N streaming requests on one attested connection, prints ``ready`` once each has its
 first chunk, and holds them: a client to be killed mid-stream.
 
+``python -m tests.stress.attackers bodies URL AUDIENCE --policy P --count N --streams M
+--size B`` opens N attested connections and keeps M requests in flight on each, every one a
+JSON body of B bytes that is nothing but objects and arrays (the most expensive body to
+parse), sending the next as soon as one is answered; it prints ``ready`` after the first
+answer.
+
 Each prints one JSON line of counts when done (or on SIGTERM).
 """
 
@@ -148,6 +154,62 @@ async def hold_streams(
     return {"streams": streams}
 
 
+def container_body(size: int) -> bytes:
+    """A JSON request body of about ``size`` bytes made of ``{"a":[]}``: two containers (the
+    parser's costliest values) per nine bytes."""
+    head, unit, tail = b'{"model":"x","input":[', b'{"a":[]},', b"[]]}"
+    return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
+
+
+async def send_bodies(
+    url: str,
+    audience: str,
+    root_pem: bytes,
+    source: str,
+    connections: int,
+    streams: int,
+    size: int,
+    stop: asyncio.Event,
+) -> dict[str, int]:
+    """Keep ``streams`` container-filled requests in flight on each of ``connections``
+    connections until ``stop``; counts of answers by status."""
+    body = container_body(size)
+    counts: dict[str, int] = {"sent": 0, "errors": 0}
+    answered = asyncio.Event()
+
+    async def loop(client: ChannelClient) -> None:
+        # Nothing disclosed: the attacker's own client never parses its body.
+        disclosed = dict.fromkeys(client.handshake.disclose)
+        while not stop.is_set():
+            counts["sent"] += 1
+            try:
+                sid = await client.start("POST", "/v1/embeddings", body=body, disclosed=disclosed)
+                response = await client.response(sid, seconds=120)
+            except (WebSocketException, OSError, TimeoutError):
+                counts["errors"] += 1
+                return
+            key = f"status_{response.status}"
+            counts[key] = counts.get(key, 0) + 1
+            if not answered.is_set():
+                answered.set()
+                print("ready", flush=True)
+
+    clients = [
+        await ChannelClient.connect(
+            url, audience=audience, root_pem=root_pem, local_address=source, keep_bodies=False
+        )
+        for _ in range(connections)
+    ]
+    tasks = [asyncio.create_task(loop(c)) for c in clients for _ in range(streams)]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for client in clients:
+        await client.close()
+    return counts
+
+
 async def _main(args: argparse.Namespace) -> dict[str, int]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,6 +220,18 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
         counts = await flood(args.target, args.audience, args.source, args.loops, stop)
     elif args.attack == "slowloris":
         counts = await slowloris(args.target, int(args.audience), args.source, args.count, stop)
+    elif args.attack == "bodies":
+        root_pem = Policy.load(args.policy).trusted_roots or ()
+        counts = await send_bodies(
+            args.target,
+            args.audience,
+            root_pem[0].encode("ascii"),
+            args.source,
+            args.count,
+            args.streams,
+            args.size,
+            stop,
+        )
     else:
         root_pem = Policy.load(args.policy).trusted_roots or ()
         counts = await hold_streams(
@@ -174,7 +248,7 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("attack", choices=["flood", "slowloris", "streams"])
+    parser.add_argument("attack", choices=["flood", "slowloris", "streams", "bodies"])
     parser.add_argument("target", help="flood: ws:// URL; slowloris: host")
     parser.add_argument("audience", help="flood: the bridge's audience; slowloris: port")
     parser.add_argument("--from", dest="source", default="127.0.0.2")
@@ -183,6 +257,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--policy", type=Path, help="streams: the bridge's dev policy")
     parser.add_argument("--model", default="stall", help="streams: the upstream model")
+    parser.add_argument("--streams", type=int, default=2, help="bodies: requests per connection")
+    parser.add_argument("--size", type=int, default=4 << 20, help="bodies: bytes per body")
     print(json.dumps(asyncio.run(_main(parser.parse_args()))), flush=True)
 
 
