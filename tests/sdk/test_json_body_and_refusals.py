@@ -106,7 +106,7 @@ def test_strings_across_the_count_slices_are_counted_as_strings(shift: int) -> N
     # close in a later one, and an odd number of quotes in a slice carries over.
     document = {
         "pad": "x" * shift,
-        "code": ["{[\\\"[{" * 20_000, [{"k": "]\\"}, []], "{" * 70_000],
+        "code": ['{[\\"[{' * 20_000, [{"k": "]\\"}, []], "{" * 70_000],
         "more": [[], {}, [[{}]]] * 10,
     }
     text = json.dumps(document)
