@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from bridge import errors
 from bridge.buffer_budget import SessionBuffers
 from bridge.config import BridgeConfig
+from bridge.log_throttle import PEER_EVENTS, LogKind
 from bridge.logs import log_unexpected
 from bridge.metrics import BridgeMetrics, ErrorKind, StreamOutcome
 from bridge.overload import OverloadReport
@@ -385,7 +386,14 @@ class Dispatcher:
             conn.send_data(sid, answer.body)
             conn.end_stream(sid)
         except ChannelError as exc:
-            _log.info("could not answer stream %d: %s", sid, exc.check)
+            PEER_EVENTS.log(
+                _log,
+                LogKind.STREAM_UNANSWERABLE,
+                logging.INFO,
+                "could not answer stream %d: %s",
+                sid,
+                exc.check,
+            )
             return
         self._metrics.response_sent(request.path, answer.status)
         self._metrics.stream_finished(request.path, StreamOutcome.REFUSED)
@@ -458,9 +466,9 @@ class Dispatcher:
 
     def _failed(self, what: str, exc: BaseException | None = None) -> None:
         if exc is None:
-            _log.error("%s", what)
+            PEER_EVENTS.log(_log, LogKind.STREAM_FAILED, logging.ERROR, "%s", what)
         else:
-            log_unexpected(_log, what, exc)
+            log_unexpected(_log, what, exc, LogKind.STREAM_FAILED)
         self._metrics.error(ErrorKind.INTERNAL)
 
     async def _settle(self, sid: int) -> None:
@@ -478,7 +486,14 @@ class Dispatcher:
                 try:
                     conn.reset_stream(sid, RESET_INTERNAL_ERROR, "bridge internal error")
                 except ChannelError as exc:
-                    _log.warning("stream %d: cannot even RESET (%s): closing", sid, exc.check)
+                    PEER_EVENTS.log(
+                        _log,
+                        LogKind.RESET_IMPOSSIBLE,
+                        logging.WARNING,
+                        "stream %d: cannot even RESET (%s): closing",
+                        sid,
+                        exc.check,
+                    )
                     self._outbox.abandon(exc)
                     return
             await self._outbox.flush()

@@ -46,6 +46,7 @@ from attestation.pcs import CollateralFetcher
 from attestation.quote_parser import parse_quote
 from bridge.attested_key import AttestedKeySigner
 from bridge.config import BridgeConfig, CollateralSource
+from bridge.log_throttle import PEER_EVENTS, LogKind
 from bridge.metrics import QuotePurpose
 from bridge.providers.base import QuoteProvider, QuoteProviderError
 from bridge.providers.simulated import SimulatedQuoteProvider
@@ -201,5 +202,12 @@ class BridgeEvidence:
             return self._collateral(quote, int(self._clock()))
         except (AttestationError, QuoteProviderError, OSError, ValueError) as exc:
             # The quote is still good; the client can fetch collateral itself.
-            _log.warning("no collateral attached to evidence: %s: %s", type(exc).__name__, exc)
+            PEER_EVENTS.log(
+                _log,
+                LogKind.NO_COLLATERAL,
+                logging.WARNING,
+                "no collateral attached to evidence: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             return None

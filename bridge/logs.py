@@ -16,7 +16,8 @@ never). Two things would otherwise break that:
   happened, never its message.
 
 The bridge's own log lines are written to name only fixed text, counts, stream ids, check
-names and client addresses.
+names and client addresses; the ones a peer can trigger at will are rate-limited per kind
+(``bridge.log_throttle``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import logging
 import traceback
 from typing import Final
+
+from bridge.log_throttle import PEER_EVENTS, LogKind
 
 # Loggers of libraries that see decrypted request URLs.
 HTTP_CLIENT_LOGGERS: Final = ("aiohttp.client", "httpx2", "httpx", "httpcore", "httpcore2", "hpack")
@@ -43,10 +46,20 @@ def configure(*, log_request_paths: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def log_unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
-    """Log an unexpected exception at ERROR by type and code location only (no message)."""
+def log_unexpected(
+    logger: logging.Logger, what: str, exc: BaseException, kind: LogKind | None = None
+) -> None:
+    """Log an unexpected exception at ERROR by type and code location only (no message).
+
+    With ``kind`` (a failure a peer may be able to repeat at will), through
+    :data:`bridge.log_throttle.PEER_EVENTS`.
+    """
     frames = traceback.extract_tb(exc.__traceback__)
     where = " <- ".join(
         f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in frames[::-1][:8]
     )
-    logger.error("%s: %s at %s", what, type(exc).__name__, where or "unknown location")
+    args = (what, type(exc).__name__, where or "unknown location")
+    if kind is None:
+        logger.error("%s: %s at %s", *args)
+    else:
+        PEER_EVENTS.log(logger, kind, logging.ERROR, "%s: %s at %s", *args)

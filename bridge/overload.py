@@ -4,8 +4,9 @@ Every bound that refuses work (admission, handshake slots, stream caps, the buff
 budget, shutdown) calls :meth:`OverloadReport.refused`. The counter
 ``shroud_bridge_overload_refusals_total{limit}`` counts each refusal. The log says at INFO that
 a limit was met, with the client address (the operator sees it anyway) but never a path, body
-or key; under a flood it logs the first refusal of each limit and then one summary line per
-``interval`` with the count, so an attacker cannot turn refusals into a disk or CPU flood.
+or key; under a flood it logs the first refusal of each limit per ``interval`` and counts the
+rest into one summary line (``bridge.log_throttle``, keyed by the limit), so an attacker cannot
+turn refusals into a disk or CPU flood.
 
 The refusal itself (which status, which close code) is ``shroud_sdk.refusals``; this module
 only reports.
@@ -18,8 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from bridge.log_throttle import LogThrottle
 from bridge.metrics import BridgeMetrics
-from shroud_sdk.refusals import Overload, OverloadLimit
+from shroud_sdk.refusals import Overload
 
 _log = logging.getLogger("bridge.overload")
 
@@ -37,27 +39,23 @@ class OverloadReport:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metrics = metrics
-        self._interval = interval
-        self._clock = clock
-        # limit -> (when its last line was logged, refusals not logged since)
-        self._logged: dict[OverloadLimit, tuple[float, int]] = {}
+        self._lines = LogThrottle(lines=1, interval=interval, clock=clock)
 
     def refused(self, overload: Overload, source: str) -> None:
         """Count one refusal and log it unless this limit was logged within ``interval``."""
         limit = overload.limit
         self._metrics.overload_refused(limit)
-        now = self._clock()
-        last, suppressed = self._logged.get(limit, (-self._interval, 0))
-        if now - last < self._interval:
-            self._logged[limit] = (last, suppressed + 1)
-            return
-        self._logged[limit] = (now, 0)
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        _log.info(
-            "overload: refused %s from %s (%d): %s%s",
+        self._lines.log(
+            _log,
+            limit,
+            logging.INFO,
+            "overload: refused %s from %s (%d): %s",
             limit.value,
             source,
             overload.status,
             limit.explanation,
-            more,
         )
+
+    def flush(self) -> None:
+        """Log the count of refusals not yet reported (at shutdown)."""
+        self._lines.flush()

@@ -58,6 +58,7 @@ from bridge.dispatch import api_key_digests
 from bridge.evidence import BridgeEvidence, collateral_supplier_for
 from bridge.fresh_quotes import FreshQuoteLimiter
 from bridge.listener import Gate, connection_class
+from bridge.log_throttle import PEER_EVENTS
 from bridge.metrics import BridgeMetrics
 from bridge.overload import OverloadReport
 from bridge.providers import QuoteProvider, create_provider
@@ -191,6 +192,7 @@ class BridgeServer:
         self._sessions: set[Session] = set()
         self._attested_key: AttestedKeyHolder | None = None
         self._gate: Gate | None = None
+        self._overload: OverloadReport | None = None
         self._closing = False
         self.metrics: BridgeMetrics | None = None
 
@@ -283,7 +285,7 @@ class BridgeServer:
             # Every stream the caps admit gets its upstream connection without queueing.
             pool_size=config.max_streams,
         )
-        report = OverloadReport(metrics)
+        report = self._overload = OverloadReport(metrics)
         context = SessionContext(
             config=config,
             channel=channel,
@@ -425,4 +427,8 @@ class BridgeServer:
         if self._state is not None:
             self._state.close()
             self._state = None
+        # The counts of lines the throttles held back since their last summary.
+        if self._overload is not None:
+            self._overload.flush()
+        PEER_EVENTS.flush()
         _log.info("shroud-bridge stopped")

@@ -50,6 +50,7 @@ from bridge.buffer_budget import BufferBudget
 from bridge.config import BridgeConfig
 from bridge.dispatch import DispatchContext, Dispatcher
 from bridge.fresh_quotes import FreshQuoteLimiter, retry_after_seconds
+from bridge.log_throttle import PEER_EVENTS, LogKind
 from bridge.logs import log_unexpected
 from bridge.metrics import BridgeMetrics, Direction, ErrorKind, HandshakeFailure
 from bridge.overload import OverloadReport
@@ -260,7 +261,7 @@ class Session:
         except WebSocketClosed:
             pass
         except Exception as exc:
-            log_unexpected(_log, "session failed unexpectedly", exc)
+            log_unexpected(_log, "session failed unexpectedly", exc, LogKind.SESSION_FAILED)
             self._metrics.error(ErrorKind.INTERNAL)
             await self._close_websocket(1011, "internal error")
         finally:
@@ -344,7 +345,7 @@ class Session:
         return await self._handshake_answered(started)
 
     async def _refuse_handshake(self, exc: ChannelError) -> bool:
-        _log.info("handshake refused: %s", exc)
+        PEER_EVENTS.log(_log, LogKind.HANDSHAKE_REFUSED, logging.INFO, "handshake refused: %s", exc)
         reason = _HANDSHAKE_REASONS.get(exc.check, HandshakeFailure.MALFORMED)
         return await self._refuse(reason, exc.ws_close_code, handshake_refusal_reason(exc))
 
@@ -407,7 +408,13 @@ class Session:
             try:
                 self._conn.receive_data(message)
             except ChannelError as exc:
-                _log.info("connection failed: %s", exc.check)
+                PEER_EVENTS.log(
+                    _log,
+                    LogKind.CONNECTION_FAILED,
+                    logging.INFO,
+                    "connection failed: %s",
+                    exc.check,
+                )
                 kind = (
                     ErrorKind.RECORD_AUTH
                     if isinstance(exc, IntegrityError)
@@ -533,7 +540,10 @@ class Session:
     def _send_timed_out(self) -> None:
         if not self._ws.transport.is_closing():
             self._metrics.error(ErrorKind.SEND_TIMEOUT)
-            _log.info(
+            PEER_EVENTS.log(
+                _log,
+                LogKind.SEND_TIMEOUT,
+                logging.INFO,
                 "client %s did not read for %.0f s: connection aborted",
                 self.source,
                 self._config.send_timeout,

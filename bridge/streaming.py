@@ -31,6 +31,7 @@ import time
 from typing import Final, Protocol
 
 from bridge import errors
+from bridge.log_throttle import PEER_EVENTS, LogKind
 from bridge.metrics import BridgeMetrics, ErrorKind, StreamOutcome
 from bridge.upstream import (
     Upstream,
@@ -145,7 +146,9 @@ async def relay(
     except UpstreamError as exc:
         timeout = isinstance(exc, UpstreamTimeoutError)
         metrics.error(ErrorKind.UPSTREAM_TIMEOUT if timeout else ErrorKind.UPSTREAM_CONNECT)
-        _log.warning("upstream request failed: %s", exc)
+        PEER_EVENTS.log(
+            _log, LogKind.UPSTREAM_FAILED, logging.WARNING, "upstream request failed: %s", exc
+        )
         if headers_sent:
             # Never a silent truncation: the client sees RESET instead of END.
             conn.reset_stream(sid, RESET_INTERNAL_ERROR, "upstream failed mid-response")

@@ -6,6 +6,8 @@ from importlib import metadata
 
 import pytest
 
+from bridge.log_throttle import PEER_EVENTS
+
 # openai, the httpx packages it may build on, and the frameworks tests/integrations drives.
 _REPORTED = (
     "openai",
@@ -29,3 +31,10 @@ def pytest_report_header(config: pytest.Config) -> str:
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
     return "shroud-sdk tested with: " + ", ".join(versions)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_throttle() -> None:
+    """Each test's in-process bridge logs its first lines of each kind, as a fresh process
+    would (the throttle is process-wide)."""
+    PEER_EVENTS.reset()

@@ -50,9 +50,10 @@ def test_every_refusal_is_counted_and_a_flood_is_logged_once_per_interval(
     assert _count(metrics, "handshakes_per_source") == 1001
     assert _count(metrics, "sessions") == 1
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3, lines
+    assert len(lines) == 4, lines
     assert lines[0].startswith("overload: refused handshakes_per_source from 192.0.2.9 (429)")
-    assert "999 more since the last report" in lines[2]
+    assert "999 more 'handshakes_per_source' line(s) suppressed" in lines[2]
+    assert lines[3].startswith("overload: refused handshakes_per_source from 192.0.2.9 (429)")
     assert all(r.levelno == logging.INFO for r in caplog.records)
 
 
