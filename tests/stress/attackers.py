@@ -6,6 +6,11 @@ the attacker spends nothing on key generation; half ask for a fresh quote, half 
 bridge's attested key),
 waits for the answer or the refusal, drops the connection and starts again at once.
 
+``python -m tests.stress.attackers garbage URL AUDIENCE --from 127.0.0.2,127.0.0.3 --loops 8``
+runs the same loops with ClientHellos the bridge must refuse (another audience, no common
+suite, noise), spread over the listed source addresses: each
+refusal is a line the bridge would log.
+
 ``python -m tests.stress.attackers slowloris HOST PORT --from 127.0.0.2 --count N --seconds S``
 opens connections that send the WebSocket upgrade one byte every half second and never
 finish it, reopening any the bridge closes.
@@ -39,7 +44,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from attestation.policy import Policy
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection
-from shroud_sdk.channel.constants import SIMULATED_SUITES
+from shroud_sdk.channel.constants import IMPLEMENTED_SUITES, SIMULATED_SUITES
 from shroud_sdk.channel.evidence import Evidence
 from tests.e2e.client import ChannelClient
 
@@ -88,6 +93,52 @@ async def flood(
                 await asyncio.sleep(0.01)
 
     await asyncio.gather(*(loop(hellos[n % 2]) for n in range(loops)))
+    return counts
+
+
+def bad_hellos(audience: str) -> tuple[bytes, ...]:
+    """ClientHellos the bridge refuses at once (no quote made): one for another audience,
+    one offering only hardware suites (a simulated bridge has none), one that does not
+    decode."""
+    wrong_audience = client_hello("elsewhere.example:443", fresh=False)
+    config = ClientConfig(
+        audience=audience,
+        verifier=_never_verified,
+        allowed_suites=frozenset(IMPLEMENTED_SUITES - SIMULATED_SUITES),
+    )
+    (hardware_only,) = ClientConnection(config).data_to_send()
+    return (wrong_audience, hardware_only, bytes(range(64)))
+
+
+async def garbage(
+    url: str, audience: str, sources: list[str], loops: int, stop: asyncio.Event
+) -> dict[str, int]:
+    """Refused handshakes until ``stop``: ``loops`` loops per source address, each sending
+    one of :func:`bad_hellos` per connection; counts of refusals."""
+    hellos = bad_hellos(audience)
+    counts = {"attempts": 0, "refused_http": 0, "refused_close": 0, "answered": 0, "errors": 0}
+
+    async def loop(source: str, n: int) -> None:
+        while not stop.is_set():
+            counts["attempts"] += 1
+            try:
+                async with connect(
+                    url, compression=None, open_timeout=10, local_addr=(source, 0)
+                ) as ws:
+                    await ws.send(hellos[n % len(hellos)])
+                    await asyncio.wait_for(ws.recv(), 10)
+                    counts["answered"] += 1
+            except InvalidStatus:
+                counts["refused_http"] += 1
+                await asyncio.sleep(0.01)
+            except WebSocketException:
+                counts["refused_close"] += 1
+            except (OSError, TimeoutError):
+                counts["errors"] += 1
+                await asyncio.sleep(0.01)
+            n += 1
+
+    await asyncio.gather(*(loop(s, n) for s in sources for n in range(loops)))
     return counts
 
 
@@ -218,6 +269,9 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
     started = time.monotonic()
     if args.attack == "flood":
         counts = await flood(args.target, args.audience, args.source, args.loops, stop)
+    elif args.attack == "garbage":
+        sources = args.source.split(",")
+        counts = await garbage(args.target, args.audience, sources, args.loops, stop)
     elif args.attack == "slowloris":
         counts = await slowloris(args.target, int(args.audience), args.source, args.count, stop)
     elif args.attack == "bodies":
@@ -248,10 +302,10 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("attack", choices=["flood", "slowloris", "streams", "bodies"])
+    parser.add_argument("attack", choices=["flood", "garbage", "slowloris", "streams", "bodies"])
     parser.add_argument("target", help="flood: ws:// URL; slowloris: host")
     parser.add_argument("audience", help="flood: the bridge's audience; slowloris: port")
-    parser.add_argument("--from", dest="source", default="127.0.0.2")
+    parser.add_argument("--from", dest="source", default="127.0.0.2", help="garbage: a,b,...")
     parser.add_argument("--loops", type=int, default=64)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
