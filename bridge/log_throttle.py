@@ -44,6 +44,7 @@ class LogKind(StrEnum):
     STREAM_FAILED = "stream failed unexpectedly"
     RESET_IMPOSSIBLE = "cannot even RESET"
     NO_COLLATERAL = "no collateral attached to evidence"
+    SCRAPE_FAILED = "metrics connection failed"
 
 
 @dataclass

@@ -18,7 +18,9 @@ This module does not decide when to count; the server calls the methods.
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -37,6 +39,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from bridge.log_throttle import PEER_EVENTS, LogKind
 from shroud_sdk.refusals import OverloadLimit
 
 OTHER: Final = "other"
@@ -48,6 +51,8 @@ _UPSTREAM_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 # server spends a thread and a descriptor on each connection for as long as its client takes.
 # So at most MAX_SCRAPES are served at once (more are closed on accept), and every read and
 # write of one may take SCRAPE_TIMEOUT seconds. bridge.descriptors counts them in its base.
+_log = logging.getLogger(__name__)
+
 MAX_SCRAPES: Final = 8
 SCRAPE_TIMEOUT: Final = 10.0
 
@@ -373,6 +378,19 @@ class BoundedScrapeServer(ThreadingWSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a whole traceback to stderr for each connection that fails (a
+        # peer resetting it mid-request): ~30 lines a connection, at the peer's will.
+        exc = sys.exception()
+        PEER_EVENTS.log(
+            _log,
+            LogKind.SCRAPE_FAILED,
+            logging.INFO,
+            "metrics connection from %s failed: %s",
+            client_address[0] if isinstance(client_address, tuple) else "?",
+            type(exc).__name__,
+        )
 
 
 def _bind(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
