@@ -4,8 +4,9 @@ Loops from eight loopback addresses (127.0.0.2-9; the per-source limits, at thei
 hold each to its handshake rate but not the eight together) send ClientHellos the bridge must
 refuse: another audience, no common suite, noise (tests/stress/attackers.py, ``garbage``).
 Meanwhile an attested attacker sends requests the upstream answers with a broken status
-line, each a 502 and an ``upstream request failed`` line, and connections to the metrics
-port are reset mid-request (socketserver printed a 30-line traceback for each). Without
+line, each a 502 and an ``upstream request failed`` line; attested connections from
+127.0.0.10 send a record that fails (``connection failed``); connections to the metrics port
+are reset mid-request (socketserver printed a 30-line traceback for each). Without
 ``bridge.log_throttle`` the bridge wrote a line (or 30) per event; with it, at most five of
 each kind per ten seconds, and at shutdown one summary whose count adds up, with the lines
 logged, to exactly what the metrics counted. A legitimate client from 127.0.0.1 is served
@@ -18,6 +19,7 @@ import asyncio
 import re
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +44,18 @@ ATTACK_SECONDS = 30.0 if FULL else 6.0
 SOURCES = ",".join(f"127.0.0.{n}" for n in range(2, 10))
 UPSTREAM_LOOPS = 2
 # Per ten seconds: five lines and a summary for each kind the attack triggers (handshake
-# refused, upstream request failed, metrics connection failed), a line per overload limit
-# met, and the startup and shutdown lines; a line per event would be hundreds.
-MAX_LINES = (5 + 1) * 3 * (int(ATTACK_SECONDS // 10) + 1) + 20
+# refused, connection failed, upstream request failed, metrics connection failed), a line
+# per overload limit met, and the startup and shutdown lines; a line per event would be
+# hundreds.
+MAX_LINES = (5 + 1) * 4 * (int(ATTACK_SECONDS // 10) + 1) + 20
+
+
+KINDS = (
+    r"handshake refused: ",
+    r"connection failed: ",
+    r"upstream request failed: ",
+    r"metrics connection from .* failed: ",
+)
 
 
 def _failed(bridge: BridgeProcess, reason: str) -> float:
@@ -62,6 +73,29 @@ async def _failing_requests(client: ChannelClient, stop: asyncio.Event) -> int:
             "POST", "/v1/chat/completions", body=chat_body(model="bad-status"), seconds=10
         )
         assert answer.status == 502
+        sent += 1
+    return sent
+
+
+def _connections_failed(bridge: BridgeProcess) -> float:
+    return sum(
+        bridge.metric("shroud_bridge_errors_total", {"kind": kind})
+        for kind in ("protocol", "record_auth")
+    )
+
+
+async def _bad_records(bridge: BridgeProcess, stop: asyncio.Event) -> int:
+    """Attested connections that each send one record the bridge cannot open: how many."""
+    sent = 0
+    while not stop.is_set():
+        client = await ChannelClient.connect(
+            bridge.url,
+            audience=bridge.audience,
+            root_pem=bridge.root_pem,
+            local_address="127.0.0.10",
+        )
+        await client.ws.send(b"\x17" + bytes(100))
+        await client.ws.wait_closed()
         sent += 1
     return sent
 
@@ -108,6 +142,7 @@ async def test_a_flood_of_refusals_and_failures_writes_a_bounded_log(tmp_path: P
             )
             failing = await attacker(bridge)
             before = len(bridge.log_text().splitlines())
+            began = time.monotonic()
             start = bridge.rss_bytes()
             garbage = Attacker(
                 "garbage",
@@ -126,6 +161,7 @@ async def test_a_flood_of_refusals_and_failures_writes_a_bounded_log(tmp_path: P
                     for _ in range(UPSTREAM_LOOPS)
                 ]
                 scrapes = asyncio.create_task(_reset_scrapes(bridge, stop))
+                records = asyncio.create_task(_bad_records(bridge, stop))
                 assert await wait_for(lambda: _failed(bridge, "wrong_audience") > 20, 30), (
                     "no flood"
                 )
@@ -142,29 +178,40 @@ async def test_a_flood_of_refusals_and_failures_writes_a_bounded_log(tmp_path: P
                 stop.set()
                 failures_sent = sum(await asyncio.gather(*requests))
                 resets = await scrapes
+                bad_records = await records
             finally:
                 stop.set()
                 counts = garbage.stop()
                 await failing.close()
         during = bridge.log_text().splitlines()[before:]
+        elapsed = time.monotonic() - began
         refused = _failed(bridge, "wrong_audience") + _failed(bridge, "unsupported_suite")
         upstream_failed = _upstream_failures(bridge)
+        connections_failed = _connections_failed(bridge)
         bridge.terminate()
         after = bridge.log_text().splitlines()[before:]
     growth = rss.peak - start
     print(
         f"log flood: {counts}; {int(refused)} handshakes refused, {failures_sent} upstream "
-        f"failures, {resets} metrics connections reset; {len(during)} log lines during the "
+        f"failures, {bad_records} bad records, {resets} metrics connections reset; "
+        f"{len(during)} log lines during the "
         f"attack; legitimate {served}/{tried} served; RSS growth {mib(growth)}"
     )
     assert refused > 200, "the flood never got going"
     assert failures_sent > 50, "the upstream failures never got going"
     assert resets > 50, "the metrics resets never got going"
+    assert bad_records > 10, "the bad records never got going"
     assert len(during) <= MAX_LINES, f"{len(during)} lines, from:\n" + "\n".join(during[:8])
+    # Each kind alone: five lines per ten-second window the attack touched, whatever the rest.
+    per_kind = 5 * (int(elapsed // 10) + 2)
+    for kind in KINDS:
+        assert _logged(during, kind) <= per_kind, kind
     # Each line logged or counted once: the summaries at shutdown add up to the metrics.
     logged_refusals = _logged(after, r"handshake refused: (audience|suite):")
     assert logged_refusals + _summarised(after, "handshake refused") == refused
     logged_failures = _logged(after, r"upstream request failed: ")
     assert logged_failures + _summarised(after, "upstream request failed") == upstream_failed
+    logged_records = _logged(after, r"connection failed: ")
+    assert logged_records + _summarised(after, "connection failed") == connections_failed
     assert served == tried >= ATTACK_SECONDS  # about two a second, none refused
     assert growth <= 32 * MIB
