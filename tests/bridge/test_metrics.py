@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import struct
 import time
 
 import httpx
@@ -217,3 +219,27 @@ def test_the_metrics_server_serves_a_bounded_number_of_connections_each_with_a_t
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_connections_reset_mid_scrape_log_a_throttled_line_and_no_traceback(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, thread = _metrics().serve("127.0.0.1", 0)
+    address = ("127.0.0.1", server.server_port)
+    try:
+        with caplog.at_level(logging.INFO, logger="bridge.metrics"):
+            for _ in range(20):
+                with socket.create_connection(address) as sock:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+                    time.sleep(0.02)  # the scrape thread is reading the headers
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            scrape = httpx.get(f"http://{address[0]}:{address[1]}/metrics", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert scrape.status_code == 200
+    # socketserver printed a 30-line traceback to stderr for each of these.
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.metrics"]
+    assert lines == ["metrics connection from 127.0.0.1 failed: ConnectionResetError"] * 5
