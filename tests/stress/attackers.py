@@ -11,6 +11,13 @@ runs the same loops with ClientHellos the bridge must refuse (another audience, 
 suite, noise), spread over the listed source addresses: each
 refusal is a line the bridge would log.
 
+``python -m tests.stress.attackers quotes URL AUDIENCE --from 127.0.0.10 --count 60 --loops 2
+--seconds N`` asks for fresh quotes from ``--count`` sources (consecutive addresses from
+``--from``), ``--loops`` handshakes at a time from each (the per-source fresh-quote burst): each
+loop sends a fresh-mode ClientHello, waits up to 30 s for the answer or the refusal, pauses
+``--pause`` seconds and asks again. Retrying faster buys no more quotes (each source's budget
+refills at the bridge's fresh-quote rate), only handshake CPU, which ``flood`` is about.
+
 ``python -m tests.stress.attackers slowloris HOST PORT --from 127.0.0.2 --count N --seconds S``
 opens connections that send the WebSocket upgrade one byte every half second and never
 finish it, reopening any the bridge closes.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import signal
 import time
@@ -40,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from attestation.policy import Policy
 from shroud_sdk.channel.connection import ClientConfig, ClientConnection
@@ -139,6 +147,60 @@ async def garbage(
             n += 1
 
     await asyncio.gather(*(loop(s, n) for s in sources for n in range(loops)))
+    return counts
+
+
+async def quotes(
+    url: str,
+    audience: str,
+    first: str,
+    sources: int,
+    loops: int,
+    pause: float,
+    stop: asyncio.Event,
+) -> dict[str, int]:
+    """Fresh-quote handshakes from ``sources`` addresses until ``stop``; counts of answers,
+    1013 refusals (and the slowest one in milliseconds: a refusal should cost no wait) and
+    handshakes the bridge neither answered nor refused within 30 s."""
+    hello = client_hello(audience, fresh=True)
+    counts = {
+        "attempts": 0,
+        "answered": 0,
+        "refused_1013": 0,
+        "slowest_1013_ms": 0,
+        "refused_other": 0,
+        "unanswered": 0,
+        "errors": 0,
+    }
+
+    async def loop(source: str) -> None:
+        while not stop.is_set():
+            counts["attempts"] += 1
+            started = time.monotonic()
+            try:
+                async with connect(
+                    url, compression=None, open_timeout=10, local_addr=(source, 0)
+                ) as ws:
+                    await ws.send(hello)
+                    await asyncio.wait_for(ws.recv(), 30)
+                    counts["answered"] += 1
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == 1013:
+                    counts["refused_1013"] += 1
+                    waited = int((time.monotonic() - started) * 1000)
+                    counts["slowest_1013_ms"] = max(counts["slowest_1013_ms"], waited)
+                else:
+                    counts["refused_other"] += 1
+            except TimeoutError:
+                counts["unanswered"] += 1
+            except (WebSocketException, OSError):
+                counts["errors"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    base = ipaddress.IPv4Address(first)
+    addresses = [str(base + n) for n in range(sources)]
+    await asyncio.gather(*(loop(a) for a in addresses for _ in range(loops)))
     return counts
 
 
@@ -272,6 +334,10 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
     elif args.attack == "garbage":
         sources = args.source.split(",")
         counts = await garbage(args.target, args.audience, sources, args.loops, stop)
+    elif args.attack == "quotes":
+        counts = await quotes(
+            args.target, args.audience, args.source, args.count, args.loops, args.pause, stop
+        )
     elif args.attack == "slowloris":
         counts = await slowloris(args.target, int(args.audience), args.source, args.count, stop)
     elif args.attack == "bodies":
@@ -302,13 +368,16 @@ async def _main(args: argparse.Namespace) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("attack", choices=["flood", "garbage", "slowloris", "streams", "bodies"])
+    parser.add_argument(
+        "attack", choices=["flood", "garbage", "quotes", "slowloris", "streams", "bodies"]
+    )
     parser.add_argument("target", help="flood: ws:// URL; slowloris: host")
     parser.add_argument("audience", help="flood: the bridge's audience; slowloris: port")
     parser.add_argument("--from", dest="source", default="127.0.0.2", help="garbage: a,b,...")
     parser.add_argument("--loops", type=int, default=64)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--pause", type=float, default=0.5, help="quotes: between attempts")
     parser.add_argument("--policy", type=Path, help="streams: the bridge's dev policy")
     parser.add_argument("--model", default="stall", help="streams: the upstream model")
     parser.add_argument("--streams", type=int, default=2, help="bodies: requests per connection")
