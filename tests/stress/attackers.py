@@ -74,6 +74,14 @@ def client_hello(audience: str, *, fresh: bool) -> bytes:
     return hello
 
 
+async def _handshake(url: str, source: str, hello: bytes, answer_timeout: float) -> None:
+    """One connection from ``source``: send ``hello``, wait for the bridge's answer; raises
+    what the bridge's refusal or the connection's failure raises."""
+    async with connect(url, compression=None, open_timeout=10, local_addr=(source, 0)) as ws:
+        await ws.send(hello)
+        await asyncio.wait_for(ws.recv(), answer_timeout)
+
+
 async def flood(
     url: str, audience: str, source: str, loops: int, stop: asyncio.Event
 ) -> dict[str, int]:
@@ -86,12 +94,8 @@ async def flood(
         while not stop.is_set():
             counts["attempts"] += 1
             try:
-                async with connect(
-                    url, compression=None, open_timeout=10, local_addr=(source, 0)
-                ) as ws:
-                    await ws.send(hello)
-                    await asyncio.wait_for(ws.recv(), 10)
-                    counts["answered"] += 1
+                await _handshake(url, source, hello, 10)
+                counts["answered"] += 1
             except InvalidStatus:
                 counts["refused_http"] += 1
             except WebSocketException:
@@ -130,12 +134,8 @@ async def garbage(
         while not stop.is_set():
             counts["attempts"] += 1
             try:
-                async with connect(
-                    url, compression=None, open_timeout=10, local_addr=(source, 0)
-                ) as ws:
-                    await ws.send(hellos[n % len(hellos)])
-                    await asyncio.wait_for(ws.recv(), 10)
-                    counts["answered"] += 1
+                await _handshake(url, source, hellos[n % len(hellos)], 10)
+                counts["answered"] += 1
             except InvalidStatus:
                 counts["refused_http"] += 1
                 await asyncio.sleep(0.01)
@@ -178,12 +178,8 @@ async def quotes(
             counts["attempts"] += 1
             started = time.monotonic()
             try:
-                async with connect(
-                    url, compression=None, open_timeout=10, local_addr=(source, 0)
-                ) as ws:
-                    await ws.send(hello)
-                    await asyncio.wait_for(ws.recv(), 30)
-                    counts["answered"] += 1
+                await _handshake(url, source, hello, 30)
+                counts["answered"] += 1
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == 1013:
                     counts["refused_1013"] += 1
