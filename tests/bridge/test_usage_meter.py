@@ -37,6 +37,16 @@ def _meter(chunks: Iterable[bytes]) -> Usage | None:
     return meter.usage
 
 
+def _meter_traced(chunks: Iterable[bytes]) -> tuple[Usage | None, int]:
+    """:func:`_meter`, and the peak of the memory Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        usage = _meter(chunks)
+        return usage, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _pieces(body: bytes, size: int) -> list[bytes]:
     return [body[i : i + size] for i in range(0, len(body), size)]
 
@@ -146,12 +156,7 @@ def test_a_body_far_larger_than_8_mib_gets_its_usage_read_in_bounded_memory() ->
         json.dumps(_USAGE).encode(),
     )
     chunks = _pieces(body, 64 * 1024)
-    tracemalloc.start()
-    try:
-        usage = _meter(chunks)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    usage, peak = _meter_traced(chunks)
     assert len(body) > 20 * MIB
     assert usage == Usage(4, 2, 6)
     assert peak < 4 * MIB  # the events of one 64 KiB chunk at most, not the body
@@ -162,12 +167,7 @@ def test_a_large_usage_object_costs_no_memory_beyond_its_three_counts() -> None:
     members = ", ".join(f'"m{i}": {i}' for i in range(200_000))
     body = b'{"usage": {%s, "prompt_tokens": 5, "total_tokens": 5}}' % members.encode()
     chunks = _pieces(body, 64 * 1024)
-    tracemalloc.start()
-    try:
-        usage = _meter(chunks)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    usage, peak = _meter_traced(chunks)
     assert usage == Usage(5, 0, 5)
     assert peak < 4 * MIB
 
