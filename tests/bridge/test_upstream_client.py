@@ -52,6 +52,24 @@ async def _upstream_at(
         server.close()
 
 
+class _AnswerThenStall:
+    """A server for ``_upstream_at``: on each connection (counted), it reads the request
+    head, writes ``answer``, then reads nothing and closes only after 5 s."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.answer)
+            await writer.drain()
+            await asyncio.sleep(5)
+        writer.close()
+
+
 @contextlib.asynccontextmanager
 async def _serving(
     script: Script, *, read_timeout: float = 300, pool_size: int = 0
@@ -593,24 +611,14 @@ async def test_chunk_framing_spread_over_a_long_body_is_not_a_head_too_large() -
 async def test_a_connection_answered_before_its_request_was_written_is_not_reused() -> None:
     # The upstream answers from the head alone and never reads the 32 MiB body (more than the
     # loopback socket buffers hold): the rest of that body would come before the next request.
-    connections = 0
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()
-            await asyncio.sleep(5)  # then it reads nothing, and answers nothing more
-        writer.close()
+    serve = _AnswerThenStall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
     post = UpstreamRequest("POST", "/v1/completions", (), b"x" * (32 << 20))
     async with _upstream_at(serve) as upstream:
         for _ in range(2):
             async with asyncio.timeout(3), upstream.send(post) as answer:
                 assert await _body(answer) == b"ok"
-        assert connections == 2
+        assert serve.connections == 2
 
 
 @pytest.mark.parametrize(
@@ -698,23 +706,13 @@ async def test_switching_protocols_is_a_broken_upstream() -> None:
 
 
 async def test_an_answer_that_closes_its_connection_is_not_followed_by_another_request() -> None:
-    connections = 0
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()
-            await asyncio.sleep(5)  # slow to close, and it reads nothing more
-        writer.close()
+    serve = _AnswerThenStall(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
 
     async with _upstream_at(serve) as upstream:
         assert await _read_all(upstream) == b"ok"
         async with asyncio.timeout(3):
             assert await _read_all(upstream) == b"ok"
-        assert connections == 2
+        assert serve.connections == 2
 
 
 async def test_a_pooled_connection_being_closed_is_not_picked() -> None:
